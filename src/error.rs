@@ -1,0 +1,126 @@
+//! The one error type of the CLI. Every variant renders as a single line that
+//! names the file, says what is wrong with it and how to fix it; `main` prints
+//! it after `error: ` and exits with code 2 (usage or input error).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub enum Error {
+    /// A file named on the command line (or recorded in a profile) is absent.
+    MissingFile { path: PathBuf },
+    /// Reading or writing a file failed for another reason.
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: std::io::Error,
+    },
+    /// The file is empty or not a lineprof profile.
+    NotAProfile { path: PathBuf, detail: String },
+    /// A chunk in the middle of the profile is damaged.
+    Corrupt { path: PathBuf, detail: String },
+    /// The profile was written by a newer lineprof.
+    NewerVersion { path: PathBuf, version: u32 },
+    /// No profile could be found for the request.
+    NoProfile { detail: String },
+    /// The executable recorded in the profile is gone.
+    BinaryMissing { binary: PathBuf, profile: PathBuf },
+    /// The executable was rebuilt after the profile was written.
+    BuildIdMismatch {
+        binary: PathBuf,
+        now: String,
+        recorded: String,
+    },
+    /// The executable has no DWARF line tables.
+    NoDebugInfo { binary: PathBuf },
+    /// The executable could not be parsed as an object file.
+    BadBinary { binary: PathBuf, detail: String },
+    /// A command-line value is invalid (bad regex, ...).
+    Usage { detail: String },
+}
+
+impl Error {
+    pub fn io(path: &Path, action: &'static str, source: std::io::Error) -> Error {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            return Error::MissingFile {
+                path: path.to_path_buf(),
+            };
+        }
+        Error::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    }
+
+    /// The process exit code for this error: always 2 (usage or input error);
+    /// exit code 1 is reserved for `check` failures.
+    pub fn exit_code(&self) -> i32 {
+        2
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::MissingFile { path } => write!(
+                f,
+                "{}: no such file; check the path (profiles are written as lineprof-<pid>.lprof in the program's working directory)",
+                path.display()
+            ),
+            Error::Io {
+                path,
+                action,
+                source,
+            } => write!(f, "{}: cannot {action}: {source}", path.display()),
+            Error::NotAProfile { path, detail } => write!(
+                f,
+                "{}: {detail}; pass a .lprof file written by a program using lineprof::Tracking",
+                path.display()
+            ),
+            Error::Corrupt { path, detail } => write!(
+                f,
+                "{}: {detail}; the profile is damaged, re-run the program to get a new one",
+                path.display()
+            ),
+            Error::NewerVersion { path, version } => write!(
+                f,
+                "{}: profile format version {version} is newer than this lineprof understands (version {}); upgrade the lineprof CLI",
+                path.display(),
+                lineprof::format::VERSION
+            ),
+            Error::NoProfile { detail } => write!(f, "{detail}"),
+            Error::BinaryMissing { binary, profile } => write!(
+                f,
+                "{}: the executable recorded in profile {} is missing; pass the binary's new path (`lineprof report {}`) or rebuild it and re-run the program",
+                binary.display(),
+                profile.display(),
+                profile.display()
+            ),
+            Error::BuildIdMismatch {
+                binary,
+                now,
+                recorded,
+            } => write!(
+                f,
+                "`{}` was rebuilt after the profile was written (build-id {now}, profile has {recorded}); re-run the program to get a new profile",
+                binary.display()
+            ),
+            Error::NoDebugInfo { binary } => write!(
+                f,
+                "{}: no DWARF line tables, so lines cannot be resolved; add `[profile.release] debug = \"line-tables-only\"` to Cargo.toml (and do not strip the binary), rebuild and re-run",
+                binary.display()
+            ),
+            Error::BadBinary { binary, detail } => write!(
+                f,
+                "{}: cannot read the executable: {detail}; rebuild it and re-run the program",
+                binary.display()
+            ),
+            Error::Usage { detail } => write!(f, "{detail}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;

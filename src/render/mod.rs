@@ -1,0 +1,95 @@
+//! Renderers: turn a `Report` into text or JSON. They choose and order lines
+//! (`View`) but compute no figures: everything comes from the report.
+
+pub mod json;
+pub mod text;
+
+use crate::lines::{sort_lines, LineFigures, LineFilter, SortKey};
+use crate::report::Report;
+
+/// What the user asked to see.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub sort: SortKey,
+    /// At most this many lines (table rows in text, `lines` in JSON).
+    pub top: Option<usize>,
+    pub filter: LineFilter,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        View {
+            sort: SortKey::Allocated,
+            top: None,
+            filter: LineFilter::default(),
+        }
+    }
+}
+
+/// The lines of `report` that `view` keeps, sorted, before `--top`.
+pub fn selected_lines(report: &Report, view: &View) -> Vec<LineFigures> {
+    let mut lines: Vec<LineFigures> = report
+        .lines
+        .iter()
+        .filter(|l| view.filter.keeps(l))
+        .cloned()
+        .collect();
+    sort_lines(&mut lines, view.sort);
+    lines
+}
+
+/// `512 B`, `1.2 KiB`, `3.0 MiB`, `1.5 GiB`.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// Bytes with a sign for negative values (`-1.2 MiB`).
+pub fn format_signed_bytes(n: i64) -> String {
+    if n < 0 {
+        format!("-{}", format_bytes(n.unsigned_abs()))
+    } else {
+        format_bytes(n as u64)
+    }
+}
+
+/// `850 ns`, `12.3 µs`, `340.2 ms`, `1.5 s`.
+pub fn format_time(ns: u64) -> String {
+    let v = ns as f64;
+    if ns < 1_000 {
+        format!("{ns} ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1} µs", v / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.1} ms", v / 1e6)
+    } else {
+        format!("{:.1} s", v / 1e9)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scales_units() {
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(1024), "1.0 KiB");
+        assert_eq!(format_bytes(1_258_291), "1.2 MiB");
+        assert_eq!(format_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(format_signed_bytes(-2048), "-2.0 KiB");
+        assert_eq!(format_time(850), "850 ns");
+        assert_eq!(format_time(12_300), "12.3 µs");
+        assert_eq!(format_time(340_200_000), "340.2 ms");
+        assert_eq!(format_time(1_500_000_000), "1.5 s");
+    }
+}

@@ -1,0 +1,366 @@
+//! Terminal report: a summary header, a table of the top lines by their
+//! `self` figures, then memory_profiler-style source listings of the top
+//! functions with `total` figures (what each line did, callees included).
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::path::Path;
+
+use super::{format_bytes, format_signed_bytes, format_time, selected_lines, View};
+use crate::lines::{Figures, LineFigures, LineKind, SortKey, SourceFiles};
+use crate::report::Report;
+
+/// Table rows when `--top` is not given.
+pub const DEFAULT_TOP: usize = 20;
+/// Functions given a source listing.
+const LISTED_FUNCTIONS: usize = 5;
+/// Longest source excerpt in the top-lines table.
+const EXCERPT_CHARS: usize = 60;
+
+/// Renders the whole text report. `sources` supplies the lines between
+/// those with figures in the listings; a missing file leaves them blank.
+pub fn render(report: &Report, view: &View, sources: &mut SourceFiles) -> String {
+    let mut out = String::new();
+    header(&mut out, report);
+    let lines = selected_lines(report, view);
+    let has_cpu = report.totals.cpu_samples > 0;
+    let top = view.top.unwrap_or(DEFAULT_TOP);
+    top_lines(&mut out, &lines[..lines.len().min(top)], view, has_cpu);
+    for (file, function) in top_functions(&lines, view.sort, top.min(LISTED_FUNCTIONS)) {
+        let own: Vec<&LineFigures> = lines
+            .iter()
+            .filter(|l| l.file == file && l.function == function)
+            .collect();
+        listing(&mut out, report, &own, sources);
+    }
+    out
+}
+
+fn header(out: &mut String, r: &Report) {
+    let command = if r.run.command.is_empty() {
+        r.run.executable.path.clone()
+    } else {
+        r.run.command.join(" ")
+    };
+    let _ = writeln!(
+        out,
+        "lineprof report: {command}\n  run {}, started {}, ran {}",
+        r.run.id,
+        r.run.started_at,
+        format_time(r.run.duration_ns)
+    );
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    if r.run.sampling.estimated {
+        let _ = writeln!(
+            out,
+            "(estimated from sampled allocations, 1 in ~{} bytes)",
+            r.run.sampling.alloc_sample_bytes
+        );
+    }
+    let t = &r.totals;
+    let mut rows = vec![
+        ("allocations", t.allocations.to_string()),
+        ("allocated", format_bytes(t.allocated_bytes)),
+        ("freed", format_bytes(t.freed_bytes)),
+        ("peak", format_bytes(t.peak_bytes)),
+        ("at exit", format_bytes(t.end_bytes)),
+    ];
+    if t.cpu_samples > 0 {
+        let cpu = format!("{} ({} samples)", format_time(t.cpu_time_ns), t.cpu_samples);
+        rows.push(("CPU time", cpu));
+    }
+    out.push('\n');
+    for (name, value) in rows {
+        let _ = writeln!(out, "  {name:<12} {value}");
+    }
+}
+
+fn sort_title(key: SortKey) -> &'static str {
+    match key {
+        SortKey::Allocated => "allocated bytes",
+        SortKey::Freed => "freed bytes",
+        SortKey::Increment => "increment",
+        SortKey::Peak => "bytes live at peak",
+        SortKey::End => "bytes live at exit",
+        SortKey::Allocations => "allocations",
+        SortKey::Cpu => "CPU time",
+    }
+}
+
+fn top_lines(out: &mut String, lines: &[LineFigures], view: &View, has_cpu: bool) {
+    let scope = if view.filter.user_only {
+        " in your code (--focus all shows every line)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "\nTop {} lines by self {}{scope}:",
+        lines.len(),
+        sort_title(view.sort)
+    );
+    if lines.is_empty() {
+        out.push_str("  (no lines with figures)\n");
+        return;
+    }
+    let mut headers = figure_headers(has_cpu);
+    headers.push("Line");
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            let mut row = figure_cells(&l.self_figures, has_cpu, None);
+            row.push(describe_line(l));
+            row
+        })
+        .collect();
+    table(out, &headers, &rows, false);
+}
+
+fn describe_line(l: &LineFigures) -> String {
+    let place = if l.file.is_empty() {
+        "??".to_string()
+    } else {
+        format!("{}:{}", l.file, l.line)
+    };
+    let mut s = format!("{place}  {}", l.function);
+    if let Some(src) = l.source.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let excerpt: String = src.chars().take(EXCERPT_CHARS).collect();
+        let more = if src.chars().count() > EXCERPT_CHARS {
+            "…"
+        } else {
+            ""
+        };
+        let _ = write!(s, "  `{excerpt}{more}`");
+    }
+    s
+}
+
+fn figure_headers(has_cpu: bool) -> Vec<&'static str> {
+    let mut h = vec![
+        "Allocated",
+        "Freed",
+        "Increment",
+        "Peak",
+        "At exit",
+        "Allocs",
+    ];
+    if has_cpu {
+        h.extend(["Time", "% Time"]);
+    }
+    h
+}
+
+/// `cpu_total` turns on the `% Time` column relative to the process total.
+fn figure_cells(f: &Figures, has_cpu: bool, cpu_total: Option<u64>) -> Vec<String> {
+    let mut c = vec![
+        format_bytes(f.allocated_bytes),
+        format_bytes(f.freed_bytes),
+        format_signed_bytes(f.increment_bytes),
+        format_bytes(f.peak_bytes),
+        format_bytes(f.end_bytes),
+        f.allocations.to_string(),
+    ];
+    if has_cpu {
+        c.push(format_time(f.cpu_time_ns));
+        let total = cpu_total.unwrap_or(0);
+        c.push(if total > 0 {
+            format!("{:.1}", f.cpu_time_ns as f64 * 100.0 / total as f64)
+        } else {
+            String::new()
+        });
+    }
+    c
+}
+
+/// The (file, function) pairs with the largest summed `self` figure of `key`.
+fn top_functions(lines: &[LineFigures], key: SortKey, n: usize) -> Vec<(String, String)> {
+    let mut sums: HashMap<(&str, &str), i128> = HashMap::new();
+    for l in lines.iter().filter(|l| !l.file.is_empty() && l.line > 0) {
+        *sums.entry((&l.file, &l.function)).or_default() += key.value(&l.self_figures);
+    }
+    let mut ranked: Vec<_> = sums.into_iter().filter(|&(_, v)| v > 0).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked
+        .into_iter()
+        .take(n)
+        .map(|((file, function), _)| (file.to_string(), function.to_string()))
+        .collect()
+}
+
+/// One function's source from its first to its last line with figures.
+fn listing(out: &mut String, r: &Report, own: &[&LineFigures], sources: &mut SourceFiles) {
+    let (Some(first), Some(last)) = (
+        own.iter().map(|l| l.line).min(),
+        own.iter().map(|l| l.line).max(),
+    ) else {
+        return;
+    };
+    let (file, function, kind) = (&own[0].file, &own[0].function, own[0].kind);
+    let _ = writeln!(out, "\n{function}  ({file}, figures include callees)");
+    let has_cpu = r.totals.cpu_samples > 0;
+    let mut headers = vec!["Line #"];
+    headers.extend(figure_headers(has_cpu));
+    headers.push("Line Contents");
+    let full_path = match (&r.root, kind) {
+        (Some(root), LineKind::User) => root.join(file),
+        _ => Path::new(file).to_path_buf(),
+    };
+    let mut rows = Vec::new();
+    for n in first..=last {
+        let with_figures = own.iter().find(|l| l.line == n);
+        let text = with_figures
+            .and_then(|l| l.source.clone())
+            .or_else(|| sources.line(&full_path, n).map(str::to_string))
+            .unwrap_or_default();
+        let mut row = vec![n.to_string()];
+        match with_figures {
+            Some(l) => row.extend(figure_cells(&l.total, has_cpu, Some(r.totals.cpu_time_ns))),
+            None => row.extend(figure_headers(has_cpu).iter().map(|_| String::new())),
+        }
+        row.push(text);
+        rows.push(row);
+    }
+    table(out, &headers, &rows, true);
+}
+
+/// Writes an aligned table: every column but the last right-aligned, the
+/// last left-aligned and unpadded. `ruler` adds a `=` line under the header.
+fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>], ruler: bool) {
+    let last = headers.len() - 1;
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(last) {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i == last {
+                s.push_str("  ");
+                s.push_str(cell);
+            } else {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                s.push_str(&" ".repeat(pad + if i == 0 { 0 } else { 2 }));
+                s.push_str(cell);
+            }
+        }
+        s.truncate(s.trim_end().len());
+        s
+    };
+    let head = line(&mut headers.iter().copied());
+    let _ = writeln!(out, "{head}");
+    if ruler {
+        let _ = writeln!(out, "{}", "=".repeat(head.chars().count()));
+    }
+    for row in rows {
+        let _ = writeln!(out, "{}", line(&mut row.iter().map(String::as_str)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{ExecutableInfo, GitInfo, RunInfo, Sampling, Totals};
+
+    fn figures(allocations: u64, allocated: u64, freed: u64, peak: u64, end: u64) -> Figures {
+        Figures {
+            allocations,
+            allocated_bytes: allocated,
+            frees: allocations,
+            freed_bytes: freed,
+            increment_bytes: allocated as i64 - freed as i64,
+            peak_bytes: peak,
+            end_bytes: end,
+            cpu_samples: 0,
+            cpu_time_ns: 0,
+        }
+    }
+
+    fn line(n: u32, src: &str, s: Figures, t: Figures) -> LineFigures {
+        LineFigures {
+            file: "src/main.rs".into(),
+            line: n,
+            function: "app::build".into(),
+            kind: LineKind::User,
+            source: Some(src.into()),
+            self_figures: s,
+            total: t,
+        }
+    }
+
+    #[test]
+    fn renders_header_table_and_listing() {
+        let report = Report {
+            run: RunInfo {
+                id: "lineprof-42".into(),
+                name: None,
+                command: vec!["/tmp/app".into(), "--n".into(), "3".into()],
+                started_at: "2023-11-14T22:13:20Z".into(),
+                duration_ns: 1_500_000_000,
+                git: GitInfo::default(),
+                executable: ExecutableInfo {
+                    path: "/tmp/app".into(),
+                    build_id: None,
+                },
+                sampling: Sampling {
+                    alloc_sample_bytes: 0,
+                    cpu_hz: 0,
+                    estimated: false,
+                },
+            },
+            totals: Totals {
+                allocations: 3,
+                allocated_bytes: 3 << 20,
+                frees: 2,
+                freed_bytes: 1 << 20,
+                peak_bytes: 2 << 20,
+                end_bytes: 1 << 20,
+                ..Totals::default()
+            },
+            lines: vec![
+                line(
+                    3,
+                    "    let a = vec![0u8; 1 << 21];",
+                    figures(1, 2 << 20, 0, 2 << 20, 0),
+                    figures(1, 2 << 20, 0, 2 << 20, 0),
+                ),
+                line(
+                    5,
+                    "    let b = vec![0u8; 1 << 20];",
+                    figures(1, 1 << 20, 1 << 20, 0, 1 << 20),
+                    figures(1, 1 << 20, 1 << 20, 0, 1 << 20),
+                ),
+            ],
+            warnings: vec!["profile has no end record".into()],
+            root: None,
+        };
+        let text = render(&report, &View::default(), &mut SourceFiles::default());
+        let expected = "\
+lineprof report: /tmp/app --n 3
+  run lineprof-42, started 2023-11-14T22:13:20Z, ran 1.5 s
+warning: profile has no end record
+
+  allocations  3
+  allocated    3.0 MiB
+  freed        1.0 MiB
+  peak         2.0 MiB
+  at exit      1.0 MiB
+
+Top 2 lines by self allocated bytes:
+Allocated    Freed  Increment     Peak  At exit  Allocs  Line
+  2.0 MiB      0 B    2.0 MiB  2.0 MiB      0 B       1  src/main.rs:3  app::build  `let a = vec![0u8; 1 << 21];`
+  1.0 MiB  1.0 MiB        0 B      0 B  1.0 MiB       1  src/main.rs:5  app::build  `let b = vec![0u8; 1 << 20];`
+
+app::build  (src/main.rs, figures include callees)
+Line #  Allocated    Freed  Increment     Peak  At exit  Allocs  Line Contents
+==============================================================================
+     3    2.0 MiB      0 B    2.0 MiB  2.0 MiB      0 B       1      let a = vec![0u8; 1 << 21];
+     4
+     5    1.0 MiB  1.0 MiB        0 B      0 B  1.0 MiB       1      let b = vec![0u8; 1 << 20];
+";
+        assert_eq!(text, expected, "\n{text}");
+    }
+}

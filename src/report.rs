@@ -1,0 +1,298 @@
+//! The report model and the pipeline that builds it: profile -> replay ->
+//! symbols -> lines. Renderers (and later the run store and `diff`) take a
+//! `Report` and need nothing else; a stored run can be loaded straight into
+//! one.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::lines::{self, LineFigures, SourceFiles};
+use crate::profile::{self, Profile};
+use crate::replay::{self, StackFigures};
+use crate::symbolize;
+
+/// Everything a renderer shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub run: RunInfo,
+    pub totals: Totals,
+    /// Every line with a non-zero figure, unsorted.
+    pub lines: Vec<LineFigures>,
+    /// Problems to print before the figures.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+    /// The workspace root user files are relative to.
+    #[serde(skip)]
+    pub root: Option<PathBuf>,
+}
+
+/// The `run` object of JSON schema 1.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub command: Vec<String>,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub duration_ns: u64,
+    pub git: GitInfo,
+    pub executable: ExecutableInfo,
+    pub sampling: Sampling,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GitInfo {
+    pub commit: Option<String>,
+    pub dirty: bool,
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutableInfo {
+    pub path: String,
+    pub build_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Sampling {
+    pub alloc_sample_bytes: u64,
+    pub cpu_hz: u32,
+    /// Present (true) when figures are estimates from sampled allocations.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
+}
+
+/// Whole-process figures (the `totals` object).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub allocations: u64,
+    pub allocated_bytes: u64,
+    pub frees: u64,
+    pub freed_bytes: u64,
+    /// The maximum of live heap bytes.
+    pub peak_bytes: u64,
+    /// Live heap bytes at exit.
+    pub end_bytes: u64,
+    pub cpu_samples: u64,
+    pub cpu_time_ns: u64,
+}
+
+impl Totals {
+    pub fn from_raw(raw: &StackFigures) -> Totals {
+        let f = lines::Figures::from_raw(raw);
+        Totals {
+            allocations: f.allocations,
+            allocated_bytes: f.allocated_bytes,
+            frees: f.frees,
+            freed_bytes: f.freed_bytes,
+            peak_bytes: f.peak_bytes,
+            end_bytes: f.end_bytes,
+            cpu_samples: f.cpu_samples,
+            cpu_time_ns: f.cpu_time_ns,
+        }
+    }
+}
+
+/// Reads, replays, symbolizes and aggregates the profile at `path`.
+pub fn report_from_profile(path: &Path) -> Result<Report> {
+    let profile = profile::read_profile(path)?;
+    let replay = replay::replay(&profile);
+    let symbols = symbolize::symbolize(&profile)?;
+    let exe = profile.executable();
+    let root = exe.parent().and_then(lines::workspace_root).or_else(|| {
+        std::env::current_dir()
+            .ok()
+            .and_then(|d| lines::workspace_root(&d))
+    });
+    let mut sources = SourceFiles::new(root.clone());
+    let lines = lines::aggregate(&replay, &symbols, root.as_deref(), &mut sources);
+    let mut warnings = symbols.warnings.clone();
+    warnings.extend(profile.warnings());
+    Ok(Report {
+        run: run_info(&profile, replay.estimated),
+        totals: Totals::from_raw(&replay.totals),
+        lines,
+        warnings,
+        root,
+    })
+}
+
+fn run_info(p: &Profile, estimated: bool) -> RunInfo {
+    let exe = p.executable();
+    let build_id = p
+        .modules
+        .iter()
+        .find(|m| Path::new(&*String::from_utf8_lossy(&m.path)) == exe)
+        .or(p.modules.first())
+        .filter(|m| !m.build_id.is_empty())
+        .map(|m| m.build_id.iter().map(|b| format!("{b:02x}")).collect());
+    let end_ns = p.end.map(|e| e.end_unix_ns).or_else(|| {
+        let modified = std::fs::metadata(&p.path).and_then(|m| m.modified()).ok()?;
+        let since = modified.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+        Some(since.as_nanos() as u64)
+    });
+    let id = p
+        .path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    RunInfo {
+        id,
+        name: None,
+        command: p
+            .meta
+            .args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+        started_at: rfc3339(p.meta.start_unix_ns),
+        duration_ns: end_ns.map_or(0, |e| e.saturating_sub(p.meta.start_unix_ns)),
+        git: GitInfo::default(),
+        executable: ExecutableInfo {
+            path: exe.to_string_lossy().into_owned(),
+            build_id,
+        },
+        sampling: Sampling {
+            alloc_sample_bytes: p.meta.sample_bytes,
+            cpu_hz: p.meta.cpu_hz,
+            estimated,
+        },
+    }
+}
+
+/// Formats nanoseconds since the Unix epoch as RFC 3339 in UTC.
+pub fn rfc3339(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// What `lineprof report` was asked to show. A stored run (by id) will be a
+/// further variant once the run store exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportSource {
+    Profile(PathBuf),
+    /// The newest profile in the working directory written by this program.
+    Executable(PathBuf),
+    /// The newest profile in the working directory.
+    Latest,
+}
+
+impl ReportSource {
+    /// Classifies a command-line argument by the file's first bytes.
+    pub fn from_arg(arg: Option<&Path>) -> Result<ReportSource> {
+        let Some(path) = arg else {
+            return Ok(ReportSource::Latest);
+        };
+        let mut head = [0u8; 8];
+        let n = read_head(path, &mut head)?;
+        if n >= 4 && head[..4] == *b"\x7fELF" {
+            Ok(ReportSource::Executable(path.to_path_buf()))
+        } else {
+            // Anything else is read as a profile; the reader says what is
+            // wrong with it if it is none.
+            Ok(ReportSource::Profile(path.to_path_buf()))
+        }
+    }
+
+    /// The profile file this source designates, looked up in `dir`.
+    pub fn profile_path(&self, dir: &Path) -> Result<PathBuf> {
+        match self {
+            ReportSource::Profile(p) => Ok(p.clone()),
+            ReportSource::Latest => newest_profile(dir, |_| true).ok_or_else(|| Error::NoProfile {
+                detail: format!(
+                    "{}: no *.lprof profile here; run a program that uses lineprof::Tracking first, or pass a profile path",
+                    dir.display()
+                ),
+            }),
+            ReportSource::Executable(exe) => {
+                let canonical =
+                    std::fs::canonicalize(exe).map_err(|e| Error::io(exe, "resolve", e))?;
+                let want = canonical.to_string_lossy().into_owned();
+                newest_profile(dir, |p| {
+                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                    name.is_some_and(|n| n.starts_with("lineprof-"))
+                        && profile_executable(p).is_some_and(|e| e == want)
+                })
+                .ok_or_else(|| Error::NoProfile {
+                    detail: format!(
+                        "{}: no lineprof-*.lprof in {} was written by this executable; run it first (it writes the profile on exit)",
+                        exe.display(),
+                        dir.display()
+                    ),
+                })
+            }
+        }
+    }
+}
+
+fn read_head(path: &Path, buf: &mut [u8]) -> Result<usize> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(Error::io(path, "read", e)),
+        }
+    }
+    Ok(n)
+}
+
+/// The newest `*.lprof` file in `dir` that `keep` accepts.
+fn newest_profile(dir: &Path, keep: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "lprof") && keep(p))
+        .filter_map(|p| {
+            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
+            Some((modified, p))
+        })
+        .max()
+        .map(|(_, p)| p)
+}
+
+/// The executable recorded in a profile's metadata, reading only its start.
+fn profile_executable(path: &Path) -> Option<String> {
+    let mut head = vec![0u8; 1 << 16];
+    let n = read_head(path, &mut head).ok()?;
+    let chunks = lineprof::format::split_chunks(&head[..n]).ok()?;
+    let meta = chunks
+        .chunks
+        .iter()
+        .find(|c| c.kind == lineprof::format::ChunkKind::Meta)?;
+    let meta = lineprof::format::decode_meta(meta.payload).ok()?;
+    Some(String::from_utf8_lossy(&meta.executable).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,353 @@
+//! Turns the profile's raw return addresses into logical frames: source file,
+//! line and demangled function, with inlined frames expanded innermost first.
+//!
+//! Every captured frame is a return address (capture starts inside the
+//! allocator), so `addr - 1` is looked up to land on the call instruction.
+//! Each distinct address is resolved once; each distinct (file, line,
+//! function) is interned once, so stacks become short `Vec<u32>`s.
+//!
+//! The executable must match the profile (GNU build-id) and carry line
+//! tables; those problems are errors. Shared libraries that cannot be read
+//! only cost their frames a name, with a warning.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use addr2line::Loader;
+use object::{Object, ObjectSection};
+
+use crate::error::{Error, Result};
+use crate::profile::{Module, Profile};
+
+/// One logical frame: the identity of a source line. `file` is empty and
+/// `line` 0 when the address has no line information.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Location {
+    pub file: String,
+    pub line: u32,
+    pub function: String,
+}
+
+impl Location {
+    pub fn is_resolved(&self) -> bool {
+        !self.file.is_empty()
+    }
+}
+
+/// The symbolized stacks of a profile.
+#[derive(Debug, Clone, Default)]
+pub struct Symbols {
+    /// Interned locations; stacks refer to them by index.
+    pub locations: Vec<Location>,
+    /// Per stack id: location ids, innermost first, with the allocator's own
+    /// frames removed from the innermost end and unresolvable garbage removed
+    /// from the outermost end.
+    pub stacks: Vec<Vec<u32>>,
+    pub warnings: Vec<String>,
+}
+
+/// Resolves every stack of `profile`.
+pub fn symbolize(profile: &Profile) -> Result<Symbols> {
+    let exe = profile.executable();
+    let mut modules = ModuleTable::open(profile, &exe)?;
+    let mut out = Symbols::default();
+    out.warnings.append(&mut modules.warnings);
+    let mut interned: HashMap<Location, u32> = HashMap::new();
+    let mut by_addr: HashMap<u64, Vec<u32>> = HashMap::new();
+    for frames in &profile.stacks {
+        let mut stack = Vec::with_capacity(frames.len() * 2);
+        for &addr in frames {
+            let ids = by_addr.entry(addr).or_insert_with(|| {
+                modules
+                    .resolve(addr)
+                    .into_iter()
+                    .map(|loc| intern(&mut interned, &mut out.locations, loc))
+                    .collect()
+            });
+            stack.extend_from_slice(ids);
+        }
+        trim_stack(&mut stack, &out.locations);
+        out.stacks.push(stack);
+    }
+    Ok(out)
+}
+
+fn intern(map: &mut HashMap<Location, u32>, all: &mut Vec<Location>, loc: Location) -> u32 {
+    *map.entry(loc).or_insert_with_key(|loc| {
+        all.push(loc.clone());
+        (all.len() - 1) as u32
+    })
+}
+
+/// Removes the allocator machinery from the innermost end and unresolvable
+/// frames (the last frame-pointer step often reads garbage) from the
+/// outermost end.
+pub fn trim_stack(stack: &mut Vec<u32>, locations: &[Location]) {
+    let inner = stack
+        .iter()
+        .take_while(|&&id| is_allocator_frame(&locations[id as usize]))
+        .count();
+    // Keep at least one frame, so an event never loses its stack entirely.
+    let inner = inner.min(stack.len().saturating_sub(1));
+    stack.drain(..inner);
+    while stack.len() > 1 && !locations[*stack.last().unwrap() as usize].is_resolved() {
+        stack.pop();
+    }
+}
+
+/// Frames of the global-allocator plumbing and of the lineprof shim.
+pub fn is_allocator_frame(loc: &Location) -> bool {
+    let f = loc.function.as_str();
+    let last = f.rsplit("::").next().unwrap_or(f);
+    matches!(
+        last,
+        "__rust_alloc" | "__rust_dealloc" | "__rust_realloc" | "__rust_alloc_zeroed"
+    ) || last.starts_with("__rg_")
+        || last.starts_with("__rdl_")
+        || last.starts_with("__rust_no_alloc_shim_is_unstable")
+        || is_lineprof_frame(loc)
+}
+
+/// Frames of the shim crate itself.
+pub fn is_lineprof_frame(loc: &Location) -> bool {
+    let f = loc.function.as_str();
+    f.starts_with("lineprof::")
+        || f.starts_with("<lineprof::")
+        || loc.file.contains("alloc-shim/src/")
+}
+
+/// The loaded modules, address ranges sorted for lookup, and one lazily
+/// opened DWARF context per module.
+struct ModuleTable {
+    ranges: Vec<(u64, u64, usize)>,
+    modules: Vec<Module>,
+    loaders: Vec<Option<Loader>>,
+    warnings: Vec<String>,
+}
+
+impl ModuleTable {
+    fn open(profile: &Profile, exe: &Path) -> Result<ModuleTable> {
+        let mut ranges = Vec::new();
+        for (i, m) in profile.modules.iter().enumerate() {
+            ranges.extend(m.ranges.iter().map(|&(s, e)| (s, e, i)));
+        }
+        ranges.sort_unstable();
+        let exe_index = profile
+            .modules
+            .iter()
+            .position(|m| Path::new(&*String::from_utf8_lossy(&m.path)) == exe)
+            .or(if profile.modules.is_empty() {
+                None
+            } else {
+                Some(0)
+            });
+        let mut table = ModuleTable {
+            ranges,
+            modules: profile.modules.clone(),
+            loaders: Vec::new(),
+            warnings: Vec::new(),
+        };
+        for (i, m) in profile.modules.iter().enumerate() {
+            let loader = if Some(i) == exe_index {
+                Some(open_executable(m, &profile.path, &mut table.warnings)?)
+            } else {
+                open_library(m, &mut table.warnings)
+            };
+            table.loaders.push(loader);
+        }
+        Ok(table)
+    }
+
+    /// Logical frames for one return address, innermost first.
+    fn resolve(&self, addr: u64) -> Vec<Location> {
+        let unknown = || {
+            vec![Location {
+                file: String::new(),
+                line: 0,
+                function: format!("{addr:#x}"),
+            }]
+        };
+        let pc = addr.wrapping_sub(1);
+        let i = self.ranges.partition_point(|&(s, _, _)| s <= pc);
+        let Some(&(s, e, m)) = i.checked_sub(1).map(|i| &self.ranges[i]) else {
+            return unknown();
+        };
+        if !(s..e).contains(&pc) {
+            return unknown();
+        }
+        let Some(loader) = &self.loaders[m] else {
+            return unknown();
+        };
+        let probe = pc.wrapping_sub(self.modules[m].bias);
+        let mut out = frames_at(loader, probe);
+        if out.is_empty() {
+            if let Some(sym) = loader.find_symbol(probe) {
+                out.push(Location {
+                    file: String::new(),
+                    line: 0,
+                    function: demangle(sym),
+                });
+            }
+        }
+        if out.is_empty() {
+            return unknown();
+        }
+        out
+    }
+}
+
+fn frames_at(loader: &Loader, probe: u64) -> Vec<Location> {
+    let mut out = Vec::new();
+    let Ok(mut frames) = loader.find_frames(probe) else {
+        return out;
+    };
+    while let Ok(Some(frame)) = frames.next() {
+        let function = frame
+            .function
+            .as_ref()
+            .and_then(|f| f.raw_name().ok())
+            .map(|raw| demangle(&raw))
+            .unwrap_or_default();
+        let (file, line) = match &frame.location {
+            Some(l) => (l.file.unwrap_or("").to_string(), l.line.unwrap_or(0)),
+            None => (String::new(), 0),
+        };
+        if file.is_empty() && function.is_empty() {
+            continue;
+        }
+        out.push(Location {
+            file,
+            line,
+            function,
+        });
+    }
+    // DWARF of line-tables-only builds names the outermost function without
+    // its path; the symbol table has the full name.
+    if let (Some(last), Some(sym)) = (out.last_mut(), loader.find_symbol(probe)) {
+        let full = demangle(sym);
+        if !last.function.contains("::") && full.ends_with(&last.function) {
+            last.function = full;
+        }
+    }
+    out
+}
+
+/// `{:#}` demangling: the path without the hash suffix.
+pub fn demangle(name: &str) -> String {
+    match rustc_demangle::try_demangle(name) {
+        Ok(d) => format!("{d:#}"),
+        Err(_) => name.to_string(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Opens the profiled executable: it must exist, match the recorded build-id
+/// and carry line tables.
+fn open_executable(m: &Module, profile: &Path, warnings: &mut Vec<String>) -> Result<Loader> {
+    let path = PathBuf::from(String::from_utf8_lossy(&m.path).into_owned());
+    let data = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::BinaryMissing {
+            binary: path.clone(),
+            profile: profile.to_path_buf(),
+        },
+        _ => Error::io(&path, "read the executable", e),
+    })?;
+    let bad = |detail: String| Error::BadBinary {
+        binary: path.clone(),
+        detail,
+    };
+    let obj = object::File::parse(&*data).map_err(|e| bad(e.to_string()))?;
+    let now = obj.build_id().ok().flatten().unwrap_or_default();
+    if !m.build_id.is_empty() && now != m.build_id.as_slice() {
+        return Err(Error::BuildIdMismatch {
+            binary: path.clone(),
+            now: if now.is_empty() {
+                "none".to_string()
+            } else {
+                hex(now)
+            },
+            recorded: hex(&m.build_id),
+        });
+    }
+    let has_lines = obj
+        .section_by_name(".debug_line")
+        .is_some_and(|s| s.size() > 0);
+    if !has_lines {
+        return Err(Error::NoDebugInfo { binary: path });
+    }
+    let loader = Loader::new(&path).map_err(|e| bad(e.to_string()))?;
+    if let Some(w) = crate::unwind_check::frame_pointer_warning(&obj, &loader, &path) {
+        warnings.push(w);
+    }
+    Ok(loader)
+}
+
+/// Opens a shared library; any problem only costs its frames their names.
+fn open_library(m: &Module, warnings: &mut Vec<String>) -> Option<Loader> {
+    let path = String::from_utf8_lossy(&m.path).into_owned();
+    if path.is_empty() || path.starts_with('[') || path.contains("linux-vdso") {
+        return None;
+    }
+    let data = std::fs::read(&path).ok()?;
+    let obj = object::File::parse(&*data).ok()?;
+    let now = obj.build_id().ok().flatten().unwrap_or_default();
+    if !m.build_id.is_empty() && now != m.build_id.as_slice() {
+        warnings.push(format!(
+            "{path}: changed since the profile was written (build-id {}, profile has {}); its frames are shown as addresses",
+            hex(now),
+            hex(&m.build_id)
+        ));
+        return None;
+    }
+    Loader::new(&path).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(file: &str, function: &str) -> Location {
+        Location {
+            file: file.into(),
+            line: 1,
+            function: function.into(),
+        }
+    }
+
+    #[test]
+    fn trims_allocator_frames_and_outer_garbage() {
+        let locations = vec![
+            loc("/w/alloc-shim/src/stack.rs", "lineprof::stack::capture"),
+            loc(
+                "/w/alloc-shim/src/lib.rs",
+                "<lineprof::Tracking as core::alloc::global::GlobalAlloc>::alloc",
+            ),
+            loc("", "__rustc::__rust_alloc"),
+            loc(
+                "/rustc/abc/library/alloc/src/alloc.rs",
+                "alloc::alloc::alloc",
+            ),
+            loc("/w/src/main.rs", "app::main"),
+            loc("", "0x1234"),
+        ];
+        let mut stack = vec![0, 1, 2, 3, 4, 5];
+        trim_stack(&mut stack, &locations);
+        assert_eq!(stack, vec![3, 4]);
+        // Allocator frames are only removed at the innermost end.
+        let mut stack = vec![3, 0, 4];
+        trim_stack(&mut stack, &locations);
+        assert_eq!(stack, vec![3, 0, 4]);
+    }
+
+    #[test]
+    fn demangles_without_hash() {
+        assert_eq!(
+            demangle("_ZN3app11build_index17h0123456789abcdefE"),
+            "app::build_index"
+        );
+        assert_eq!(demangle("malloc"), "malloc");
+    }
+}
