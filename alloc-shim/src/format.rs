@@ -1,0 +1,694 @@
+//! The `.lprof` profile format, version 1: the one definition used by the
+//! writer (in the profiled program) and by the reader (the `lineprof` CLI).
+//!
+//! A profile is a 16-byte file header followed by self-delimiting chunks that
+//! are only ever appended. Each chunk carries its payload length and a CRC-32
+//! of the payload, so a reader stops cleanly at the last complete chunk of a
+//! file cut short by a crash or a kill, and tells a truncated tail (fine) from
+//! a damaged middle (an error). `docs/format.md` describes the bytes in prose.
+//!
+//! Encoding is allocation-free (`Encoder` writes into a caller's byte slice),
+//! because it runs inside the global allocator. Decoding allocates freely: it
+//! only ever runs in the CLI.
+
+/// First eight bytes of every profile.
+pub const MAGIC: [u8; 8] = *b"LPROF\0\x01\n";
+/// Format version written in the header; the reader refuses newer versions.
+pub const VERSION: u32 = 1;
+/// Size of the file header: magic, version, reserved flags.
+pub const FILE_HEADER_LEN: usize = 16;
+/// Size of a chunk header: kind, 3 reserved bytes, payload length, CRC-32.
+pub const CHUNK_HEADER_LEN: usize = 12;
+
+/// The kinds of chunk.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkKind {
+    /// Process metadata, written once when the file is created.
+    Meta = 1,
+    /// The loaded modules (executable and shared objects) with load bias,
+    /// executable segments and GNU build-id. Later chunks add to earlier ones.
+    Modules = 2,
+    /// Interned call stacks: `first_id`, `count`, then each stack's frames.
+    Stacks = 3,
+    /// Heap events (and CPU samples) of one thread, in that thread's order.
+    Events = 4,
+    /// Written last at a clean exit: totals the reader can check against.
+    End = 5,
+}
+
+impl ChunkKind {
+    pub fn from_u8(b: u8) -> Option<ChunkKind> {
+        Some(match b {
+            1 => ChunkKind::Meta,
+            2 => ChunkKind::Modules,
+            3 => ChunkKind::Stacks,
+            4 => ChunkKind::Events,
+            5 => ChunkKind::End,
+            _ => return None,
+        })
+    }
+}
+
+/// Event tags inside an `Events` chunk.
+pub mod tag {
+    /// `seq_delta, stack, size, addr_delta`
+    pub const ALLOC: u8 = 1;
+    /// `seq_delta, stack, size, addr_delta`
+    pub const FREE: u8 = 2;
+    /// `stack, count, time_ns_delta`: CPU samples taken on this thread.
+    pub const CPU: u8 = 3;
+}
+
+/// Writes the file header into `out` (at least `FILE_HEADER_LEN` bytes).
+pub fn write_file_header(out: &mut [u8]) {
+    out[..8].copy_from_slice(&MAGIC);
+    out[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    out[12..16].copy_from_slice(&0u32.to_le_bytes());
+}
+
+/// CRC-32 (IEEE, reflected), bitwise-table-free so it needs no static table
+/// initialisation; fast enough for chunk sizes of a few hundred KiB.
+pub fn crc32(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = make_crc_table();
+    let mut crc = !0u32;
+    for &b in data {
+        crc = TABLE[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+const fn make_crc_table() -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+}
+
+/// Fills in the chunk header in `chunk[..CHUNK_HEADER_LEN]` for the payload
+/// that follows it in `chunk[CHUNK_HEADER_LEN..]`.
+pub fn seal_chunk(kind: ChunkKind, chunk: &mut [u8]) {
+    let (header, payload) = chunk.split_at_mut(CHUNK_HEADER_LEN);
+    header[0] = kind as u8;
+    header[1..4].copy_from_slice(&[0, 0, 0]);
+    header[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[8..12].copy_from_slice(&crc32(payload).to_le_bytes());
+}
+
+/// Zig-zag maps signed deltas to small unsigned numbers.
+#[inline]
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+#[inline]
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// An allocation-free LEB128 writer over a fixed buffer. Callers check
+/// `remaining()` before writing a record; a record never exceeds
+/// `MAX_EVENT_LEN` bytes.
+pub struct Encoder<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+/// Upper bound on one encoded event: a tag and four 10-byte varints.
+pub const MAX_EVENT_LEN: usize = 1 + 4 * 10;
+
+impl<'a> Encoder<'a> {
+    pub fn new(buf: &'a mut [u8], pos: usize) -> Self {
+        Encoder { buf, pos }
+    }
+    #[inline]
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+    #[inline]
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+    #[inline]
+    pub fn u8(&mut self, v: u8) {
+        self.buf[self.pos] = v;
+        self.pos += 1;
+    }
+    #[inline]
+    pub fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf[self.pos] = (v as u8) | 0x80;
+            self.pos += 1;
+            v >>= 7;
+        }
+        self.buf[self.pos] = v as u8;
+        self.pos += 1;
+    }
+    pub fn u32(&mut self, v: u32) {
+        self.bytes(&v.to_le_bytes());
+    }
+    pub fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+    }
+    /// A length-prefixed byte string, cut to what fits (paths, arguments).
+    pub fn lp_bytes(&mut self, b: &[u8]) {
+        let n = b.len().min(self.remaining().saturating_sub(10));
+        self.varint(n as u64);
+        self.bytes(&b[..n]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Decoding (CLI side).
+
+/// Why a profile could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    /// Too short to hold the file header.
+    Empty,
+    /// The magic bytes are not ours.
+    NotAProfile,
+    /// Written by a newer lineprof.
+    NewerVersion(u32),
+    /// A chunk in the middle of the file fails its checksum or does not parse.
+    Corrupt { offset: u64, what: &'static str },
+}
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FormatError::Empty => write!(f, "the file is empty or shorter than a profile header"),
+            FormatError::NotAProfile => write!(f, "not a lineprof profile (wrong magic bytes)"),
+            FormatError::NewerVersion(v) => write!(
+                f,
+                "profile format version {v} is newer than this lineprof understands (version {VERSION})"
+            ),
+            FormatError::Corrupt { offset, what } => {
+                write!(f, "corrupt chunk at byte {offset}: {what}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+/// One chunk as found in the file.
+#[derive(Debug, Clone, Copy)]
+pub struct RawChunk<'a> {
+    pub kind: ChunkKind,
+    pub offset: u64,
+    pub payload: &'a [u8],
+}
+
+/// The chunks of a file, and whether the file ended inside a chunk.
+#[derive(Debug)]
+pub struct Chunks<'a> {
+    pub chunks: Vec<RawChunk<'a>>,
+    /// Bytes after the last complete chunk (a truncated write), if any.
+    pub truncated_tail: u64,
+}
+
+/// Splits a profile into its chunks. A chunk that is cut short at the end of
+/// the file ends the list (the file was truncated); a complete chunk with a
+/// bad checksum or an unknown kind is corruption.
+pub fn split_chunks(data: &[u8]) -> Result<Chunks<'_>, FormatError> {
+    if data.len() < FILE_HEADER_LEN {
+        if data.len() >= 8 && data[..8] != MAGIC {
+            return Err(FormatError::NotAProfile);
+        }
+        return Err(FormatError::Empty);
+    }
+    if data[..8] != MAGIC {
+        return Err(FormatError::NotAProfile);
+    }
+    let version = u32::from_le_bytes(data[8..12].try_into().unwrap());
+    if version > VERSION {
+        return Err(FormatError::NewerVersion(version));
+    }
+    let mut chunks = Vec::new();
+    let mut pos = FILE_HEADER_LEN;
+    while pos < data.len() {
+        if data.len() - pos < CHUNK_HEADER_LEN {
+            break;
+        }
+        let h = &data[pos..pos + CHUNK_HEADER_LEN];
+        let len = u32::from_le_bytes(h[4..8].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(h[8..12].try_into().unwrap());
+        let start = pos + CHUNK_HEADER_LEN;
+        if data.len() - start < len {
+            break;
+        }
+        let payload = &data[start..start + len];
+        let corrupt = |what| FormatError::Corrupt {
+            offset: pos as u64,
+            what,
+        };
+        if crc32(payload) != crc {
+            // A zero-filled tail (the file was extended but never written,
+            // as after a crash on some file systems) is truncation too.
+            if data[pos..].iter().all(|&b| b == 0) {
+                break;
+            }
+            return Err(corrupt("checksum mismatch"));
+        }
+        let kind = ChunkKind::from_u8(h[0]).ok_or_else(|| corrupt("unknown chunk kind"))?;
+        chunks.push(RawChunk {
+            kind,
+            offset: pos as u64,
+            payload,
+        });
+        pos = start + len;
+    }
+    Ok(Chunks {
+        chunks,
+        truncated_tail: (data.len() - pos) as u64,
+    })
+}
+
+/// A bounds-checked reader over a chunk payload.
+pub struct Decoder<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+/// Decoding ran past the end of a payload or met an impossible value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
+impl<'a> Decoder<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Decoder { data, pos: 0 }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+    pub fn u8(&mut self) -> Result<u8, Malformed> {
+        let b = *self.data.get(self.pos).ok_or(Malformed("unexpected end"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+    pub fn varint(&mut self) -> Result<u64, Malformed> {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let b = self.u8()?;
+            if shift >= 64 {
+                return Err(Malformed("varint too long"));
+            }
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+            shift += 7;
+        }
+    }
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
+        if self.data.len() - self.pos < n {
+            return Err(Malformed("unexpected end"));
+        }
+        let b = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(b)
+    }
+    pub fn u32(&mut self) -> Result<u32, Malformed> {
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().unwrap()))
+    }
+    pub fn u64(&mut self) -> Result<u64, Malformed> {
+        Ok(u64::from_le_bytes(self.bytes(8)?.try_into().unwrap()))
+    }
+    pub fn lp_bytes(&mut self) -> Result<&'a [u8], Malformed> {
+        let n = self.varint()?;
+        if n > self.data.len() as u64 {
+            return Err(Malformed("length past end"));
+        }
+        self.bytes(n as usize)
+    }
+}
+
+/// The `Meta` chunk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub pid: u32,
+    /// Wall-clock start, nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// Mean bytes between sampled allocations; 0 means every allocation.
+    pub sample_bytes: u64,
+    /// CPU samples per second per thread; 0 means no CPU sampling.
+    pub cpu_hz: u32,
+    pub max_depth: u32,
+    /// Set in a child created by `fork`: the parent's pid.
+    pub forked_from: u32,
+    pub executable: Vec<u8>,
+    pub args: Vec<Vec<u8>>,
+}
+
+/// Writes a `Meta` payload. Arguments are cut when they do not fit.
+pub fn encode_meta(e: &mut Encoder<'_>, m: &MetaRef<'_>, args: &mut dyn Iterator<Item = &[u8]>) {
+    e.u32(m.pid);
+    e.u64(m.start_unix_ns);
+    e.u64(m.sample_bytes);
+    e.u32(m.cpu_hz);
+    e.u32(m.max_depth);
+    e.u32(m.forked_from);
+    e.lp_bytes(m.executable);
+    for a in args {
+        if e.remaining() < a.len() + 20 {
+            break;
+        }
+        e.lp_bytes(a);
+    }
+}
+
+/// Borrowed form of `Meta` for the allocation-free writer.
+pub struct MetaRef<'a> {
+    pub pid: u32,
+    pub start_unix_ns: u64,
+    pub sample_bytes: u64,
+    pub cpu_hz: u32,
+    pub max_depth: u32,
+    pub forked_from: u32,
+    pub executable: &'a [u8],
+}
+
+pub fn decode_meta(payload: &[u8]) -> Result<Meta, Malformed> {
+    let mut d = Decoder::new(payload);
+    let mut m = Meta {
+        pid: d.u32()?,
+        start_unix_ns: d.u64()?,
+        sample_bytes: d.u64()?,
+        cpu_hz: d.u32()?,
+        max_depth: d.u32()?,
+        forked_from: d.u32()?,
+        executable: d.lp_bytes()?.to_vec(),
+        args: Vec::new(),
+    };
+    while !d.is_empty() {
+        m.args.push(d.lp_bytes()?.to_vec());
+    }
+    Ok(m)
+}
+
+/// One loaded module.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Module {
+    pub path: Vec<u8>,
+    /// Load bias: runtime address minus the ELF virtual address.
+    pub bias: u64,
+    pub build_id: Vec<u8>,
+    /// Executable segments as runtime `[start, end)` address ranges.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// Module payload: `count`, then per module: bias u64, build-id, path,
+/// range count, ranges (start, end as varints).
+pub fn decode_modules(payload: &[u8]) -> Result<Vec<Module>, Malformed> {
+    let mut d = Decoder::new(payload);
+    let n = d.varint()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let bias = d.u64()?;
+        let build_id = d.lp_bytes()?.to_vec();
+        let path = d.lp_bytes()?.to_vec();
+        let nr = d.varint()?;
+        let mut ranges = Vec::new();
+        for _ in 0..nr {
+            let s = d.varint()?;
+            let e = d.varint()?;
+            ranges.push((s, e));
+        }
+        out.push(Module {
+            path,
+            bias,
+            build_id,
+            ranges,
+        });
+    }
+    Ok(out)
+}
+
+/// Stacks payload: `first_id u32`, `count u32`, then per stack: frame count,
+/// first return address, then zig-zag deltas between consecutive addresses.
+/// Frames are innermost first, as captured (return addresses, not call
+/// sites: the reader subtracts one before symbolizing).
+pub fn decode_stacks(payload: &[u8]) -> Result<(u32, Vec<Vec<u64>>), Malformed> {
+    let mut d = Decoder::new(payload);
+    let first = d.u32()?;
+    let count = d.u32()?;
+    let mut stacks = Vec::with_capacity(count.min(1 << 20) as usize);
+    for _ in 0..count {
+        let n = d.varint()?;
+        if n > 1 << 16 {
+            return Err(Malformed("stack deeper than 65536 frames"));
+        }
+        let mut frames = Vec::with_capacity(n as usize);
+        let mut prev = 0u64;
+        for _ in 0..n {
+            let v = (prev as i64).wrapping_add(unzigzag(d.varint()?)) as u64;
+            frames.push(v);
+            prev = v;
+        }
+        stacks.push(frames);
+    }
+    Ok((first, stacks))
+}
+
+/// Encodes one stack's frames (used by the writer).
+pub fn encode_stack(e: &mut Encoder<'_>, frames: &[u64]) {
+    e.varint(frames.len() as u64);
+    let mut prev = 0u64;
+    for &f in frames {
+        e.varint(zigzag(f.wrapping_sub(prev) as i64));
+        prev = f;
+    }
+}
+
+/// Bytes `encode_stack` may need at most.
+pub fn max_stack_len(frames: usize) -> usize {
+    10 + frames * 10
+}
+
+/// A decoded heap event or CPU sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Alloc {
+        seq: u64,
+        stack: u32,
+        size: u64,
+        addr: u64,
+    },
+    Free {
+        seq: u64,
+        stack: u32,
+        size: u64,
+        addr: u64,
+    },
+    Cpu {
+        stack: u32,
+        count: u32,
+        /// Thread CPU time (ns) at the sample, for time series.
+        time_ns: u64,
+    },
+}
+
+/// Header of an `Events` payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventsHeader {
+    pub thread: u32,
+    pub base_seq: u64,
+}
+
+/// Events payload: `thread u32`, `base_seq u64`, then tagged events. Sequence
+/// numbers and addresses are deltas from the previous event of the chunk
+/// (starting from `base_seq` and 0), so every chunk decodes on its own.
+pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsHeader, Malformed> {
+    let mut d = Decoder::new(payload);
+    let header = EventsHeader {
+        thread: d.u32()?,
+        base_seq: d.u64()?,
+    };
+    let mut seq = header.base_seq;
+    let mut addr = 0u64;
+    let mut time = 0u64;
+    while !d.is_empty() {
+        let t = d.u8()?;
+        match t {
+            tag::ALLOC | tag::FREE => {
+                seq = seq.wrapping_add(d.varint()?);
+                let stack = d.varint()?;
+                let size = d.varint()?;
+                addr = (addr as i64).wrapping_add(unzigzag(d.varint()?)) as u64;
+                let stack = u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?;
+                f(if t == tag::ALLOC {
+                    Event::Alloc {
+                        seq,
+                        stack,
+                        size,
+                        addr,
+                    }
+                } else {
+                    Event::Free {
+                        seq,
+                        stack,
+                        size,
+                        addr,
+                    }
+                });
+            }
+            tag::CPU => {
+                let stack = d.varint()?;
+                let count = d.varint()?;
+                time = time.wrapping_add(d.varint()?);
+                f(Event::Cpu {
+                    stack: u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
+                    count: u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
+                    time_ns: time,
+                });
+            }
+            _ => return Err(Malformed("unknown event tag")),
+        }
+    }
+    Ok(header)
+}
+
+/// The `End` chunk: what the writer counted, so the reader can tell a
+/// complete profile from one that lost events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct End {
+    /// Sequence numbers handed out (heap events recorded).
+    pub events: u64,
+    /// Events that could not be recorded (out of buffer space).
+    pub dropped: u64,
+    /// Stacks interned.
+    pub stacks: u64,
+    /// Stacks cut at `max_depth`.
+    pub truncated_stacks: u64,
+    /// Wall-clock end, nanoseconds since the Unix epoch.
+    pub end_unix_ns: u64,
+}
+
+pub fn encode_end(e: &mut Encoder<'_>, end: &End) {
+    e.u64(end.events);
+    e.u64(end.dropped);
+    e.u64(end.stacks);
+    e.u64(end.truncated_stacks);
+    e.u64(end.end_unix_ns);
+}
+
+pub fn decode_end(payload: &[u8]) -> Result<End, Malformed> {
+    let mut d = Decoder::new(payload);
+    Ok(End {
+        events: d.u64()?,
+        dropped: d.u64()?,
+        stacks: d.u64()?,
+        truncated_stacks: d.u64()?,
+        end_unix_ns: d.u64()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_matches_known_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let mut buf = [0u8; 256];
+        let mut e = Encoder::new(&mut buf, 0);
+        e.u32(7);
+        e.u64(100);
+        e.u8(tag::ALLOC);
+        e.varint(0);
+        e.varint(3);
+        e.varint(48);
+        e.varint(zigzag(0x5000));
+        e.u8(tag::FREE);
+        e.varint(2);
+        e.varint(4);
+        e.varint(48);
+        e.varint(zigzag(-16));
+        let n = e.pos();
+        let mut got = Vec::new();
+        let h = decode_events(&buf[..n], |ev| got.push(ev)).unwrap();
+        assert_eq!(h.thread, 7);
+        assert_eq!(
+            got,
+            vec![
+                Event::Alloc {
+                    seq: 100,
+                    stack: 3,
+                    size: 48,
+                    addr: 0x5000
+                },
+                Event::Free {
+                    seq: 102,
+                    stack: 4,
+                    size: 48,
+                    addr: 0x5000 - 16
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn truncated_file_keeps_complete_chunks() {
+        let mut file = vec![0u8; FILE_HEADER_LEN];
+        write_file_header(&mut file);
+        for payload in [&b"abc"[..], &b"defgh"[..]] {
+            let mut chunk = vec![0u8; CHUNK_HEADER_LEN];
+            chunk.extend_from_slice(payload);
+            seal_chunk(ChunkKind::Stacks, &mut chunk);
+            file.extend_from_slice(&chunk);
+        }
+        let whole = split_chunks(&file).unwrap();
+        assert_eq!(whole.chunks.len(), 2);
+        assert_eq!(whole.truncated_tail, 0);
+        let cut = split_chunks(&file[..file.len() - 2]).unwrap();
+        assert_eq!(cut.chunks.len(), 1);
+        assert!(cut.truncated_tail > 0);
+        let mut bad = file.clone();
+        bad[FILE_HEADER_LEN + CHUNK_HEADER_LEN] ^= 1;
+        assert!(matches!(
+            split_chunks(&bad),
+            Err(FormatError::Corrupt { .. })
+        ));
+        assert_eq!(
+            split_chunks(b"hello world, not a profile").unwrap_err(),
+            FormatError::NotAProfile
+        );
+    }
+
+    #[test]
+    fn stacks_round_trip() {
+        let mut buf = [0u8; 256];
+        let mut e = Encoder::new(&mut buf, 0);
+        e.u32(5);
+        e.u32(2);
+        encode_stack(&mut e, &[0x1000, 0x0fff, 0x7fff_0000_0000]);
+        encode_stack(&mut e, &[]);
+        let n = e.pos();
+        let (first, stacks) = decode_stacks(&buf[..n]).unwrap();
+        assert_eq!(first, 5);
+        assert_eq!(stacks, vec![vec![0x1000, 0x0fff, 0x7fff_0000_0000], vec![]]);
+    }
+}

@@ -1,0 +1,285 @@
+//! Interning of call stacks: return-address arrays -> dense `StackId`s.
+//!
+//! Lock-free and allocation-free, because it runs inside the global
+//! allocator on every thread at once:
+//! - frames live in an append-only arena (one big lazily-touched mapping),
+//!   claimed with an atomic bump;
+//! - `RECORDS[id]` publishes `(arena offset, length)` once the frames are
+//!   written (0 = not yet published), so the writer can stream stacks out in
+//!   id order without locking;
+//! - lookup is open addressing with linear probing over a small chain of
+//!   tables of growing size: a table is never resized, a larger one is
+//!   mapped when the current one is half full. A slot holds the top 32 bits
+//!   of the hash and `id + 1`, claimed with one compare-and-swap after the
+//!   stack is published, so readers that see the slot see the frames.
+//! Two threads interning the same new stack at once may both publish it;
+//! the loser of the slot race uses the winner's id, and its own id stays an
+//! unreferenced duplicate, which the reader ignores.
+
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::sys;
+
+/// A stack's index in the profile.
+pub type StackId = u32;
+
+const ARENA_WORDS: usize = 1 << 27; // 1 GiB of address space, touched as used
+const MAX_STACKS: usize = 1 << 24;
+const LEVEL_BITS: [u32; 4] = [14, 17, 20, 24];
+
+static ARENA: AtomicPtr<u64> = AtomicPtr::new(std::ptr::null_mut());
+static ARENA_USED: AtomicUsize = AtomicUsize::new(1); // offset 0 means "unpublished"
+static RECORDS: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+static LEVELS: [AtomicPtr<AtomicU64>; 4] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 4];
+static LEVEL_FILL: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+
+/// Maps the arena, the id records and the first table. Called once, by the
+/// thread that initialises the tracker, before any other thread interns.
+pub fn init() -> bool {
+    let arena = sys::map_zeroed(ARENA_WORDS * 8) as *mut u64;
+    let records = sys::map_zeroed(MAX_STACKS * 8) as *mut AtomicU64;
+    let level0 = sys::map_zeroed((1usize << LEVEL_BITS[0]) * 8) as *mut AtomicU64;
+    if arena.is_null() || records.is_null() || level0.is_null() {
+        return false;
+    }
+    ARENA.store(arena, Ordering::Release);
+    RECORDS.store(records, Ordering::Release);
+    LEVELS[0].store(level0, Ordering::Release);
+    true
+}
+
+#[inline]
+fn hash(frames: &[u64]) -> u64 {
+    // Four independent lanes keep the multiply chain short on deep stacks.
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut lanes = [frames.len() as u64, K, K.rotate_left(17), K.rotate_left(31)];
+    let mut chunks = frames.chunks_exact(4);
+    for c in &mut chunks {
+        for i in 0..4 {
+            lanes[i] = (lanes[i] ^ c[i]).wrapping_mul(K).rotate_left(29);
+        }
+    }
+    for (i, &f) in chunks.remainder().iter().enumerate() {
+        lanes[i] = (lanes[i] ^ f).wrapping_mul(K).rotate_left(29);
+    }
+    let mut h =
+        lanes[0] ^ lanes[1].rotate_left(13) ^ lanes[2].rotate_left(27) ^ lanes[3].rotate_left(41);
+    // murmur3's finaliser: every input bit reaches the index and the tag.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The frames of a published stack.
+pub fn frames(id: StackId) -> Option<&'static [u64]> {
+    let records = RECORDS.load(Ordering::Acquire);
+    if records.is_null() || id as usize >= MAX_STACKS {
+        return None;
+    }
+    // SAFETY: `records` maps MAX_STACKS entries and `id` is in range.
+    let rec = unsafe { (*records.add(id as usize)).load(Ordering::Acquire) };
+    if rec == 0 {
+        return None;
+    }
+    let (off, len) = ((rec >> 16) as usize, (rec & 0xffff) as usize);
+    // SAFETY: a published record points at `len` words of the arena that
+    // were fully written before the record was stored (Release/Acquire),
+    // and arena words are never written again.
+    Some(unsafe { std::slice::from_raw_parts(ARENA.load(Ordering::Acquire).add(off), len) })
+}
+
+/// How many ids have been handed out (published or about to be).
+pub fn count() -> u32 {
+    NEXT_ID.load(Ordering::Acquire)
+}
+
+/// The id of `frames`, interning it if new. `None` only when the tables or
+/// the arena are exhausted (the event is then counted as dropped).
+#[inline]
+pub fn intern(frames: &[u64]) -> Option<StackId> {
+    let frames = &frames[..frames.len().min(0xffff)];
+    let h = hash(frames);
+    let tag = h >> 32;
+    let mut newest = 0;
+    for (level, table) in LEVELS.iter().enumerate() {
+        let table = table.load(Ordering::Acquire);
+        if table.is_null() {
+            break;
+        }
+        newest = level;
+        if let Some(id) = probe(table, LEVEL_BITS[level], h, tag, frames).0 {
+            return Some(id);
+        }
+    }
+    insert(newest, h, tag, frames)
+}
+
+/// Looks `frames` up in one table: `(Some(id), _)` if found, else the index
+/// of the first empty slot of its probe sequence.
+#[inline]
+fn probe(
+    table: *mut AtomicU64,
+    bits: u32,
+    h: u64,
+    tag: u64,
+    frames: &[u64],
+) -> (Option<StackId>, usize) {
+    let mask = (1usize << bits) - 1;
+    let mut i = h as usize & mask;
+    for _ in 0..=mask {
+        // SAFETY: `i <= mask` and the table maps `mask + 1` slots.
+        let slot = unsafe { (*table.add(i)).load(Ordering::Acquire) };
+        if slot == 0 {
+            return (None, i);
+        }
+        if slot >> 32 == tag {
+            let id = (slot as u32).wrapping_sub(1);
+            if self::frames(id) == Some(frames) {
+                return (Some(id), i);
+            }
+        }
+        i = (i + 1) & mask;
+    }
+    (None, usize::MAX)
+}
+
+#[cold]
+fn insert(mut level: usize, h: u64, tag: u64, frames: &[u64]) -> Option<StackId> {
+    let id = publish(frames)?;
+    let slot_value = (tag << 32) | (id as u64 + 1);
+    loop {
+        if LEVEL_FILL[level].load(Ordering::Relaxed) >= (1usize << LEVEL_BITS[level]) / 2 {
+            level = next_level(level)?;
+        }
+        let table = LEVELS[level].load(Ordering::Acquire);
+        let (found, mut i) = probe(table, LEVEL_BITS[level], h, tag, frames);
+        if let Some(existing) = found {
+            return Some(existing);
+        }
+        if i == usize::MAX {
+            level = next_level(level)?;
+            continue;
+        }
+        let mask = (1usize << LEVEL_BITS[level]) - 1;
+        loop {
+            // SAFETY: `i <= mask`, within the table.
+            let cell = unsafe { &*table.add(i) };
+            match cell.compare_exchange(0, slot_value, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    LEVEL_FILL[level].fetch_add(1, Ordering::Relaxed);
+                    return Some(id);
+                }
+                Err(other) => {
+                    if other >> 32 == tag {
+                        let other_id = (other as u32).wrapping_sub(1);
+                        if self::frames(other_id) == Some(frames) {
+                            return Some(other_id);
+                        }
+                    }
+                    i = (i + 1) & mask;
+                    // SAFETY: as above.
+                    if unsafe { (*table.add(i)).load(Ordering::Acquire) } != 0 {
+                        break; // re-probe from the start: others are inserting here
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Maps the table after `level` if no thread has yet.
+fn next_level(level: usize) -> Option<usize> {
+    let next = level + 1;
+    if next >= LEVELS.len() {
+        return None;
+    }
+    if LEVELS[next].load(Ordering::Acquire).is_null() {
+        let t = sys::map_zeroed((1usize << LEVEL_BITS[next]) * 8) as *mut AtomicU64;
+        if t.is_null() {
+            return None;
+        }
+        if LEVELS[next]
+            .compare_exchange(std::ptr::null_mut(), t, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // SAFETY: `t` is our own fresh mapping that nobody else has seen.
+            unsafe { libc::munmap(t as *mut libc::c_void, (1usize << LEVEL_BITS[next]) * 8) };
+        }
+    }
+    Some(next)
+}
+
+/// Copies `frames` into the arena and publishes a new id for them.
+fn publish(frames: &[u64]) -> Option<StackId> {
+    let off = ARENA_USED.fetch_add(frames.len().max(1), Ordering::Relaxed);
+    if off + frames.len() > ARENA_WORDS {
+        return None;
+    }
+    let id = NEXT_ID.fetch_add(1, Ordering::AcqRel);
+    if id as usize >= MAX_STACKS {
+        return None;
+    }
+    let arena = ARENA.load(Ordering::Acquire);
+    // SAFETY: `off..off + len` was claimed by this thread alone (atomic
+    // bump) and lies within the arena mapping (checked above).
+    unsafe { std::ptr::copy_nonoverlapping(frames.as_ptr(), arena.add(off), frames.len()) };
+    let rec = ((off as u64) << 16) | frames.len() as u64;
+    // SAFETY: `id < MAX_STACKS`, within the records mapping.
+    unsafe { (*RECORDS.load(Ordering::Acquire).add(id as usize)).store(rec, Ordering::Release) };
+    Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_frames_same_id_under_threads() {
+        crate::stacks::init_for_tests();
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut ids = Vec::new();
+                    for i in 0..2000u64 {
+                        let frames = [0x1000 + i % 500, 0x2000, 0x3000 + t * 0];
+                        ids.push((i % 500, intern(&frames).unwrap()));
+                    }
+                    ids
+                })
+            })
+            .collect();
+        let mut seen = std::collections::HashMap::new();
+        for h in handles {
+            for (k, id) in h.join().unwrap() {
+                assert_eq!(*seen.entry(k).or_insert(id), id, "stack {k} got two ids");
+                assert_eq!(frames(id).unwrap(), &[0x1000 + k, 0x2000, 0x3000]);
+            }
+        }
+        assert_eq!(seen.len(), 500);
+    }
+
+    #[test]
+    fn grows_past_the_first_table() {
+        crate::stacks::init_for_tests();
+        let n = (1u64 << LEVEL_BITS[0]) * 2;
+        let ids: Vec<_> = (0..n)
+            .map(|i| intern(&[0xdead_0000 + i, 7]).unwrap())
+            .collect();
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(intern(&[0xdead_0000 + i as u64, 7]), Some(id));
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn init_for_tests() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if ARENA.load(Ordering::Acquire).is_null() {
+            assert!(init());
+        }
+    });
+}

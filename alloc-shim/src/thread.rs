@@ -1,0 +1,300 @@
+//! Per-thread recording state: each thread appends its events to a buffer of
+//! its own, with no lock and no shared cache line, and writes the buffer out
+//! as one `Events` chunk when it fills, when a flush interval has passed, or
+//! when the thread exits. States live in their own mappings and are reused
+//! by later threads, so a program that starts many short threads does not
+//! grow. The exit flush reads other threads' buffers up to their published
+//! `committed` length while they may still append beyond it.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use crate::config::MAX_DEPTH;
+use crate::format::{self, tag, ChunkKind, Encoder, CHUNK_HEADER_LEN, MAX_EVENT_LEN};
+use crate::spin::SpinLock;
+use crate::{sys, writer};
+
+/// Chunk header, thread index (u32), base sequence number (u64).
+pub const EVENTS_HEADER: usize = CHUNK_HEADER_LEN + 4 + 8;
+const BUF_LEN: usize = 256 * 1024;
+const MAX_THREADS: usize = 4096;
+const FLUSH_INTERVAL_NS: u64 = 500_000_000;
+const CLOCK_EVERY: u32 = 1024;
+
+pub struct ThreadState {
+    /// Held by whoever seals and writes this buffer (never by the append).
+    lock: SpinLock,
+    in_use: AtomicBool,
+    /// Bytes of `buf` holding complete events, header included.
+    committed: AtomicUsize,
+    index: u32,
+    // Owner-only fields below: touched only by the thread that owns the
+    // state (or, for the orphan state, by whoever holds `lock`).
+    pub busy: bool,
+    prev_seq: u64,
+    prev_addr: u64,
+    pub stack_lo: usize,
+    pub stack_hi: usize,
+    events_until_clock: u32,
+    last_flush_ns: u64,
+    /// Bytes left before the next sampled allocation (sampling mode).
+    pub sample_countdown: i64,
+    pub rng: u64,
+    pub frames: [u64; MAX_DEPTH],
+    buf: [u8; BUF_LEN],
+}
+
+static REGISTRY: [AtomicPtr<ThreadState>; MAX_THREADS] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_THREADS];
+static REGISTERED: AtomicUsize = AtomicUsize::new(0);
+static REGISTRY_LOCK: SpinLock = SpinLock::new();
+/// Shared, locked state for threads past their exit destructor or past
+/// `MAX_THREADS`.
+static ORPHAN: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
+static KEY: AtomicU64 = AtomicU64::new(u64::MAX);
+pub static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+const DEAD: *mut ThreadState = 1 as *mut ThreadState;
+
+thread_local! {
+    static CURRENT: Cell<*mut ThreadState> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// Called once by the initialising thread.
+pub fn init() -> bool {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; `on_thread_exit` has the
+    // destructor signature.
+    if unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } != 0 {
+        return false;
+    }
+    KEY.store(key as u64, Ordering::Release);
+    let orphan = new_state(u32::MAX);
+    if orphan.is_null() {
+        return false;
+    }
+    ORPHAN.store(orphan, Ordering::Release);
+    true
+}
+
+fn new_state(index: u32) -> *mut ThreadState {
+    let s = sys::map_zeroed(std::mem::size_of::<ThreadState>()) as *mut ThreadState;
+    if !s.is_null() {
+        // SAFETY: fresh zeroed mapping of the right size; all-zero is a valid
+        // `ThreadState` except the fields we set here.
+        unsafe {
+            (*s).index = index;
+            (*s).committed = AtomicUsize::new(EVENTS_HEADER);
+            (*s).in_use = AtomicBool::new(true);
+        }
+    }
+    s
+}
+
+/// The calling thread's state, attaching one on first use. Null while
+/// lineprof cannot record on this thread.
+#[inline]
+pub fn current() -> *mut ThreadState {
+    let t = CURRENT.with(|c| c.get());
+    if t.is_null() {
+        return attach();
+    }
+    t
+}
+
+#[inline]
+pub fn is_dead(t: *mut ThreadState) -> bool {
+    t == DEAD
+}
+
+pub fn orphan() -> *mut ThreadState {
+    ORPHAN.load(Ordering::Acquire)
+}
+
+pub fn orphan_lock() -> crate::spin::SpinGuard<'static> {
+    // SAFETY: the orphan state is mapped at init and never unmapped.
+    unsafe { &*ORPHAN.load(Ordering::Acquire) }.lock.lock()
+}
+
+#[cold]
+fn attach() -> *mut ThreadState {
+    let s = {
+        let _g = REGISTRY_LOCK.lock();
+        let n = REGISTERED.load(Ordering::Acquire);
+        let reused = REGISTRY[..n]
+            .iter()
+            .map(|p| p.load(Ordering::Acquire))
+            .find(|&s| {
+                // SAFETY: registered states stay mapped forever.
+                unsafe { &*s }
+                    .in_use
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            });
+        match reused {
+            Some(s) => s,
+            None if n < MAX_THREADS => {
+                let s = new_state(n as u32);
+                if s.is_null() {
+                    return DEAD;
+                }
+                REGISTRY[n].store(s, Ordering::Release);
+                REGISTERED.store(n + 1, Ordering::Release);
+                s
+            }
+            None => return DEAD,
+        }
+    };
+    let (sp, _) = crate::stack::registers();
+    let (lo, hi) = sys::mapping_containing(sp).unwrap_or((0, 0));
+    // SAFETY: `s` is ours now (in_use claimed under the registry lock).
+    unsafe {
+        (*s).stack_lo = lo;
+        (*s).stack_hi = hi;
+        (*s).busy = false;
+        (*s).last_flush_ns = sys::coarse_ns();
+        (*s).events_until_clock = CLOCK_EVERY;
+        (*s).sample_countdown = 0;
+        (*s).rng = (s as u64) ^ sys::coarse_ns() ^ 0x9E37_79B9_7F4A_7C15;
+        // SAFETY: KEY was created at init; the value is only read back by
+        // the destructor.
+        libc::pthread_setspecific(
+            KEY.load(Ordering::Acquire) as libc::pthread_key_t,
+            s as *const libc::c_void,
+        );
+    }
+    CURRENT.with(|c| c.set(s));
+    s
+}
+
+unsafe extern "C" fn on_thread_exit(p: *mut libc::c_void) {
+    let s = p as *mut ThreadState;
+    if s.is_null() {
+        return;
+    }
+    flush(s, false);
+    CURRENT.with(|c| c.set(DEAD));
+    // SAFETY: the state stays mapped; releasing it lets a new thread reuse it.
+    unsafe { &*s }.in_use.store(false, Ordering::Release);
+}
+
+/// Re-reads the stack bounds when the stack pointer left them (a signal on
+/// an alternate stack, a coroutine switch, the main stack growing).
+#[cold]
+pub fn refresh_bounds(t: *mut ThreadState, sp: usize) {
+    let (lo, hi) = sys::mapping_containing(sp).unwrap_or((0, 0));
+    // SAFETY: owner-only fields of the caller's own state.
+    unsafe {
+        (*t).stack_lo = lo;
+        (*t).stack_hi = hi;
+    }
+}
+
+/// Appends one heap event. Owner-only (or orphan lock held).
+#[inline]
+pub fn append(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, addr: u64) {
+    // SAFETY: `t` is the caller's own state; only the owner writes at and
+    // beyond `committed`, and flushers read only below it.
+    unsafe {
+        let mut pos = (*t).committed.load(Ordering::Relaxed);
+        if BUF_LEN - pos < MAX_EVENT_LEN {
+            flush(t, false);
+            pos = EVENTS_HEADER;
+        }
+        if pos == EVENTS_HEADER {
+            let buf = &mut (*t).buf;
+            buf[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + 4].copy_from_slice(&(*t).index.to_le_bytes());
+            buf[CHUNK_HEADER_LEN + 4..EVENTS_HEADER].copy_from_slice(&seq.to_le_bytes());
+            (*t).prev_seq = seq;
+            (*t).prev_addr = 0;
+        }
+        let mut e = Encoder::new(&mut (*t).buf, pos);
+        e.u8(kind);
+        e.varint(seq.wrapping_sub((*t).prev_seq));
+        e.varint(stack as u64);
+        e.varint(size);
+        e.varint(format::zigzag(addr.wrapping_sub((*t).prev_addr) as i64));
+        (*t).prev_seq = seq;
+        (*t).prev_addr = addr;
+        (*t).committed.store(e.pos(), Ordering::Release);
+        (*t).events_until_clock -= 1;
+        if (*t).events_until_clock == 0 {
+            (*t).events_until_clock = CLOCK_EVERY;
+            let now = sys::coarse_ns();
+            if now.wrapping_sub((*t).last_flush_ns) > FLUSH_INTERVAL_NS {
+                flush(t, false);
+            }
+        }
+    }
+}
+
+/// Writes the thread's buffered events as one chunk. With `final_flush`
+/// (the exit handler, reading another thread's buffer) the buffer is left
+/// as it is; otherwise (the owner) it is emptied.
+pub fn flush(t: *mut ThreadState, final_flush: bool) {
+    // SAFETY: states are never unmapped. Sealing writes only the chunk
+    // header bytes `[0, CHUNK_HEADER_LEN)`, which appends never touch, and
+    // reads `[.., committed)`, which the owner no longer writes.
+    unsafe {
+        let _g = (*t).lock.lock();
+        let len = (*t).committed.load(Ordering::Acquire);
+        if len > EVENTS_HEADER {
+            let chunk = &mut (&mut (*t).buf)[..len];
+            writer::write_events(chunk, final_flush);
+        }
+        if !final_flush {
+            (*t).committed.store(EVENTS_HEADER, Ordering::Release);
+            (*t).last_flush_ns = sys::coarse_ns();
+        }
+    }
+}
+
+/// Seals an events buffer in place as a chunk.
+pub fn seal(chunk: &mut [u8]) {
+    format::seal_chunk(ChunkKind::Events, chunk);
+}
+
+/// Every state that may hold unwritten events: registered ones and the
+/// orphan.
+pub fn for_each_state(mut f: impl FnMut(*mut ThreadState)) {
+    let n = REGISTERED.load(Ordering::Acquire);
+    for p in &REGISTRY[..n] {
+        let s = p.load(Ordering::Acquire);
+        if !s.is_null() {
+            f(s);
+        }
+    }
+    let o = orphan();
+    if !o.is_null() {
+        f(o);
+    }
+}
+
+/// In the child of a `fork`: the parent's buffered events are the parent's
+/// to write; every other thread is gone.
+pub fn reset_after_fork() {
+    let me = CURRENT.with(|c| c.get());
+    REGISTRY_LOCK.force_unlock();
+    for_each_state(|s| {
+        // SAFETY: the child is single-threaded here (inside fork).
+        unsafe {
+            (*s).lock.force_unlock();
+            (*s).committed.store(EVENTS_HEADER, Ordering::Release);
+            if s != me && s != orphan() {
+                (*s).in_use.store(false, Ordering::Release);
+            }
+        }
+    });
+}
+
+pub fn lock_registry_for_fork() {
+    REGISTRY_LOCK.lock_forever();
+}
+
+pub fn unlock_registry_after_fork() {
+    REGISTRY_LOCK.force_unlock();
+}
+
+/// The event tag for allocations, re-exported for the hot path.
+pub const ALLOC: u8 = tag::ALLOC;
+pub const FREE: u8 = tag::FREE;
