@@ -92,9 +92,8 @@ impl fmt::Display for Error {
             Error::NoProfile { detail } => write!(f, "{detail}"),
             Error::BinaryMissing { binary, profile } => write!(
                 f,
-                "{}: the executable recorded in profile {} is missing; pass the binary's new path (`lineprof report {}`) or rebuild it and re-run the program",
+                "{}: the executable that wrote profile {} is gone; rebuild it at that path and re-run the program to get a new profile",
                 binary.display(),
-                profile.display(),
                 profile.display()
             ),
             Error::BuildIdMismatch {

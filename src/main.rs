@@ -96,8 +96,19 @@ fn main() -> ExitCode {
 fn regex(flag: &str, pattern: Option<&str>) -> Result<Option<Regex>> {
     pattern
         .map(|p| {
-            Regex::new(p).map_err(|e| Error::Usage {
-                detail: format!("--{flag} {p:?} is not a valid regular expression: {e}"),
+            Regex::new(p).map_err(|e| {
+                // The regex crate's message spans lines; its last line says what is wrong.
+                let msg = e.to_string();
+                let why = msg
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ");
+                Error::Usage {
+                    detail: format!(
+                        "--{flag} {p:?} is not a valid regular expression ({why}); fix the pattern"
+                    ),
+                }
             })
         })
         .transpose()

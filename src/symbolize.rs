@@ -52,24 +52,54 @@ pub fn symbolize(profile: &Profile) -> Result<Symbols> {
     let mut modules = ModuleTable::open(profile, &exe)?;
     let mut out = Symbols::default();
     out.warnings.append(&mut modules.warnings);
+    // Resolve each distinct address once, then settle names, then intern:
+    // renaming after interning could make two ids for one line.
+    let mut resolved: HashMap<u64, Vec<Location>> = HashMap::new();
+    let mut full_names = HashMap::new();
+    for &addr in profile.stacks.iter().flatten() {
+        resolved
+            .entry(addr)
+            .or_insert_with(|| modules.resolve(addr, &mut full_names));
+    }
+    for loc in resolved.values_mut().flatten() {
+        if let Some(full) = full_names.get(&(loc.file.clone(), loc.function.clone())) {
+            loc.function = String::clone(full);
+        }
+    }
     let mut interned: HashMap<Location, u32> = HashMap::new();
     let mut by_addr: HashMap<u64, Vec<u32>> = HashMap::new();
+    for (addr, locs) in resolved {
+        let ids = locs
+            .into_iter()
+            .map(|loc| intern(&mut interned, &mut out.locations, loc))
+            .collect();
+        by_addr.insert(addr, ids);
+    }
     for frames in &profile.stacks {
         let mut stack = Vec::with_capacity(frames.len() * 2);
-        for &addr in frames {
-            let ids = by_addr.entry(addr).or_insert_with(|| {
-                modules
-                    .resolve(addr)
-                    .into_iter()
-                    .map(|loc| intern(&mut interned, &mut out.locations, loc))
-                    .collect()
-            });
-            stack.extend_from_slice(ids);
+        for addr in frames {
+            stack.extend_from_slice(&by_addr[addr]);
         }
         trim_stack(&mut stack, &out.locations);
         out.stacks.push(stack);
     }
     Ok(out)
+}
+
+/// Full function names learnt from the symbol table, keyed by (file, the
+/// short name line-tables-only DWARF gives). Inlined copies of a function
+/// only have the short name; this gives them the same name as the
+/// out-of-line copy, so one line is not split in two.
+type FullNames = HashMap<(String, String), String>;
+
+/// Whether `short` (DWARF's name, maybe with generic arguments) names the
+/// function whose full path is `full`.
+fn names_match(full: &str, short: &str) -> bool {
+    if short.contains("::") {
+        return false;
+    }
+    let base = short.split('<').next().unwrap_or(short);
+    !base.is_empty() && (full == base || full.ends_with(&format!("::{base}")))
 }
 
 fn intern(map: &mut HashMap<Location, u32>, all: &mut Vec<Location>, loc: Location) -> u32 {
@@ -159,7 +189,7 @@ impl ModuleTable {
     }
 
     /// Logical frames for one return address, innermost first.
-    fn resolve(&self, addr: u64) -> Vec<Location> {
+    fn resolve(&self, addr: u64, full_names: &mut FullNames) -> Vec<Location> {
         let unknown = || {
             vec![Location {
                 file: String::new(),
@@ -179,7 +209,7 @@ impl ModuleTable {
             return unknown();
         };
         let probe = pc.wrapping_sub(self.modules[m].bias);
-        let mut out = frames_at(loader, probe);
+        let mut out = frames_at(loader, probe, full_names);
         if out.is_empty() {
             if let Some(sym) = loader.find_symbol(probe) {
                 out.push(Location {
@@ -196,7 +226,7 @@ impl ModuleTable {
     }
 }
 
-fn frames_at(loader: &Loader, probe: u64) -> Vec<Location> {
+fn frames_at(loader: &Loader, probe: u64, full_names: &mut FullNames) -> Vec<Location> {
     let mut out = Vec::new();
     let Ok(mut frames) = loader.find_frames(probe) else {
         return out;
@@ -225,8 +255,12 @@ fn frames_at(loader: &Loader, probe: u64) -> Vec<Location> {
     // its path; the symbol table has the full name.
     if let (Some(last), Some(sym)) = (out.last_mut(), loader.find_symbol(probe)) {
         let full = demangle(sym);
-        if !last.function.contains("::") && full.ends_with(&last.function) {
-            last.function = full;
+        if names_match(&full, &last.function) {
+            let key = (
+                last.file.clone(),
+                std::mem::replace(&mut last.function, full),
+            );
+            full_names.insert(key, last.function.clone());
         }
     }
     out
@@ -340,6 +374,14 @@ mod tests {
         let mut stack = vec![3, 0, 4];
         trim_stack(&mut stack, &locations);
         assert_eq!(stack, vec![3, 0, 4]);
+    }
+
+    #[test]
+    fn matches_short_dwarf_names() {
+        assert!(names_match("app::build_index", "build_index"));
+        assert!(names_match("app::Vec<T>::push", "push<u8>"));
+        assert!(!names_match("app::build_index", "index"));
+        assert!(!names_match("app::f", "app::f"));
     }
 
     #[test]

@@ -25,7 +25,14 @@ pub fn render(report: &Report, view: &View, sources: &mut SourceFiles) -> String
     let lines = selected_lines(report, view);
     let has_cpu = report.totals.cpu_samples > 0;
     let top = view.top.unwrap_or(DEFAULT_TOP);
-    top_lines(&mut out, &lines[..lines.len().min(top)], view, has_cpu);
+    // Lines with only `total` figures show up in the listings instead.
+    let ranked: Vec<LineFigures> = lines
+        .iter()
+        .filter(|l| view.sort.value(&l.self_figures) != 0)
+        .take(top)
+        .cloned()
+        .collect();
+    top_lines(&mut out, &ranked, view, has_cpu);
     for (file, function) in top_functions(&lines, view.sort, top.min(LISTED_FUNCTIONS)) {
         let own: Vec<&LineFigures> = lines
             .iter()
