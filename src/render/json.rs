@@ -36,3 +36,62 @@ pub fn render(report: &Report, view: &View) -> String {
     out.push('\n');
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lines::{Figures, LineKind};
+    use crate::report::{ExecutableInfo, GitInfo, Sampling};
+
+    #[test]
+    fn schema_1_field_names() {
+        let line = LineFigures {
+            file: "src/main.rs".into(),
+            line: 42,
+            function: "app::build_index".into(),
+            kind: LineKind::User,
+            source: Some("    let v = vec![0u8; n];".into()),
+            self_figures: Figures {
+                allocations: 1,
+                allocated_bytes: 10,
+                increment_bytes: 10,
+                ..Figures::default()
+            },
+            total: Figures::default(),
+        };
+        let report = Report {
+            run: RunInfo {
+                id: "r".into(),
+                name: None,
+                command: vec![],
+                started_at: "1970-01-01T00:00:00Z".into(),
+                duration_ns: 0,
+                git: GitInfo::default(),
+                executable: ExecutableInfo {
+                    path: "/tmp/app".into(),
+                    build_id: None,
+                },
+                sampling: Sampling {
+                    alloc_sample_bytes: 0,
+                    cpu_hz: 0,
+                    estimated: false,
+                },
+            },
+            totals: Totals::default(),
+            lines: vec![line],
+            warnings: vec![],
+            root: None,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&report, &View::default())).unwrap();
+        assert_eq!(v["schema"], 1);
+        assert_eq!(v["run"]["git"]["commit"], serde_json::Value::Null);
+        assert!(v["run"]["sampling"].get("estimated").is_none());
+        let l = &v["lines"][0];
+        assert_eq!(l["kind"], "user");
+        assert_eq!(l["self"]["allocated_bytes"], 10);
+        assert_eq!(l["total"]["increment_bytes"], 0);
+        assert_eq!(v["totals"].as_object().unwrap().len(), 8);
+        assert_eq!(l["self"].as_object().unwrap().len(), 9);
+    }
+}

@@ -32,7 +32,7 @@ pub fn render(report: &Report, view: &View, sources: &mut SourceFiles) -> String
         .take(top)
         .cloned()
         .collect();
-    top_lines(&mut out, &ranked, view, has_cpu);
+    top_lines(&mut out, &ranked, view, report.totals.cpu_time_ns);
     for (file, function) in top_functions(&lines, view.sort, top.min(LISTED_FUNCTIONS)) {
         let own: Vec<&LineFigures> = lines
             .iter()
@@ -96,7 +96,8 @@ fn sort_title(key: SortKey) -> &'static str {
     }
 }
 
-fn top_lines(out: &mut String, lines: &[LineFigures], view: &View, has_cpu: bool) {
+fn top_lines(out: &mut String, lines: &[LineFigures], view: &View, cpu_total_ns: u64) {
+    let has_cpu = cpu_total_ns > 0;
     let scope = if view.filter.user_only {
         " in your code (--focus all shows every line)"
     } else {
@@ -117,7 +118,7 @@ fn top_lines(out: &mut String, lines: &[LineFigures], view: &View, has_cpu: bool
     let rows: Vec<Vec<String>> = lines
         .iter()
         .map(|l| {
-            let mut row = figure_cells(&l.self_figures, has_cpu, None);
+            let mut row = figure_cells(&l.self_figures, has_cpu, cpu_total_ns);
             row.push(describe_line(l));
             row
         })
@@ -159,8 +160,8 @@ fn figure_headers(has_cpu: bool) -> Vec<&'static str> {
     h
 }
 
-/// `cpu_total` turns on the `% Time` column relative to the process total.
-fn figure_cells(f: &Figures, has_cpu: bool, cpu_total: Option<u64>) -> Vec<String> {
+/// `% Time` is relative to `cpu_total`, the process's CPU time.
+fn figure_cells(f: &Figures, has_cpu: bool, cpu_total: u64) -> Vec<String> {
     let mut c = vec![
         format_bytes(f.allocated_bytes),
         format_bytes(f.freed_bytes),
@@ -171,9 +172,8 @@ fn figure_cells(f: &Figures, has_cpu: bool, cpu_total: Option<u64>) -> Vec<Strin
     ];
     if has_cpu {
         c.push(format_time(f.cpu_time_ns));
-        let total = cpu_total.unwrap_or(0);
-        c.push(if total > 0 {
-            format!("{:.1}", f.cpu_time_ns as f64 * 100.0 / total as f64)
+        c.push(if cpu_total > 0 {
+            format!("{:.1}", f.cpu_time_ns as f64 * 100.0 / cpu_total as f64)
         } else {
             String::new()
         });
@@ -223,7 +223,7 @@ fn listing(out: &mut String, r: &Report, own: &[&LineFigures], sources: &mut Sou
             .unwrap_or_default();
         let mut row = vec![n.to_string()];
         match with_figures {
-            Some(l) => row.extend(figure_cells(&l.total, has_cpu, Some(r.totals.cpu_time_ns))),
+            Some(l) => row.extend(figure_cells(&l.total, has_cpu, r.totals.cpu_time_ns)),
             None => row.extend(figure_headers(has_cpu).iter().map(|_| String::new())),
         }
         row.push(text);
