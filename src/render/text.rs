@@ -23,7 +23,6 @@ pub fn render(report: &Report, view: &View, sources: &mut SourceFiles) -> String
     let mut out = String::new();
     header(&mut out, report);
     let lines = selected_lines(report, view);
-    let has_cpu = report.totals.cpu_samples > 0;
     let top = view.top.unwrap_or(DEFAULT_TOP);
     // Lines with only `total` figures show up in the listings instead.
     let ranked: Vec<LineFigures> = lines
