@@ -1,0 +1,336 @@
+//! Shared by the end-to-end tests: builds the fixture crate (once per test
+//! binary; across binaries cargo's own up-to-date check makes later builds
+//! no-ops, as long as every build uses the same flags and target directory),
+//! runs a fixture with its profile going to a fresh temporary directory, and
+//! reads `lineprof report --format json` back as per-line figures.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::ops::Add;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds the fixture binaries `bins` (all if empty) into
+/// `fixtures/<target_dir>` with exactly the given RUSTFLAGS and extra
+/// environment, and returns the directory holding the binaries.
+pub fn build_fixtures(
+    target_dir: &str,
+    rustflags: &str,
+    env: &[(&str, &str)],
+    bins: &[&str],
+) -> PathBuf {
+    let target = repo().join("fixtures").join(target_dir);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(repo().join("fixtures/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .env("RUSTFLAGS", rustflags)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS");
+    for bin in bins {
+        cmd.args(["--bin", bin]);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run cargo to build the fixtures");
+    assert!(
+        out.status.success(),
+        "building the fixtures into {} failed:\n{}",
+        target.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.join("release")
+}
+
+/// The fixtures as the tests normally use them: frame pointers and line
+/// tables (the fixture crate's release profile has `line-tables-only`).
+pub fn fixture(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_fixtures("target", "-C force-frame-pointers=yes", &[], &[]))
+        .join(name)
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("lineprof-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `exe` with `LINEPROF_OUT=out` and a predictable environment (no
+/// backtraces: printing one allocates a lot).
+pub fn run_profiled(exe: &Path, args: &[&str], out: &Path) -> Output {
+    Command::new(exe)
+        .args(args)
+        .env("LINEPROF_OUT", out)
+        .env_remove("LINEPROF")
+        .env_remove("LINEPROF_SAMPLE")
+        .env_remove("LINEPROF_DEPTH")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
+}
+
+/// A fixture run: its profile, its output, and the directory holding both.
+pub struct Profiled {
+    pub dir: TempDir,
+    pub profile: PathBuf,
+    pub output: Output,
+    pub name: String,
+}
+
+/// Runs fixture `name` and expects it to exit successfully.
+pub fn profile(name: &str, args: &[&str]) -> Profiled {
+    let p = profile_any_exit(name, args);
+    assert!(
+        p.output.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&p.output.stderr)
+    );
+    p
+}
+
+pub fn profile_any_exit(name: &str, args: &[&str]) -> Profiled {
+    let dir = TempDir::new(name);
+    let profile = dir.path().join(format!("{name}.lprof"));
+    let output = run_profiled(&fixture(name), args, &profile);
+    assert!(
+        profile.exists(),
+        "{name} wrote no profile at {}",
+        profile.display()
+    );
+    Profiled {
+        dir,
+        profile,
+        output,
+        name: name.to_string(),
+    }
+}
+
+impl Profiled {
+    pub fn report(&self) -> Report {
+        report(&self.profile, &self.name)
+    }
+}
+
+/// Runs the CLI from the workspace root (where fixtures' sources resolve).
+pub fn lineprof(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lineprof"))
+        .args(args)
+        .current_dir(repo())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run lineprof")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `lineprof report --format json` of a profile written by fixture `name`.
+pub fn report(profile: &Path, name: &str) -> Report {
+    let out = lineprof(&["report", profile.to_str().unwrap(), "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "lineprof report failed: {}",
+        stderr(&out)
+    );
+    Report {
+        json: serde_json::from_slice(&out.stdout).expect("report is JSON"),
+        file: format!("src/bin/{name}.rs"),
+    }
+}
+
+/// The totals of the `empty` fixture: what the std runtime allocates on
+/// its own (a 4 B and a 544 B block at start-up).
+pub fn baseline() -> Figures {
+    static BASE: OnceLock<Figures> = OnceLock::new();
+    *BASE.get_or_init(|| profile("empty", &[]).report().totals())
+}
+
+/// One set of heap figures (a line's `self` or `total`, or the totals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Figures {
+    pub allocations: u64,
+    pub allocated_bytes: u64,
+    pub frees: u64,
+    pub freed_bytes: u64,
+    pub increment_bytes: i64,
+    pub peak_bytes: u64,
+    pub end_bytes: u64,
+}
+
+/// Figures with no events; build expected values from it or [`allocs`].
+pub fn none() -> Figures {
+    Figures::default()
+}
+
+/// `n` allocations of `bytes` in all.
+pub fn allocs(n: u64, bytes: u64) -> Figures {
+    Figures {
+        allocations: n,
+        allocated_bytes: bytes,
+        increment_bytes: bytes as i64,
+        ..Figures::default()
+    }
+}
+
+impl Figures {
+    pub fn frees(mut self, n: u64, bytes: u64) -> Figures {
+        self.frees = n;
+        self.freed_bytes = bytes;
+        self.increment_bytes = self.allocated_bytes as i64 - bytes as i64;
+        self
+    }
+
+    pub fn peak(mut self, bytes: u64) -> Figures {
+        self.peak_bytes = bytes;
+        self
+    }
+
+    pub fn end(mut self, bytes: u64) -> Figures {
+        self.end_bytes = bytes;
+        self
+    }
+
+    fn from_json(v: &Value) -> Figures {
+        let u = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no `{k}` in {v}"));
+        let allocated_bytes = u("allocated_bytes");
+        let freed_bytes = u("freed_bytes");
+        Figures {
+            allocations: u("allocations"),
+            allocated_bytes,
+            frees: u("frees"),
+            freed_bytes,
+            // `totals` has no increment: it is allocated - freed by definition.
+            increment_bytes: v
+                .get("increment_bytes")
+                .map_or(allocated_bytes as i64 - freed_bytes as i64, |i| {
+                    i.as_i64().unwrap()
+                }),
+            peak_bytes: u("peak_bytes"),
+            end_bytes: u("end_bytes"),
+        }
+    }
+}
+
+/// Field by field: used as "the std runtime's own figures + the user's".
+impl Add for Figures {
+    type Output = Figures;
+    fn add(self, o: Figures) -> Figures {
+        Figures {
+            allocations: self.allocations + o.allocations,
+            allocated_bytes: self.allocated_bytes + o.allocated_bytes,
+            frees: self.frees + o.frees,
+            freed_bytes: self.freed_bytes + o.freed_bytes,
+            increment_bytes: self.increment_bytes + o.increment_bytes,
+            peak_bytes: self.peak_bytes + o.peak_bytes,
+            end_bytes: self.end_bytes + o.end_bytes,
+        }
+    }
+}
+
+/// A parsed JSON report, with look-ups of the fixture's own lines by a
+/// snippet of their source text (sturdier than line numbers).
+pub struct Report {
+    pub json: Value,
+    /// The fixture's source file, relative to the workspace root.
+    pub file: String,
+}
+
+impl Report {
+    pub fn totals(&self) -> Figures {
+        Figures::from_json(&self.json["totals"])
+    }
+
+    /// The `user` lines of the fixture's source file.
+    pub fn user_lines(&self) -> Vec<&Value> {
+        self.json["lines"]
+            .as_array()
+            .expect("`lines` array")
+            .iter()
+            .filter(|l| l["kind"] == "user" && l["file"] == self.file.as_str())
+            .collect()
+    }
+
+    /// The one line of the fixture whose source contains `snippet`.
+    pub fn line(&self, snippet: &str) -> &Value {
+        let found: Vec<_> = self
+            .user_lines()
+            .into_iter()
+            .filter(|l| l["source"].as_str().unwrap_or("").contains(snippet))
+            .collect();
+        match found[..] {
+            [l] => l,
+            _ => panic!(
+                "expected one line of {} containing `{snippet}` in the report, found {}; lines: {:#?}",
+                self.file,
+                found.len(),
+                self.sources()
+            ),
+        }
+    }
+
+    pub fn self_at(&self, snippet: &str) -> Figures {
+        Figures::from_json(&self.line(snippet)["self"])
+    }
+
+    pub fn total_at(&self, snippet: &str) -> Figures {
+        Figures::from_json(&self.line(snippet)["total"])
+    }
+
+    /// Fails if the fixture has a line in the report that no snippet names:
+    /// figures attributed to a line they do not belong to.
+    pub fn assert_only_lines(&self, snippets: &[&str]) {
+        for l in self.user_lines() {
+            let source = l["source"].as_str().unwrap_or("");
+            assert!(
+                snippets.iter().any(|s| source.contains(s)),
+                "unexpected line in the report: {}:{} `{source}`: {l}",
+                self.file,
+                l["line"]
+            );
+        }
+    }
+
+    fn sources(&self) -> Vec<String> {
+        self.user_lines()
+            .iter()
+            .map(|l| format!("{}: {}", l["line"], l["source"]))
+            .collect()
+    }
+}
