@@ -163,6 +163,7 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
                     Event::Cpu { stack, count, .. } => {
                         profile.cpu_samples.push(CpuSample { stack, count })
                     }
+                    Event::Time { .. } => {}
                 })
                 .map_err(|m| corrupt(m.0))?;
                 if bad_seq {

@@ -56,8 +56,11 @@ pub mod tag {
     pub const ALLOC: u8 = 1;
     /// `seq_delta, stack, size, addr_delta`
     pub const FREE: u8 = 2;
-    /// `stack, count, time_ns_delta`: CPU samples taken on this thread.
+    /// `stack, count, time_delta`: CPU samples taken on this thread.
     pub const CPU: u8 = 3;
+    /// `time_delta`: a clock reading after the preceding heap event, written
+    /// every so many events, so memory can be drawn over time.
+    pub const TIME: u8 = 4;
 }
 
 /// Writes the file header into `out` (at least `FILE_HEADER_LEN` bytes).
@@ -502,9 +505,11 @@ pub enum Event {
     Cpu {
         stack: u32,
         count: u32,
-        /// Thread CPU time (ns) at the sample, for time series.
+        /// Monotonic clock (ns) at the sample, for time series.
         time_ns: u64,
     },
+    /// Monotonic clock (ns) after the preceding heap event of the chunk.
+    Time { time_ns: u64 },
 }
 
 /// Header of an `Events` payload.
@@ -515,8 +520,9 @@ pub struct EventsHeader {
 }
 
 /// Events payload: `thread u32`, `base_seq u64`, then tagged events. Sequence
-/// numbers and addresses are deltas from the previous event of the chunk
-/// (starting from `base_seq` and 0), so every chunk decodes on its own.
+/// numbers, addresses and clock readings are deltas from the previous event
+/// of the chunk (starting from `base_seq`, 0 and 0), so every chunk decodes
+/// on its own.
 pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsHeader, Malformed> {
     let mut d = Decoder::new(payload);
     let header = EventsHeader {
@@ -560,6 +566,10 @@ pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsH
                     count: u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
                     time_ns: time,
                 });
+            }
+            tag::TIME => {
+                time = time.wrapping_add(d.varint()?);
+                f(Event::Time { time_ns: time });
             }
             _ => return Err(Malformed("unknown event tag")),
         }

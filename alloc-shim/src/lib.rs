@@ -33,9 +33,11 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 mod config;
+mod cpu;
 pub mod format;
 mod measure;
 mod modules;
+mod sampled;
 mod spin;
 mod stack;
 mod stacks;
@@ -89,6 +91,26 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static INITIALIZING_HERE: Cell<bool> = const { Cell::new(false) };
+    /// Set while the load-time constructor probes the global allocator.
+    static PROBING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs when the program is loaded, before `main`: one allocation through
+/// the global allocator tells whether it is `Tracking` (then the tracker
+/// starts now, and the main thread gets its CPU timer even if it computes
+/// for a long time before its first allocation) or not (then linking this
+/// crate, as the `lineprof` CLI does, changes nothing).
+#[used]
+#[link_section = ".init_array"]
+static START_AT_LOAD: extern "C" fn() = start_at_load;
+
+extern "C" fn start_at_load() {
+    PROBING.with(|p| p.set(true));
+    drop(std::hint::black_box(Box::new(0u8)));
+    PROBING.with(|p| p.set(false));
+    if STATE.load(Ordering::Acquire) == ACTIVE {
+        let _ = thread::current();
+    }
 }
 
 pub(crate) fn installed() -> bool {
@@ -99,7 +121,7 @@ pub(crate) fn installed() -> bool {
 #[inline(always)]
 fn recording() -> bool {
     match STATE.load(Ordering::Acquire) {
-        ACTIVE => true,
+        ACTIVE => !PROBING.with(|p| p.get()),
         UNINIT | INITIALIZING => start(),
         _ => false,
     }
@@ -109,6 +131,8 @@ fn recording() -> bool {
 #[inline(never)]
 fn start() -> bool {
     INSTALLED.store(true, Ordering::Relaxed);
+    // Keeps the load-time constructor linked in wherever the tracker is.
+    std::hint::black_box(&START_AT_LOAD);
     if INITIALIZING_HERE.with(|c| c.get()) {
         return false;
     }
@@ -119,6 +143,7 @@ fn start() -> bool {
             let state = if cfg.off {
                 OFF
             } else if stacks::init() && thread::init() && writer::init(&cfg) {
+                cpu::init(cfg.cpu_hz);
                 ACTIVE
             } else {
                 sys::stderr(
@@ -128,7 +153,7 @@ fn start() -> bool {
             };
             INITIALIZING_HERE.with(|c| c.set(false));
             STATE.store(state, Ordering::Release);
-            state == ACTIVE
+            state == ACTIVE && !PROBING.with(|p| p.get())
         }
         Err(_) => {
             while STATE.load(Ordering::Acquire) == INITIALIZING {
@@ -146,7 +171,14 @@ pub(crate) fn begin_finish() -> bool {
         .is_ok()
 }
 
-pub(crate) fn after_fork_child() {}
+pub(crate) fn after_fork_child() {
+    cpu::after_fork_child();
+}
+
+/// Whether the tracker is recording (for the CPU signal handler).
+pub(crate) fn active() -> bool {
+    STATE.load(Ordering::Acquire) == ACTIVE
+}
 
 /// Captures the calling thread's stack into its state and interns it.
 ///
@@ -175,6 +207,63 @@ unsafe fn capture(t: *mut thread::ThreadState) -> Option<stacks::StackId> {
     }
 }
 
+/// Sampling mode: whether this allocation of `size` bytes is sampled. Each
+/// thread counts down an exponentially distributed number of bytes, so an
+/// allocation is sampled with probability `1 - exp(-size / mean)`
+/// independently of all others (the reader weights it by the inverse).
+#[inline]
+fn sample_hit(mean: u64, size: usize) -> bool {
+    let t = thread::current();
+    if thread::is_dead(t) {
+        return false;
+    }
+    // SAFETY: owner-only fields of this thread's state.
+    unsafe {
+        (*t).sample_countdown -= size as i64;
+        if (*t).sample_countdown > 0 {
+            return false;
+        }
+        (*t).sample_countdown = next_countdown(t, mean);
+    }
+    true
+}
+
+/// An exponential draw with the given mean, from the thread's xorshift.
+///
+/// # Safety
+/// `t` is the caller's own state.
+unsafe fn next_countdown(t: *mut thread::ThreadState, mean: u64) -> i64 {
+    // SAFETY: per the contract.
+    let x = unsafe {
+        let mut x = (*t).rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (*t).rng = x;
+        x
+    };
+    let u = ((x >> 11) + 1) as f64 / (1u64 << 53) as f64; // (0, 1]
+    (-(mean as f64) * u.ln()).min(i64::MAX as f64 / 2.0) as i64 + 1
+}
+
+/// Records an allocation, in sampling mode only when it is sampled.
+#[inline(always)]
+fn on_alloc(addr: usize, size: usize) {
+    let mean = writer::SAMPLE_BYTES.load(Ordering::Relaxed);
+    if mean == 0 || (sample_hit(mean, size) && sampled::insert(addr as u64)) {
+        record(thread::ALLOC, addr, size);
+    }
+}
+
+/// Records a free, in sampling mode only of a sampled block.
+#[inline(always)]
+fn on_free(addr: usize, size: usize) {
+    let mean = writer::SAMPLE_BYTES.load(Ordering::Relaxed);
+    if mean == 0 || sampled::remove(addr as u64) {
+        record(thread::FREE, addr, size);
+    }
+}
+
 /// Records one allocation or free with the caller's stack.
 #[inline(never)]
 fn record(kind: u8, addr: usize, size: usize) {
@@ -192,6 +281,9 @@ fn record(kind: u8, addr: usize, size: usize) {
         if let Some(id) = capture(t) {
             let seq = writer::SEQ.fetch_add(1, Ordering::Relaxed);
             thread::append(t, kind, seq, id, size as u64, addr as u64);
+        }
+        if thread::has_parked(t) {
+            thread::drain_parked(t);
         }
         (*t).busy = false;
     }
@@ -220,25 +312,50 @@ fn record_realloc(
     new_size: usize,
     f: impl FnOnce() -> *mut u8,
 ) -> *mut u8 {
+    let mean = writer::SAMPLE_BYTES.load(Ordering::Relaxed);
+    let (free_old, alloc_new) = if mean == 0 {
+        (true, true)
+    } else {
+        (sampled::remove(old as u64), sample_hit(mean, new_size))
+    };
+    if !free_old && !alloc_new {
+        return f();
+    }
     let t = thread::current();
     // SAFETY: as in `record`.
     unsafe {
         if thread::is_dead(t) || (*t).busy {
             let p = f();
             if !p.is_null() && thread::is_dead(t) {
-                record_orphan(thread::FREE, old, old_size);
-                record_orphan(thread::ALLOC, p as usize, new_size);
+                if free_old {
+                    record_orphan(thread::FREE, old, old_size);
+                }
+                if alloc_new && (mean == 0 || sampled::insert(p as u64)) {
+                    record_orphan(thread::ALLOC, p as usize, new_size);
+                }
             }
             return p;
         }
         (*t).busy = true;
         let id = capture(t);
-        let free_seq = writer::SEQ.fetch_add(1, Ordering::Relaxed);
+        let free_seq = if free_old {
+            writer::SEQ.fetch_add(1, Ordering::Relaxed)
+        } else {
+            0
+        };
         let p = f();
-        if let (Some(id), false) = (id, p.is_null()) {
-            let alloc_seq = writer::SEQ.fetch_add(1, Ordering::Relaxed);
-            thread::append(t, thread::FREE, free_seq, id, old_size as u64, old as u64);
-            thread::append(t, thread::ALLOC, alloc_seq, id, new_size as u64, p as u64);
+        if p.is_null() {
+            if free_old && mean != 0 {
+                sampled::insert(old as u64); // the old block lives on
+            }
+        } else if let Some(id) = id {
+            if free_old {
+                thread::append(t, thread::FREE, free_seq, id, old_size as u64, old as u64);
+            }
+            if alloc_new && (mean == 0 || sampled::insert(p as u64)) {
+                let alloc_seq = writer::SEQ.fetch_add(1, Ordering::Relaxed);
+                thread::append(t, thread::ALLOC, alloc_seq, id, new_size as u64, p as u64);
+            }
         }
         (*t).busy = false;
         p
@@ -256,7 +373,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracking<A> {
         if !p.is_null() {
             measure::on_alloc(layout.size());
             if recording() {
-                sys::preserving_errno(|| record(thread::ALLOC, p as usize, layout.size()));
+                sys::preserving_errno(|| on_alloc(p as usize, layout.size()));
             }
         }
         p
@@ -269,7 +386,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracking<A> {
         if !p.is_null() {
             measure::on_alloc(layout.size());
             if recording() {
-                sys::preserving_errno(|| record(thread::ALLOC, p as usize, layout.size()));
+                sys::preserving_errno(|| on_alloc(p as usize, layout.size()));
             }
         }
         p
@@ -279,7 +396,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracking<A> {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         measure::on_free(layout.size());
         if recording() {
-            sys::preserving_errno(|| record(thread::FREE, ptr as usize, layout.size()));
+            sys::preserving_errno(|| on_free(ptr as usize, layout.size()));
         }
         // SAFETY: forwarded contract.
         unsafe { self.inner.dealloc(ptr, layout) }

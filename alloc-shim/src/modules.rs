@@ -131,7 +131,7 @@ mod tests {
         assert!(!mods.is_empty());
         assert_eq!(mods[0].path, b"/self");
         assert!(!mods[0].ranges.is_empty());
-        let here = lists_this_test_binary_with_a_build_id as usize as u64;
+        let here = lists_this_test_binary_with_a_build_id as *const () as u64;
         assert!(mods
             .iter()
             .any(|m| m.ranges.iter().any(|&(s, e)| s <= here && here < e)));

@@ -40,6 +40,14 @@ impl SpinLock {
         }
     }
 
+    /// Takes the lock only if it is free now.
+    pub fn try_lock(&self) -> Option<SpinGuard<'_>> {
+        self.locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| SpinGuard { lock: self })
+    }
+
     /// Forces the lock open. Only for the child of a `fork`, where the thread
     /// that held it no longer exists.
     pub fn force_unlock(&self) {

@@ -12,6 +12,7 @@
 //!   mapped when the current one is half full. A slot holds the top 32 bits
 //!   of the hash and `id + 1`, claimed with one compare-and-swap after the
 //!   stack is published, so readers that see the slot see the frames.
+//!
 //! Two threads interning the same new stack at once may both publish it;
 //! the loser of the slot race uses the winner's id, and its own id stays an
 //! unreferenced duplicate, which the reader ignores.
@@ -233,6 +234,16 @@ fn publish(frames: &[u64]) -> Option<StackId> {
 }
 
 #[cfg(test)]
+pub(crate) fn init_for_tests() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if ARENA.load(Ordering::Acquire).is_null() {
+            assert!(init());
+        }
+    });
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -240,11 +251,11 @@ mod tests {
     fn same_frames_same_id_under_threads() {
         crate::stacks::init_for_tests();
         let handles: Vec<_> = (0..4)
-            .map(|t| {
+            .map(|_| {
                 std::thread::spawn(move || {
                     let mut ids = Vec::new();
                     for i in 0..2000u64 {
-                        let frames = [0x1000 + i % 500, 0x2000, 0x3000 + t * 0];
+                        let frames = [0x1000 + i % 500, 0x2000, 0x3000];
                         ids.push((i % 500, intern(&frames).unwrap()));
                     }
                     ids
@@ -272,14 +283,4 @@ mod tests {
             assert_eq!(intern(&[0xdead_0000 + i as u64, 7]), Some(id));
         }
     }
-}
-
-#[cfg(test)]
-pub(crate) fn init_for_tests() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if ARENA.load(Ordering::Acquire).is_null() {
-            assert!(init());
-        }
-    });
 }

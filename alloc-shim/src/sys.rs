@@ -165,10 +165,6 @@ pub fn coarse_ns() -> u64 {
     clock(libc::CLOCK_MONOTONIC_COARSE)
 }
 
-pub fn thread_cpu_ns() -> u64 {
-    clock(libc::CLOCK_THREAD_CPUTIME_ID)
-}
-
 pub fn getpid() -> u32 {
     // SAFETY: no preconditions.
     unsafe { libc::getpid() as u32 }

@@ -7,7 +7,7 @@
 //! `committed` length while they may still append beyond it.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::MAX_DEPTH;
 use crate::format::{self, tag, ChunkKind, Encoder, CHUNK_HEADER_LEN, MAX_EVENT_LEN};
@@ -40,9 +40,21 @@ pub struct ThreadState {
     /// Bytes left before the next sampled allocation (sampling mode).
     pub sample_countdown: i64,
     pub rng: u64,
+    /// Clock reading of the last TIME mark or CPU sample in this chunk.
+    prev_time: u64,
     pub frames: [u64; MAX_DEPTH],
+    /// Frames of the CPU signal handler, apart from `frames`, which the
+    /// interrupted code may be filling.
+    pub cpu_frames: [u64; MAX_DEPTH],
+    /// CPU samples taken while this thread was inside lineprof, appended
+    /// when it leaves (`drain_parked`). The handler runs on the owner
+    /// thread, so an atomic length is enough to hand them over.
+    parked: [(u32, u32); PARKED],
+    parked_len: AtomicU32,
     buf: [u8; BUF_LEN],
 }
+
+const PARKED: usize = 16;
 
 static REGISTRY: [AtomicPtr<ThreadState>; MAX_THREADS] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_THREADS];
@@ -54,10 +66,13 @@ static ORPHAN: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
 static KEY: AtomicU64 = AtomicU64::new(u64::MAX);
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-const DEAD: *mut ThreadState = 1 as *mut ThreadState;
+const DEAD: *mut ThreadState = std::ptr::dangling_mut::<ThreadState>();
 
 thread_local! {
     static CURRENT: Cell<*mut ThreadState> = const { Cell::new(std::ptr::null_mut()) };
+    /// Set while this thread attaches, so the CPU signal handler does not
+    /// attach a second state underneath it.
+    static ATTACHING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Called once by the initialising thread.
@@ -116,8 +131,35 @@ pub fn orphan_lock() -> crate::spin::SpinGuard<'static> {
     unsafe { &*ORPHAN.load(Ordering::Acquire) }.lock.lock()
 }
 
+/// The calling thread's state, from the CPU signal handler: attaches only
+/// if the registry lock is free right now (it may be held by the code the
+/// signal interrupted).
+pub fn current_in_signal() -> *mut ThreadState {
+    let t = CURRENT.with(|c| c.get());
+    if !t.is_null() || ATTACHING.with(|a| a.get()) {
+        return t;
+    }
+    match REGISTRY_LOCK.try_lock() {
+        Some(g) => {
+            drop(g);
+            attach()
+        }
+        None => std::ptr::null_mut(),
+    }
+}
+
 #[cold]
 fn attach() -> *mut ThreadState {
+    ATTACHING.with(|a| a.set(true));
+    let s = attach_state();
+    ATTACHING.with(|a| a.set(false));
+    if !s.is_null() && s != DEAD {
+        crate::cpu::start_thread(sys::gettid());
+    }
+    s
+}
+
+fn attach_state() -> *mut ThreadState {
     let s = {
         let _g = REGISTRY_LOCK.lock();
         let n = REGISTERED.load(Ordering::Acquire);
@@ -154,8 +196,13 @@ fn attach() -> *mut ThreadState {
         (*s).busy = false;
         (*s).last_flush_ns = sys::coarse_ns();
         (*s).events_until_clock = CLOCK_EVERY;
-        (*s).sample_countdown = 0;
         (*s).rng = (s as u64) ^ sys::coarse_ns() ^ 0x9E37_79B9_7F4A_7C15;
+        let mean = writer::SAMPLE_BYTES.load(Ordering::Relaxed);
+        (*s).sample_countdown = if mean == 0 {
+            0
+        } else {
+            crate::next_countdown(s, mean)
+        };
         // SAFETY: KEY was created at init; the value is only read back by
         // the destructor.
         libc::pthread_setspecific(
@@ -172,6 +219,7 @@ unsafe extern "C" fn on_thread_exit(p: *mut libc::c_void) {
     if s.is_null() {
         return;
     }
+    crate::cpu::stop_thread(sys::gettid());
     flush(s, false);
     CURRENT.with(|c| c.set(DEAD));
     // SAFETY: the state stays mapped; releasing it lets a new thread reuse it.
@@ -207,6 +255,7 @@ pub fn append(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, ad
             buf[CHUNK_HEADER_LEN + 4..EVENTS_HEADER].copy_from_slice(&seq.to_le_bytes());
             (*t).prev_seq = seq;
             (*t).prev_addr = 0;
+            (*t).prev_time = 0;
         }
         let mut e = Encoder::new(&mut (*t).buf, pos);
         e.u8(kind);
@@ -216,16 +265,99 @@ pub fn append(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, ad
         e.varint(format::zigzag(addr.wrapping_sub((*t).prev_addr) as i64));
         (*t).prev_seq = seq;
         (*t).prev_addr = addr;
-        (*t).committed.store(e.pos(), Ordering::Release);
         (*t).events_until_clock -= 1;
         if (*t).events_until_clock == 0 {
             (*t).events_until_clock = CLOCK_EVERY;
             let now = sys::coarse_ns();
+            e.u8(tag::TIME);
+            e.varint(now.saturating_sub((*t).prev_time));
+            (*t).prev_time = now;
+            (*t).committed.store(e.pos(), Ordering::Release);
             if now.wrapping_sub((*t).last_flush_ns) > FLUSH_INTERVAL_NS {
                 flush(t, false);
+                crate::cpu::scan_threads();
+            }
+        } else {
+            (*t).committed.store(e.pos(), Ordering::Release);
+        }
+    }
+}
+
+/// Appends one CPU sample. Owner thread only (the signal handler, with the
+/// thread outside lineprof). Without `can_flush` a full buffer drops the
+/// sample instead of writing.
+pub fn append_cpu(t: *mut ThreadState, stack: u32, count: u32, now: u64, can_flush: bool) {
+    // SAFETY: as in `append`.
+    unsafe {
+        let mut pos = (*t).committed.load(Ordering::Relaxed);
+        if BUF_LEN - pos < MAX_EVENT_LEN * 2 {
+            if !can_flush {
+                crate::cpu::DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            flush(t, false);
+            pos = EVENTS_HEADER;
+        }
+        if pos == EVENTS_HEADER {
+            let buf = &mut (*t).buf;
+            buf[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + 4].copy_from_slice(&(*t).index.to_le_bytes());
+            buf[CHUNK_HEADER_LEN + 4..EVENTS_HEADER].copy_from_slice(&0u64.to_le_bytes());
+            (*t).prev_seq = 0;
+            (*t).prev_addr = 0;
+            (*t).prev_time = 0;
+        }
+        let mut e = Encoder::new(&mut (*t).buf, pos);
+        e.u8(tag::CPU);
+        e.varint(stack as u64);
+        e.varint(count as u64);
+        e.varint(now.saturating_sub((*t).prev_time));
+        (*t).prev_time = now.max((*t).prev_time);
+        (*t).committed.store(e.pos(), Ordering::Release);
+    }
+}
+
+/// Keeps a CPU sample taken while the thread was inside lineprof.
+pub fn park_sample(t: *mut ThreadState, stack: u32, count: u32) {
+    // SAFETY: owner thread (signal handler); the slot at `n` is beyond what
+    // the owner reads until the length is published.
+    unsafe {
+        let n = (*t).parked_len.load(Ordering::Relaxed) as usize;
+        if n >= PARKED {
+            crate::cpu::DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        (*t).parked[n] = (stack, count);
+        (*t).parked_len.store(n as u32 + 1, Ordering::Release);
+    }
+}
+
+/// Appends the parked CPU samples. Owner thread, `busy` set.
+pub fn drain_parked(t: *mut ThreadState) {
+    // SAFETY: owner thread; a handler interrupting this loop can only push
+    // at the end, which the compare-exchange notices.
+    unsafe {
+        loop {
+            let n = (*t).parked_len.load(Ordering::Acquire);
+            if n == 0 {
+                return;
+            }
+            let (stack, count) = (*t).parked[n as usize - 1];
+            if (*t)
+                .parked_len
+                .compare_exchange(n, n - 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                append_cpu(t, stack, count, sys::coarse_ns(), true);
             }
         }
     }
+}
+
+/// Whether the thread has parked samples (cheap check for the hot path).
+#[inline]
+pub fn has_parked(t: *mut ThreadState) -> bool {
+    // SAFETY: owner thread reading its own state.
+    unsafe { (*t).parked_len.load(Ordering::Relaxed) != 0 }
 }
 
 /// Writes the thread's buffered events as one chunk. With `final_flush`

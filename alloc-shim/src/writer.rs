@@ -270,6 +270,7 @@ extern "C" fn at_exit() {
 }
 
 extern "C" fn before_fork() {
+    crate::cpu::FORKING.store(true, Ordering::Release);
     thread::lock_registry_for_fork();
     FILE_LOCK.lock_forever();
 }
@@ -277,6 +278,7 @@ extern "C" fn before_fork() {
 extern "C" fn after_fork_parent() {
     FILE_LOCK.force_unlock();
     thread::unlock_registry_after_fork();
+    crate::cpu::FORKING.store(false, Ordering::Release);
 }
 
 extern "C" fn after_fork_child() {
@@ -296,4 +298,5 @@ extern "C" fn after_fork_child() {
     thread::reset_after_fork();
     crate::after_fork_child();
     FILE_LOCK.force_unlock();
+    crate::cpu::FORKING.store(false, Ordering::Release);
 }

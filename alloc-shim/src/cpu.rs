@@ -1,0 +1,327 @@
+//! CPU sampling: a per-thread CPU-time timer interrupts each thread after
+//! every `1/LINEPROF_HZ` seconds of CPU it uses, and the signal handler
+//! records the interrupted stack.
+//!
+//! - Timers use `timer_create` on each thread's own CPU clock with
+//!   `SIGEV_THREAD_ID`, so a thread is sampled in proportion to the CPU it
+//!   uses, never for time it spends blocked. The kernel checks CPU timers at
+//!   its tick, so a sample may stand for several periods: it is weighted by
+//!   `1 + si_overrun`.
+//! - The signal is a real-time signal of lineprof's own, not SIGPROF, so a
+//!   program that uses SIGPROF or SIGALRM itself sees exactly the signals it
+//!   would without lineprof. A signal that is not from our timers (no
+//!   `SI_TIMER` code with our cookie) is passed on to the handler that was
+//!   installed before us. `SA_RESTART` keeps interrupted system calls going.
+//! - Threads get a timer when they attach (first allocation) and from a scan
+//!   of `/proc/self/task` at each periodic flush, which catches threads that
+//!   never allocate. Timers are deleted when their thread exits.
+//! - The handler allocates nothing and takes no lock a host could hold: it
+//!   walks the interrupted frame-pointer chain into a per-thread buffer and
+//!   appends one event. If the signal lands while the same thread is inside
+//!   lineprof, the sample is parked and appended when lineprof returns.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::spin::SpinLock;
+use crate::{stack, stacks, sys, thread, writer};
+
+static SIGNO: AtomicI32 = AtomicI32::new(0);
+static PERIOD_NS: AtomicU64 = AtomicU64::new(0);
+static ENABLED: AtomicBool = AtomicBool::new(false);
+pub static DROPPED_SAMPLES: AtomicU64 = AtomicU64::new(0);
+/// Set around `fork` so a handler never waits for the file lock that the
+/// forking thread holds.
+pub static FORKING: AtomicBool = AtomicBool::new(false);
+
+/// The handler that was installed for our signal before us.
+static OLD_ACTION: AtomicUsize = AtomicUsize::new(0);
+static OLD_FLAGS: AtomicI32 = AtomicI32::new(0);
+
+const MAX_TIMERS: usize = 4096;
+static TIMER_TIDS: [AtomicI32; MAX_TIMERS] = [const { AtomicI32::new(0) }; MAX_TIMERS];
+static TIMER_IDS: [AtomicUsize; MAX_TIMERS] = [const { AtomicUsize::new(0) }; MAX_TIMERS];
+static TIMERS_LOCK: SpinLock = SpinLock::new();
+
+/// Distinguishes our timer signals from anything else carrying the signal.
+static COOKIE: u8 = 0;
+
+fn cookie() -> usize {
+    &COOKIE as *const u8 as usize
+}
+
+/// Installs the signal handler. Called once at init.
+pub fn init(hz: u32) {
+    if hz == 0 {
+        return;
+    }
+    let signo = libc::SIGRTMAX() - 3;
+    // SAFETY: a zeroed sigaction is a valid starting value; we fill in the
+    // handler, flags and an empty mask, and keep the old action to chain to.
+    unsafe {
+        let mut new: libc::sigaction = std::mem::zeroed();
+        let mut old: libc::sigaction = std::mem::zeroed();
+        new.sa_sigaction = on_signal as *const () as usize;
+        new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut new.sa_mask);
+        if libc::sigaction(signo, &new, &mut old) != 0 {
+            return;
+        }
+        OLD_ACTION.store(old.sa_sigaction, Ordering::Relaxed);
+        OLD_FLAGS.store(old.sa_flags, Ordering::Relaxed);
+    }
+    SIGNO.store(signo, Ordering::Relaxed);
+    PERIOD_NS.store(1_000_000_000 / hz as u64, Ordering::Relaxed);
+    ENABLED.store(true, Ordering::Release);
+}
+
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Acquire)
+}
+
+/// The CPU clock of thread `tid` (the kernel's MAKE_THREAD_CPUCLOCK).
+fn thread_cpu_clock(tid: i32) -> libc::clockid_t {
+    ((!tid) << 3) | 4 | 2
+}
+
+/// Starts sampling thread `tid` unless it already has a timer.
+pub fn start_thread(tid: i32) {
+    if !enabled() {
+        return;
+    }
+    let _g = TIMERS_LOCK.lock();
+    if TIMER_TIDS.iter().any(|t| t.load(Ordering::Relaxed) == tid) {
+        return;
+    }
+    let Some(slot) = TIMER_TIDS
+        .iter()
+        .position(|t| t.load(Ordering::Relaxed) == 0)
+    else {
+        return;
+    };
+    // SAFETY: a zeroed sigevent with the fields the kernel reads for
+    // SIGEV_THREAD_ID set; `timer` is a valid out-pointer.
+    unsafe {
+        let mut sev: libc::sigevent = std::mem::zeroed();
+        sev.sigev_notify = libc::SIGEV_THREAD_ID;
+        sev.sigev_signo = SIGNO.load(Ordering::Relaxed);
+        sev.sigev_value = libc::sigval {
+            sival_ptr: cookie() as *mut libc::c_void,
+        };
+        sev.sigev_notify_thread_id = tid;
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        if libc::timer_create(thread_cpu_clock(tid), &mut sev, &mut timer) != 0 {
+            return;
+        }
+        let p = PERIOD_NS.load(Ordering::Relaxed) as i64;
+        let ts = libc::timespec {
+            tv_sec: p / 1_000_000_000,
+            tv_nsec: p % 1_000_000_000,
+        };
+        let spec = libc::itimerspec {
+            it_interval: ts,
+            it_value: ts,
+        };
+        if libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) != 0 {
+            libc::timer_delete(timer);
+            return;
+        }
+        TIMER_IDS[slot].store(timer as usize, Ordering::Relaxed);
+    }
+    TIMER_TIDS[slot].store(tid, Ordering::Relaxed);
+}
+
+/// Stops sampling thread `tid` (it is exiting, or gone).
+pub fn stop_thread(tid: i32) {
+    if !enabled() {
+        return;
+    }
+    let _g = TIMERS_LOCK.lock();
+    stop_locked(tid);
+}
+
+fn stop_locked(tid: i32) {
+    if let Some(slot) = TIMER_TIDS
+        .iter()
+        .position(|t| t.load(Ordering::Relaxed) == tid)
+    {
+        let timer = TIMER_IDS[slot].swap(0, Ordering::Relaxed);
+        // SAFETY: `timer` came from timer_create and is deleted once (the
+        // slot is cleared under the lock).
+        unsafe { libc::timer_delete(timer as libc::timer_t) };
+        TIMER_TIDS[slot].store(0, Ordering::Relaxed);
+    }
+}
+
+/// Gives every live thread a timer and drops the timers of threads that
+/// are gone. Reads /proc/self/task with raw `getdents64` into a stack
+/// buffer (no allocation).
+pub fn scan_threads() {
+    if !enabled() {
+        return;
+    }
+    let mut live = [0i32; 512];
+    let n = list_tasks(&mut live);
+    if n == 0 {
+        return;
+    }
+    for &tid in &live[..n] {
+        start_thread(tid);
+    }
+    if n < live.len() {
+        let _g = TIMERS_LOCK.lock();
+        for t in &TIMER_TIDS {
+            let tid = t.load(Ordering::Relaxed);
+            if tid != 0 && !live[..n].contains(&tid) {
+                stop_locked(tid);
+            }
+        }
+    }
+}
+
+fn list_tasks(out: &mut [i32]) -> usize {
+    // SAFETY: valid NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/task".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return 0;
+    }
+    let mut n = 0;
+    let mut buf = [0u8; 2048];
+    loop {
+        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
+        let got = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+        if got <= 0 {
+            break;
+        }
+        let mut pos = 0usize;
+        while pos + 19 < got as usize {
+            let reclen = u16::from_ne_bytes([buf[pos + 16], buf[pos + 17]]) as usize;
+            let name = &buf[pos + 19..pos + reclen];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            let tid = name.iter().try_fold(0i32, |acc, &b| {
+                b.is_ascii_digit().then(|| acc * 10 + (b - b'0') as i32)
+            });
+            if let Some(tid) = tid.filter(|&t| t > 0) {
+                if n < out.len() {
+                    out[n] = tid;
+                    n += 1;
+                }
+            }
+            if reclen == 0 {
+                break;
+            }
+            pos += reclen;
+        }
+    }
+    sys::close(fd);
+    n
+}
+
+/// In a fork child: timers are not inherited; start one for this thread.
+pub fn after_fork_child() {
+    if !enabled() {
+        return;
+    }
+    TIMERS_LOCK.force_unlock();
+    for (t, id) in TIMER_TIDS.iter().zip(&TIMER_IDS) {
+        t.store(0, Ordering::Relaxed);
+        id.store(0, Ordering::Relaxed);
+    }
+    start_thread(sys::gettid());
+}
+
+/// The timer fields of `siginfo_t` on Linux.
+#[repr(C)]
+struct TimerInfo {
+    signo: i32,
+    errno: i32,
+    code: i32,
+    _pad: i32,
+    timer_id: i32,
+    overrun: i32,
+    value: usize,
+}
+
+extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo; the timer
+    // layout above matches Linux's for SI_TIMER signals, and we read the
+    // timer fields only after checking the code.
+    let ti = unsafe { &*(info as *const TimerInfo) };
+    if ti.code != libc::SI_TIMER || ti.value != cookie() {
+        chain(sig, info, ctx);
+        return;
+    }
+    if !crate::active() {
+        return;
+    }
+    sys::preserving_errno(|| {
+        let weight = 1 + ti.overrun.max(0) as u32;
+        // SAFETY: `ctx` is the interrupted thread's ucontext.
+        let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
+        sample(uc, weight);
+    });
+}
+
+fn sample(uc: &libc::ucontext_t, weight: u32) {
+    let t = thread::current_in_signal();
+    if t.is_null() || thread::is_dead(t) {
+        DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let regs = &uc.uc_mcontext.gregs;
+    let (pc, sp, fp) = (
+        regs[libc::REG_RIP as usize] as usize,
+        regs[libc::REG_RSP as usize] as usize,
+        regs[libc::REG_RBP as usize] as usize,
+    );
+    // SAFETY: `t` is this thread's state; the handler runs on the owner
+    // thread, and uses the signal-only frame buffer, so it never touches
+    // what the interrupted code may be writing.
+    unsafe {
+        if sp < (*t).stack_lo || sp >= (*t).stack_hi {
+            thread::refresh_bounds(t, sp);
+        }
+        let depth = writer::DEPTH.load(Ordering::Relaxed);
+        let frames = &mut (&mut (*t).cpu_frames)[..depth];
+        // The interrupted PC is not a return address: store PC + 1 so the
+        // reader's "return address - 1" lands on it.
+        frames[0] = pc as u64 + 1;
+        let (n, _) = stack::walk(fp, sp, (*t).stack_hi, &mut frames[1..]);
+        let Some(id) = stacks::intern(&frames[..n + 1]) else {
+            DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if (*t).busy {
+            thread::park_sample(t, id, weight);
+        } else {
+            (*t).busy = true;
+            let can_flush = !FORKING.load(Ordering::Acquire);
+            thread::append_cpu(t, id, weight, sys::coarse_ns(), can_flush);
+            (*t).busy = false;
+        }
+    }
+}
+
+/// Passes a signal that is not ours to the handler installed before us.
+fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let old = OLD_ACTION.load(Ordering::Relaxed);
+    if old == libc::SIG_DFL || old == libc::SIG_IGN {
+        return;
+    }
+    // SAFETY: `old` is the handler the host installed, called with the
+    // arguments its flags ask for.
+    unsafe {
+        if OLD_FLAGS.load(Ordering::Relaxed) & libc::SA_SIGINFO != 0 {
+            let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
+                std::mem::transmute(old);
+            f(sig, info, ctx);
+        } else {
+            let f: extern "C" fn(i32) = std::mem::transmute(old);
+            f(sig);
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The set of live sampled blocks (sampling mode only), so that a free can
+//! tell in a few nanoseconds whether its block was sampled and must be
+//! recorded. Lock-free open addressing over a chain of never-resized tables,
+//! like the stack table. An address is inserted before the allocation
+//! returns to the program, so it is always present by the time any thread
+//! frees it; removal leaves a tombstone that later inserts reuse.
+
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use crate::sys;
+
+const TOMBSTONE: u64 = 1;
+const LEVEL_BITS: [u32; 4] = [12, 16, 20, 24];
+
+static LEVELS: [AtomicPtr<AtomicU64>; 4] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 4];
+static FILL: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+
+#[inline]
+fn slot_of(addr: u64, bits: u32) -> usize {
+    (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+}
+
+fn table(level: usize) -> *mut AtomicU64 {
+    LEVELS[level].load(Ordering::Acquire)
+}
+
+/// Remembers a sampled block. False if every table is full (the caller then
+/// does not sample the block).
+pub fn insert(addr: u64) -> bool {
+    debug_assert!(addr > TOMBSTONE);
+    for level in 0..LEVELS.len() {
+        let bits = LEVEL_BITS[level];
+        let size = 1usize << bits;
+        if FILL[level].load(Ordering::Relaxed) >= size / 2 {
+            continue;
+        }
+        let mut t = table(level);
+        if t.is_null() {
+            let fresh = sys::map_zeroed(size * 8) as *mut AtomicU64;
+            if fresh.is_null() {
+                return false;
+            }
+            match LEVELS[level].compare_exchange(
+                std::ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => t = fresh,
+                Err(existing) => {
+                    // SAFETY: our own unpublished mapping.
+                    unsafe { libc::munmap(fresh as *mut libc::c_void, size * 8) };
+                    t = existing;
+                }
+            }
+        }
+        let mask = size - 1;
+        let mut i = slot_of(addr, bits);
+        for _ in 0..size {
+            // SAFETY: `i <= mask`, within the table.
+            let cell = unsafe { &*t.add(i) };
+            let v = cell.load(Ordering::Relaxed);
+            if (v == 0 || v == TOMBSTONE)
+                && cell
+                    .compare_exchange(v, addr, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                if v == 0 {
+                    FILL[level].fetch_add(1, Ordering::Relaxed);
+                }
+                return true;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+    false
+}
+
+/// Forgets `addr` if it was sampled; true if it was.
+#[inline]
+pub fn remove(addr: u64) -> bool {
+    for (level, bits) in LEVEL_BITS.iter().enumerate() {
+        let t = table(level);
+        if t.is_null() {
+            return false;
+        }
+        let mask = (1usize << bits) - 1;
+        let mut i = slot_of(addr, *bits);
+        for _ in 0..=mask {
+            // SAFETY: `i <= mask`, within the table.
+            let cell = unsafe { &*t.add(i) };
+            let v = cell.load(Ordering::Acquire);
+            if v == 0 {
+                break;
+            }
+            if v == addr {
+                // Only the thread freeing `addr` removes it: no race on it.
+                cell.store(TOMBSTONE, Ordering::Release);
+                return true;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_then_remove_once() {
+        let base = 0x7000_0000_0000u64;
+        for i in 0..5000 {
+            assert!(insert(base + i * 16));
+        }
+        for i in 0..5000 {
+            assert!(remove(base + i * 16), "{i}");
+            assert!(!remove(base + i * 16));
+        }
+        assert!(!remove(base + 8));
+    }
+}
