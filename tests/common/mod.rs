@@ -305,6 +305,13 @@ impl Report {
         }
     }
 
+    /// Whether the fixture has a line containing `snippet` in the report.
+    pub fn has(&self, snippet: &str) -> bool {
+        self.user_lines()
+            .iter()
+            .any(|l| l["source"].as_str().unwrap_or("").contains(snippet))
+    }
+
     pub fn self_at(&self, snippet: &str) -> Figures {
         Figures::from_json(&self.line(snippet)["self"])
     }
