@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""lineprof overhead benchmark (issue 3): one command builds every variant,
+runs them alternately for several rounds and prints median wall time and
+peak RSS against an untracked System build, heaptrack and dhat-rs beside
+lineprof, the time of `lineprof report` on the exact profile, and the micro
+figure (ns per alloc+free above System at a stack depth of ~10).
+
+    bench/run.py [--rounds 7] [--records 50000] [--valgrind] [--no-build]
+
+Wall time is measured around the child with a monotonic clock; peak RSS is
+the child's ru_maxrss from wait4 (for heaptrack: the largest of its
+processes, the program or the interpreter). Medians, because the machine
+is shared and noisy.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+FP_FLAGS = "-C force-frame-pointers=yes"
+SAMPLE = "524288"
+
+# name -> (cargo features, RUSTFLAGS)
+BUILDS = {
+    "system": ("", FP_FLAGS),
+    "system-nofp": ("", ""),
+    "tracking": ("tracking", FP_FLAGS),
+    "dhat": ("dhat", FP_FLAGS),
+}
+
+
+def binary(build, name):
+    return os.path.join(BENCH, "target", build, "release", name)
+
+
+def build_all():
+    for build, (features, rustflags) in BUILDS.items():
+        cmd = ["cargo", "build", "--release", "--quiet", "--target-dir",
+               os.path.join(BENCH, "target", build)]
+        if features:
+            cmd += ["--features", features]
+        print(f"building {build}: RUSTFLAGS={rustflags!r} {' '.join(cmd[2:])}",
+              flush=True)
+        env = dict(os.environ, RUSTFLAGS=rustflags)
+        subprocess.run(cmd, cwd=BENCH, env=env, check=True)
+    print("building lineprof CLI: cargo build --release", flush=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT,
+                   check=True)
+
+
+def base_env():
+    """The caller's environment without any lineprof setting."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LINEPROF")}
+
+
+def run(cmd, env, cwd):
+    """Runs `cmd`; returns (wall seconds, peak RSS bytes, stdout)."""
+    out_path = os.path.join(cwd, "stdout.txt")
+    with open(out_path, "wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out,
+                                stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+    with open(out_path, encoding="utf-8", errors="replace") as f:
+        stdout = f.read()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err}")
+    return wall, usage.ru_maxrss * 1024, stdout
+
+
+class Variant:
+    def __init__(self, name, build, env=None, wrap=None, profile=None,
+                 available=True, why_not=""):
+        self.name = name
+        self.build = build
+        self.env = env or {}
+        self.wrap = wrap  # function(tmpdir, exe) -> argv
+        self.profile = profile  # name (prefix) of the file the run leaves
+        self.available = available
+        self.why_not = why_not
+        self.walls, self.rss, self.sizes = [], [], []
+        self.checksum = None
+
+    def argv(self, tmp, exe, args):
+        return (self.wrap(tmp, exe) if self.wrap else [exe]) + args
+
+
+def workload_variants(with_valgrind):
+    heaptrack = shutil.which("heaptrack")
+    vs = [
+        Variant("System", "system"),
+        Variant("System, no frame pointers", "system-nofp"),
+        Variant("lineprof exact", "tracking",
+                {"LINEPROF_HZ": "0", "LINEPROF_OUT": "{tmp}/exact.lprof"},
+                profile="exact.lprof"),
+        Variant("lineprof exact + cpu 1 kHz", "tracking",
+                {"LINEPROF_HZ": "1000", "LINEPROF_OUT": "{tmp}/cpu.lprof"},
+                profile="cpu.lprof"),
+        Variant("lineprof sampled 512 KiB", "tracking",
+                {"LINEPROF_HZ": "0", "LINEPROF_SAMPLE": SAMPLE,
+                 "LINEPROF_OUT": "{tmp}/sampled.lprof"},
+                profile="sampled.lprof"),
+        Variant("lineprof sampled 512 KiB + cpu 1 kHz", "tracking",
+                {"LINEPROF_HZ": "1000", "LINEPROF_SAMPLE": SAMPLE,
+                 "LINEPROF_OUT": "{tmp}/sampled-cpu.lprof"},
+                profile="sampled-cpu.lprof"),
+        Variant("lineprof LINEPROF=off", "tracking", {"LINEPROF": "off"}),
+        Variant("dhat-rs", "dhat", profile="dhat-heap.json"),
+        Variant("heaptrack", "system",
+                wrap=lambda tmp, exe: ["heaptrack", "-o", f"{tmp}/heaptrack", exe],
+                profile="heaptrack",
+                available=heaptrack is not None,
+                why_not="heaptrack not installed (apt-get install -y heaptrack)"),
+    ]
+    if with_valgrind:
+        vs.append(Variant(
+            "valgrind --tool=dhat (1 run)", "system",
+            wrap=lambda tmp, exe: ["valgrind", "--tool=dhat", "-q",
+                                   f"--dhat-out-file={tmp}/vg-dhat.json", exe],
+            profile="vg-dhat.json",
+            available=shutil.which("valgrind") is not None,
+            why_not="valgrind not installed"))
+    return vs
+
+
+def clean(tmp):
+    for name in os.listdir(tmp):
+        path = os.path.join(tmp, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+def dir_size(tmp, prefix):
+    """Bytes of the files in `tmp` whose name starts with `prefix`."""
+    return sum(os.path.getsize(os.path.join(tmp, n))
+               for n in os.listdir(tmp) if n.startswith(prefix))
+
+
+def mib(n):
+    return f"{n / 2**20:.1f} MiB"
+
+
+def table(rows, headers):
+    widths = [max(len(str(r[i])) for r in rows + [headers])
+              for i in range(len(headers))]
+    line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths)))
+    print(line(headers))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print(line(r))
+
+
+def bench_workload(args, work):
+    variants = workload_variants(args.valgrind)
+    tmps = {v.name: os.path.join(work, f"v{i}") for i, v in enumerate(variants)}
+    for t in tmps.values():
+        os.makedirs(t)
+    env0 = base_env()
+    for rnd in range(args.rounds):
+        for v in variants:
+            if not v.available or (v.name.startswith("valgrind") and rnd > 0):
+                continue
+            tmp = tmps[v.name]
+            clean(tmp)
+            env = dict(env0, **{k: val.replace("{tmp}", tmp)
+                                for k, val in v.env.items()})
+            argv = v.argv(tmp, binary(v.build, "workload"), [str(args.records)])
+            wall, rss, out = run(argv, env, tmp)
+            v.walls.append(wall)
+            v.rss.append(rss)
+            checksum = out.split("checksum=")[-1].split()[0] if "checksum=" in out else None
+            if v.checksum is None:
+                v.checksum = checksum
+            if v.profile:
+                # Left in place until this variant's next run (the last
+                # round's exact profile feeds the report timing).
+                v.sizes.append(dir_size(tmp, v.profile))
+        print(f"round {rnd + 1}/{args.rounds} done", flush=True)
+
+    sums = {v.checksum for v in variants if v.checksum}
+    if len(sums) > 1:
+        print(f"WARNING: variants computed different checksums: {sums}")
+    base = next(v for v in variants if v.name == "System")
+    bw, br = statistics.median(base.walls), statistics.median(base.rss)
+    rows = []
+    for v in variants:
+        if not v.available:
+            rows.append([v.name, "-", "-", "-", "-", "-", v.why_not])
+            continue
+        w, r = statistics.median(v.walls), statistics.median(v.rss)
+        size = mib(statistics.median(v.sizes)) if v.sizes else ""
+        rows.append([v.name, f"{w * 1000:.0f} ms", f"{w / bw:.2f}x",
+                     mib(r), f"{r / br:.2f}x", size,
+                     f"{len(v.walls)} runs, wall {min(v.walls) * 1000:.0f}-{max(v.walls) * 1000:.0f} ms"])
+    print()
+    print(f"Workload: bench workload {args.records} records, {args.rounds} alternated rounds, medians")
+    table(rows, ["variant", "wall", "vs System", "peak RSS", "vs System",
+                 "output", "spread"])
+
+    exact = next(v for v in variants if v.name == "lineprof exact")
+    profile = os.path.join(tmps[exact.name], exact.profile)
+    lineprof = os.path.join(ROOT, "target", "release", "lineprof")
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run([lineprof, "report", profile], check=True,
+                       stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    print()
+    print(f"lineprof report on the exact profile ({mib(os.path.getsize(profile))}): "
+          f"median of 3 = {statistics.median(times) * 1000:.0f} ms "
+          f"(runs: {', '.join(f'{t * 1000:.0f}' for t in times)} ms)")
+    return variants
+
+
+def bench_micro(args, work):
+    tmp = os.path.join(work, "micro")
+    os.makedirs(tmp)
+    env0 = base_env()
+    cases = [
+        ("System", "system", {}),
+        ("lineprof exact", "tracking",
+         {"LINEPROF_HZ": "0", "LINEPROF_OUT": f"{tmp}/micro.lprof"}),
+        ("lineprof sampled 512 KiB", "tracking",
+         {"LINEPROF_HZ": "0", "LINEPROF_SAMPLE": SAMPLE,
+          "LINEPROF_OUT": f"{tmp}/micro.lprof"}),
+        ("lineprof LINEPROF=off", "tracking", {"LINEPROF": "off"}),
+    ]
+    ns = {name: [] for name, _, _ in cases}
+    for _ in range(args.rounds):
+        for name, build, extra in cases:
+            clean(tmp)
+            _, _, out = run([binary(build, "micro"), str(args.micro_iters)],
+                            dict(env0, **extra), tmp)
+            ns[name].append(float(out.split("ns_per_alloc_free=")[1].split()[0]))
+    clean(tmp)
+    base = statistics.median(ns["System"])
+    print()
+    print(f"Micro: Box::new + drop of 64 bytes under 10 nested calls, "
+          f"{args.micro_iters} iterations, median of {args.rounds}")
+    rows = []
+    for name, _, _ in cases:
+        m = statistics.median(ns[name])
+        rows.append([name, f"{m:.1f} ns", "" if name == "System" else f"{m - base:+.1f} ns"])
+    table(rows, ["variant", "alloc+free", "above System"])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--records", type=int, default=50000)
+    p.add_argument("--micro-iters", type=int, default=5_000_000)
+    p.add_argument("--valgrind", action="store_true",
+                   help="also one run under valgrind --tool=dhat (slow)")
+    p.add_argument("--no-build", action="store_true")
+    args = p.parse_args()
+    if not args.no_build:
+        build_all()
+    work = tempfile.mkdtemp(prefix="lineprof-bench-")
+    try:
+        print(f"machine: {os.cpu_count()} cores, load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        bench_workload(args, work)
+        bench_micro(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

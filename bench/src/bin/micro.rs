@@ -1,0 +1,50 @@
+//! Micro benchmark: the cost of one allocation + free of a 64-byte object
+//! at a stack depth of about ten frames. Prints nanoseconds per pair; the
+//! runner subtracts the System figure from the Tracking one.
+//!
+//! Usage: `micro [ITERATIONS]` (default 5000000).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+#[inline(never)]
+fn leaf(iters: u64) -> u64 {
+    let mut acc = 0u64;
+    for i in 0..iters {
+        let b = black_box(Box::new([i; 8])); // 64 bytes, freed at once
+        acc = acc.wrapping_add(b[3]);
+    }
+    acc
+}
+
+// Nine more frames above `leaf`, each a real call (not inlined).
+macro_rules! level {
+    ($name:ident, $next:ident) => {
+        #[inline(never)]
+        fn $name(iters: u64) -> u64 {
+            black_box($next(black_box(iters))).wrapping_add(1)
+        }
+    };
+}
+level!(d1, leaf);
+level!(d2, d1);
+level!(d3, d2);
+level!(d4, d3);
+level!(d5, d4);
+level!(d6, d5);
+level!(d7, d6);
+level!(d8, d7);
+level!(d9, d8);
+
+fn main() {
+    let _profiler = lineprof_bench::start_profiler();
+    let iters: u64 = std::env::args()
+        .nth(1)
+        .map(|a| a.parse().expect("ITERATIONS must be a whole number"))
+        .unwrap_or(5_000_000);
+    black_box(d9(black_box(1000))); // warm up: tracker started, stack interned
+    let t = Instant::now();
+    let acc = black_box(d9(black_box(iters)));
+    let ns = t.elapsed().as_nanos() as f64 / iters as f64;
+    println!("{} ns_per_alloc_free={ns:.2} (acc {acc})", lineprof_bench::VARIANT);
+}
