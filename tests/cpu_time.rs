@@ -1,0 +1,81 @@
+//! CPU time per line, end to end: `cpu_split` spends 75% of its CPU in
+//! `heavy`'s loop and 25% in `light`'s, by construction.
+//!
+//! The bound is statistical, not a retry: each sample falls in `heavy`
+//! with probability p = 0.75. The kernel fires CPU-clock timers at its tick
+//! (250 Hz on the machines we measured; a sample then stands for ~4 ms and
+//! is weighted by the timer's overrun count), so ~4 s of CPU gives at least
+//! n = 1000 independent samples: the standard error of the share is
+//! sqrt(p(1-p)/n) <= 1.4 percentage points, and the 5-point tolerance is
+//! 3.6 standard errors (a false failure about 3 times in 10,000 runs).
+
+mod common;
+use common::*;
+
+/// Self CPU samples of the user lines of `function`.
+fn self_samples(r: &Report, function: &str) -> u64 {
+    r.user_lines()
+        .iter()
+        .filter(|l| l["function"].as_str().unwrap().ends_with(function))
+        .map(|l| l["self"]["cpu_samples"].as_u64().unwrap())
+        .sum()
+}
+
+fn check_split(args: &[&str]) {
+    let r = profile("cpu_split", args).report();
+    let heavy = self_samples(&r, "::heavy") as f64;
+    let light = self_samples(&r, "::light") as f64;
+    let total = r.json["totals"]["cpu_samples"].as_u64().unwrap() as f64;
+    let cpu_ns = r.json["totals"]["cpu_time_ns"].as_u64().unwrap();
+    assert!(
+        cpu_ns >= 3_000_000_000,
+        "too little CPU sampled: {cpu_ns} ns"
+    );
+    // Nearly all the CPU is in the two loops.
+    assert!(
+        (heavy + light) / total > 0.95,
+        "heavy {heavy} + light {light} of {total}"
+    );
+    let share = heavy / (heavy + light);
+    assert!(
+        (share - 0.75).abs() < 0.05,
+        "heavy's share of self time is {:.1}%, expected 75% ± 5",
+        share * 100.0
+    );
+    // Time is samples times the 1 ms period; the caller's line in `work`
+    // holds heavy's time in total.
+    let heavy_loop = r.line("3 units");
+    let (samples, ns) = (
+        &heavy_loop["self"]["cpu_samples"],
+        &heavy_loop["self"]["cpu_time_ns"],
+    );
+    assert_eq!(ns.as_u64().unwrap(), samples.as_u64().unwrap() * 1_000_000);
+    let call = r.line("acc ^= heavy(n);");
+    assert!(call["total"]["cpu_samples"].as_u64().unwrap() as f64 >= heavy);
+}
+
+#[test]
+fn heavy_function_gets_three_quarters_of_self_time() {
+    check_split(&["1", "500"]);
+}
+
+#[test]
+fn split_holds_across_four_threads() {
+    check_split(&["4", "125"]);
+}
+
+#[test]
+fn hz_zero_turns_the_sampler_off() {
+    let dir = TempDir::new("cpu-off");
+    let out = dir.path().join("p.lprof");
+    let status = std::process::Command::new(fixture("cpu_split"))
+        .args(["1", "20"])
+        .env("LINEPROF_OUT", &out)
+        .env("LINEPROF_HZ", "0")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let r = report(&out, "cpu_split");
+    assert_eq!(r.json["totals"]["cpu_samples"], 0);
+    assert_eq!(r.json["run"]["sampling"]["cpu_hz"], 0);
+}
