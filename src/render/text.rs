@@ -24,18 +24,36 @@ pub fn render(report: &Report, view: &View, sources: &mut SourceFiles) -> String
     header(&mut out, report);
     let lines = selected_lines(report, view);
     let top = view.top.unwrap_or(DEFAULT_TOP);
-    // Lines with only `total` figures show up in the listings instead.
-    let ranked: Vec<LineFigures> = lines
-        .iter()
-        .filter(|l| view.sort.value(&l.self_figures) != 0)
-        .take(top)
-        .cloned()
-        .collect();
-    top_lines(&mut out, &ranked, view, report.totals.cpu_time_ns);
-    for (file, function) in top_functions(&lines, view.sort, top.min(LISTED_FUNCTIONS)) {
+    // Memory and time in one report: by default, a profile with CPU samples
+    // gets a second table (and listings) ranked by CPU time.
+    let keys = if view.sort == SortKey::Allocated && report.totals.cpu_samples > 0 {
+        vec![SortKey::Allocated, SortKey::Cpu]
+    } else {
+        vec![view.sort]
+    };
+    let mut listed: Vec<(String, String)> = Vec::new();
+    for &key in &keys {
+        let mut ranked: Vec<LineFigures> = lines
+            .iter()
+            .filter(|l| key.value(&l.self_figures) != 0)
+            .cloned()
+            .collect();
+        // Lines with only `total` figures show up in the listings instead.
+        crate::lines::sort_lines(&mut ranked, key);
+        ranked.truncate(top);
+        top_lines(&mut out, &ranked, key, view, report.totals.cpu_time_ns);
+        for f in top_functions(&lines, key, top.min(LISTED_FUNCTIONS)) {
+            if !listed.contains(&f) {
+                listed.push(f);
+            }
+        }
+    }
+    for (file, function) in listed {
+        // Line 0 is code the compiler attributes to no line: it has a row in
+        // the tables but no place in a listing.
         let own: Vec<&LineFigures> = lines
             .iter()
-            .filter(|l| l.file == file && l.function == function)
+            .filter(|l| l.file == file && l.function == function && l.line > 0)
             .collect();
         listing(&mut out, report, &own, sources);
     }
@@ -55,6 +73,26 @@ fn header(out: &mut String, r: &Report) {
         r.run.started_at,
         format_time(r.run.duration_ns)
     );
+    let git = &r.run.git;
+    if let Some(commit) = &git.commit {
+        let branch = git
+            .branch
+            .as_deref()
+            .map(|b| format!(" on {b}"))
+            .unwrap_or_default();
+        let dirty = if git.dirty { " (dirty)" } else { "" };
+        let name = r
+            .run
+            .name
+            .as_deref()
+            .map(|n| format!("{n}, "))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {name}commit {}{branch}{dirty}",
+            crate::git::short(Some(commit))
+        );
+    }
     for w in &r.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
@@ -95,7 +133,13 @@ fn sort_title(key: SortKey) -> &'static str {
     }
 }
 
-fn top_lines(out: &mut String, lines: &[LineFigures], view: &View, cpu_total_ns: u64) {
+fn top_lines(
+    out: &mut String,
+    lines: &[LineFigures],
+    key: SortKey,
+    view: &View,
+    cpu_total_ns: u64,
+) {
     let has_cpu = cpu_total_ns > 0;
     let scope = if view.filter.user_only {
         " in your code (--focus all shows every line)"
@@ -106,7 +150,7 @@ fn top_lines(out: &mut String, lines: &[LineFigures], view: &View, cpu_total_ns:
         out,
         "\nTop {} lines by self {}{scope}:",
         lines.len(),
-        sort_title(view.sort)
+        sort_title(key)
     );
     if lines.is_empty() {
         out.push_str("  (no lines with figures)\n");
@@ -233,7 +277,7 @@ fn listing(out: &mut String, r: &Report, own: &[&LineFigures], sources: &mut Sou
 
 /// Writes an aligned table: every column but the last right-aligned, the
 /// last left-aligned and unpadded. `ruler` adds a `=` line under the header.
-fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>], ruler: bool) {
+pub fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>], ruler: bool) {
     let last = headers.len() - 1;
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
