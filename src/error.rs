@@ -37,6 +37,19 @@ pub enum Error {
     BadBinary { binary: PathBuf, detail: String },
     /// A command-line value is invalid (bad regex, ...).
     Usage { detail: String },
+    /// A stored run was written by a newer lineprof.
+    NewerStore { path: PathBuf, schema: u64 },
+    /// A stored run cannot be parsed.
+    BadStoredRun { path: PathBuf, detail: String },
+    /// A run argument names no stored run; `detail` says what was tried.
+    UnknownRun { detail: String },
+    /// The profiled program could not be started.
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    /// The program ran but wrote no profile.
+    NoProfileWritten { program: String },
 }
 
 impl Error {
@@ -116,6 +129,26 @@ impl fmt::Display for Error {
                 binary.display()
             ),
             Error::Usage { detail } => write!(f, "{detail}"),
+            Error::NewerStore { path, schema } => write!(
+                f,
+                "{}: stored run has schema {schema}, newer than this lineprof understands (schema {}); upgrade the lineprof CLI",
+                path.display(),
+                crate::render::json::SCHEMA
+            ),
+            Error::BadStoredRun { path, detail } => write!(
+                f,
+                "{}: not a readable stored run ({detail}); delete the file or re-run the program",
+                path.display()
+            ),
+            Error::UnknownRun { detail } => write!(f, "{detail}"),
+            Error::Spawn { program, source } => write!(
+                f,
+                "{program}: cannot start the program: {source}; check the command (after `--`) and that the file exists and is executable"
+            ),
+            Error::NoProfileWritten { program } => write!(
+                f,
+                "{program}: no profile was written: add `#[global_allocator] static A: lineprof::Tracking = lineprof::Tracking::new();` to the program (and make sure LINEPROF=off is not set)"
+            ),
         }
     }
 }

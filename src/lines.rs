@@ -11,13 +11,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use regex::Regex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::replay::{Replay, StackFigures};
 use crate::symbolize::{is_lineprof_frame, Location, Symbols};
 
 /// The figures of one line (or one stack), rounded to whole units.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Figures {
     pub allocations: u64,
     pub allocated_bytes: u64,
@@ -55,7 +55,7 @@ impl Figures {
 }
 
 /// Where a line's source lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LineKind {
     /// Under the profiled workspace.
@@ -68,7 +68,7 @@ pub enum LineKind {
 
 /// The aggregated figures of one source line: the unit every report, the
 /// run store and `diff` work with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineFigures {
     /// Relative to the workspace root for `User` lines; as in the debug info
     /// otherwise (empty when unknown).

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::lines::{self, LineFigures, SourceFiles};
@@ -15,7 +15,7 @@ use crate::replay::{self, StackFigures};
 use crate::symbolize;
 
 /// Everything a renderer shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub run: RunInfo,
     pub totals: Totals,
@@ -30,7 +30,7 @@ pub struct Report {
 }
 
 /// The `run` object of JSON schema 1.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunInfo {
     pub id: String,
     pub name: Option<String>,
@@ -43,30 +43,30 @@ pub struct RunInfo {
     pub sampling: Sampling,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GitInfo {
     pub commit: Option<String>,
     pub dirty: bool,
     pub branch: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecutableInfo {
     pub path: String,
     pub build_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sampling {
     pub alloc_sample_bytes: u64,
     pub cpu_hz: u32,
     /// Present (true) when figures are estimates from sampled allocations.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub estimated: bool,
 }
 
 /// Whole-process figures (the `totals` object).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     pub allocations: u64,
     pub allocated_bytes: u64,
@@ -98,15 +98,25 @@ impl Totals {
 
 /// Reads, replays, symbolizes and aggregates the profile at `path`.
 pub fn report_from_profile(path: &Path) -> Result<Report> {
+    report_from_profile_in(path, None)
+}
+
+/// As `report_from_profile`, with the workspace root given. `lineprof run`
+/// knows it from the program's directory; guessing it from the executable
+/// fails when the target directory lives in another workspace
+/// (`CARGO_TARGET_DIR`).
+pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Report> {
     let profile = profile::read_profile(path)?;
     let replay = replay::replay(&profile);
     let symbols = symbolize::symbolize(&profile)?;
     let exe = profile.executable();
-    let root = exe.parent().and_then(lines::workspace_root).or_else(|| {
-        std::env::current_dir()
-            .ok()
-            .and_then(|d| lines::workspace_root(&d))
-    });
+    let root = root
+        .or_else(|| exe.parent().and_then(lines::workspace_root))
+        .or_else(|| {
+            std::env::current_dir()
+                .ok()
+                .and_then(|d| lines::workspace_root(&d))
+        });
     let mut sources = SourceFiles::new(root.clone());
     let lines = lines::aggregate(&replay, &symbols, root.as_deref(), &mut sources);
     let mut warnings = symbols.warnings.clone();

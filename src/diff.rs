@@ -1,0 +1,454 @@
+//! `lineprof diff`: per-line changes between two runs.
+//!
+//! Lines are matched across commits by (file, function, source text), so a
+//! line that moved because code was added above it is still the same line;
+//! identical texts in one function pair up in line order. Lines left over
+//! are matched by (file, function, line number): the line whose text
+//! changed (`vec![0; n]` became `vec![0; 2 * n]`) shows its old and new text.
+//! Only memory figures decide whether a line changed: they are exact, while
+//! CPU samples differ from run to run.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::git;
+use crate::lines::{Figures, LineFigures};
+use crate::render::{format_bytes, format_time};
+use crate::report::{Report, RunInfo, Totals};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Changed,
+    Unchanged,
+    Added,
+    Removed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchedBy {
+    Text,
+    Line,
+}
+
+/// One line of either run, paired with its counterpart if it has one.
+#[derive(Debug, Clone, Serialize)]
+pub struct LineChange {
+    pub file: String,
+    pub function: String,
+    pub status: Status,
+    pub matched_by: Option<MatchedBy>,
+    pub old_line: Option<u32>,
+    pub new_line: Option<u32>,
+    pub old_source: Option<String>,
+    pub new_source: Option<String>,
+    /// `self` figures; zero for the side the line is missing from.
+    pub old: Figures,
+    pub new: Figures,
+    /// `new - old` of each `self` figure.
+    pub delta: Delta,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Delta {
+    pub allocations: i64,
+    pub allocated_bytes: i64,
+    pub frees: i64,
+    pub freed_bytes: i64,
+    pub increment_bytes: i64,
+    pub peak_bytes: i64,
+    pub end_bytes: i64,
+    pub cpu_samples: i64,
+    pub cpu_time_ns: i64,
+}
+
+fn d(new: u64, old: u64) -> i64 {
+    new as i64 - old as i64
+}
+
+impl Delta {
+    pub fn between(old: &Figures, new: &Figures) -> Delta {
+        Delta {
+            allocations: d(new.allocations, old.allocations),
+            allocated_bytes: d(new.allocated_bytes, old.allocated_bytes),
+            frees: d(new.frees, old.frees),
+            freed_bytes: d(new.freed_bytes, old.freed_bytes),
+            increment_bytes: new.increment_bytes - old.increment_bytes,
+            peak_bytes: d(new.peak_bytes, old.peak_bytes),
+            end_bytes: d(new.end_bytes, old.end_bytes),
+            cpu_samples: d(new.cpu_samples, old.cpu_samples),
+            cpu_time_ns: d(new.cpu_time_ns, old.cpu_time_ns),
+        }
+    }
+
+    fn memory_changed(&self) -> bool {
+        Delta {
+            cpu_samples: 0,
+            cpu_time_ns: 0,
+            ..*self
+        } != Delta::default()
+    }
+
+    /// Largest first: allocated bytes, then peak, allocations, exit, CPU.
+    fn rank(&self) -> [u64; 5] {
+        [
+            self.allocated_bytes.unsigned_abs(),
+            self.peak_bytes.unsigned_abs(),
+            self.allocations.unsigned_abs(),
+            self.end_bytes.unsigned_abs(),
+            self.cpu_time_ns.unsigned_abs(),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Diff {
+    pub schema: u32,
+    pub old: RunInfo,
+    pub new: RunInfo,
+    pub old_totals: Totals,
+    pub new_totals: Totals,
+    /// Changed, added and removed lines first (largest change first), then
+    /// unchanged ones.
+    pub lines: Vec<LineChange>,
+}
+
+fn has_memory(f: &Figures) -> bool {
+    Figures {
+        cpu_samples: 0,
+        cpu_time_ns: 0,
+        ..*f
+    } != Figures::default()
+}
+
+fn text_key(l: &LineFigures) -> Option<(&str, &str, &str)> {
+    let text = l.source.as_deref()?.trim();
+    (!text.is_empty()).then_some((l.file.as_str(), l.function.as_str(), text))
+}
+
+/// Pairs the lines of `old` and `new`: `(old index, new index, how)`.
+fn match_lines(old: &[LineFigures], new: &[LineFigures]) -> Vec<(usize, usize, MatchedBy)> {
+    let by_line = |lines: &[LineFigures]| {
+        let mut order: Vec<usize> = (0..lines.len()).collect();
+        order.sort_by_key(|&i| (&lines[i].file, &lines[i].function, lines[i].line));
+        order
+    };
+    let mut old_by_text: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+    for i in by_line(old) {
+        if let Some(k) = text_key(&old[i]) {
+            old_by_text.entry(k).or_default().push(i);
+        }
+    }
+    // Reverse each list so that `pop` yields the lowest line first.
+    old_by_text.values_mut().for_each(|v| v.reverse());
+    let mut old_used = vec![false; old.len()];
+    let mut pairs = Vec::new();
+    let mut unmatched_new = Vec::new();
+    for j in by_line(new) {
+        match text_key(&new[j]).and_then(|k| old_by_text.get_mut(&k)?.pop()) {
+            Some(i) => {
+                old_used[i] = true;
+                pairs.push((i, j, MatchedBy::Text));
+            }
+            None => unmatched_new.push(j),
+        }
+    }
+    let mut old_by_line: HashMap<(&str, &str, u32), usize> = HashMap::new();
+    for (i, l) in old.iter().enumerate().filter(|(i, _)| !old_used[*i]) {
+        old_by_line.insert((&l.file, &l.function, l.line), i);
+    }
+    for j in unmatched_new {
+        let l = &new[j];
+        if let Some(i) = old_by_line.remove(&(l.file.as_str(), l.function.as_str(), l.line)) {
+            pairs.push((i, j, MatchedBy::Line));
+        }
+    }
+    pairs
+}
+
+/// Compares two runs line by line.
+pub fn diff(old: &Report, new: &Report) -> Diff {
+    let pairs = match_lines(&old.lines, &new.lines);
+    let mut old_matched = vec![false; old.lines.len()];
+    let mut new_matched = vec![false; new.lines.len()];
+    let mut lines = Vec::new();
+    for (i, j, how) in pairs {
+        old_matched[i] = true;
+        new_matched[j] = true;
+        let (o, n) = (&old.lines[i], &new.lines[j]);
+        let delta = Delta::between(&o.self_figures, &n.self_figures);
+        let status = if delta.memory_changed() {
+            Status::Changed
+        } else {
+            Status::Unchanged
+        };
+        lines.push(change(o, Some(o), Some(n), status, Some(how)));
+    }
+    // A line seen in one run only counts if it touched memory: lines with
+    // CPU samples alone come and go with sampling luck.
+    for (i, o) in old.lines.iter().enumerate() {
+        if !old_matched[i] && (has_memory(&o.self_figures) || has_memory(&o.total)) {
+            lines.push(change(o, Some(o), None, Status::Removed, None));
+        }
+    }
+    for (j, n) in new.lines.iter().enumerate() {
+        if !new_matched[j] && (has_memory(&n.self_figures) || has_memory(&n.total)) {
+            lines.push(change(n, None, Some(n), Status::Added, None));
+        }
+    }
+    lines.sort_by(|a, b| {
+        (a.status == Status::Unchanged)
+            .cmp(&(b.status == Status::Unchanged))
+            .then(b.delta.rank().cmp(&a.delta.rank()))
+            .then_with(|| (&a.file, a.new_line, a.old_line).cmp(&(&b.file, b.new_line, b.old_line)))
+    });
+    Diff {
+        schema: crate::render::json::SCHEMA,
+        old: old.run.clone(),
+        new: new.run.clone(),
+        old_totals: old.totals,
+        new_totals: new.totals,
+        lines,
+    }
+}
+
+fn change(
+    any: &LineFigures,
+    old: Option<&LineFigures>,
+    new: Option<&LineFigures>,
+    status: Status,
+    matched_by: Option<MatchedBy>,
+) -> LineChange {
+    let of = old.map(|l| l.self_figures).unwrap_or_default();
+    let nf = new.map(|l| l.self_figures).unwrap_or_default();
+    LineChange {
+        file: any.file.clone(),
+        function: any.function.clone(),
+        status,
+        matched_by,
+        old_line: old.map(|l| l.line),
+        new_line: new.map(|l| l.line),
+        old_source: old.and_then(|l| l.source.clone()),
+        new_source: new.and_then(|l| l.source.clone()),
+        old: of,
+        new: nf,
+        delta: Delta::between(&of, &nf),
+    }
+}
+
+/// Exact signed bytes (`+4096 B`, `-80 B`): a diff is read for exact changes.
+pub fn signed_bytes(n: i64) -> String {
+    if n > 0 {
+        format!("+{n} B")
+    } else {
+        format!("{n} B")
+    }
+}
+
+fn signed(n: i64) -> String {
+    if n > 0 {
+        format!("+{n}")
+    } else {
+        n.to_string()
+    }
+}
+
+pub fn describe_run(r: &RunInfo) -> String {
+    let dirty = if r.git.dirty { "+dirty" } else { "" };
+    format!(
+        "{} ({}, commit {}{dirty})",
+        r.id,
+        r.name.as_deref().unwrap_or("-"),
+        git::short(r.git.commit.as_deref())
+    )
+}
+
+/// Where a line is and what it says; both texts when they differ.
+pub fn describe_change(c: &LineChange) -> String {
+    let place = match (c.old_line, c.new_line) {
+        (Some(o), Some(n)) if o != n => format!("{}:{o}->{n}", c.file),
+        (_, Some(n)) | (Some(n), None) => format!("{}:{n}", c.file),
+        (None, None) => c.file.clone(),
+    };
+    let mut s = format!("{place}  {}", c.function);
+    let (old, new) = (
+        c.old_source.as_deref().map(str::trim),
+        c.new_source.as_deref().map(str::trim),
+    );
+    match (old, new) {
+        (Some(o), Some(n)) if o != n => {
+            let _ = write!(s, "  `{n}` (was `{o}`)");
+        }
+        (_, Some(t)) | (Some(t), None) => {
+            let _ = write!(s, "  `{t}`");
+        }
+        (None, None) => {}
+    }
+    s
+}
+
+/// The text rendering: totals old/new/change, then the changed lines.
+pub fn render_text(diff: &Diff, top: usize) -> String {
+    let mut out = format!(
+        "lineprof diff\n  old  {}\n  new  {}\n",
+        describe_run(&diff.old),
+        describe_run(&diff.new)
+    );
+    let (o, n) = (&diff.old_totals, &diff.new_totals);
+    let rows = [
+        ("allocations", o.allocations, n.allocations, false),
+        ("allocated", o.allocated_bytes, n.allocated_bytes, true),
+        ("peak", o.peak_bytes, n.peak_bytes, true),
+        ("at exit", o.end_bytes, n.end_bytes, true),
+    ];
+    let mut table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|&(name, a, b, bytes)| {
+            let (fa, fb, fd) = if bytes {
+                (format_bytes(a), format_bytes(b), signed_bytes(d(b, a)))
+            } else {
+                (a.to_string(), b.to_string(), signed(d(b, a)))
+            };
+            vec![name.to_string(), fa, fb, fd]
+        })
+        .collect();
+    table.push(vec![
+        "CPU time".into(),
+        format_time(o.cpu_time_ns),
+        format_time(n.cpu_time_ns),
+        String::new(),
+    ]);
+    out.push('\n');
+    crate::render::text::table(&mut out, &["Totals", "Old", "New", "Change"], &table, false);
+    let changed: Vec<&LineChange> = diff
+        .lines
+        .iter()
+        .filter(|c| c.status != Status::Unchanged)
+        .collect();
+    let _ = writeln!(out, "\nChanged lines (self figures), largest change first:");
+    if changed.is_empty() {
+        out.push_str("  (no line changed its memory figures)\n");
+    } else {
+        let rows: Vec<Vec<String>> = changed
+            .iter()
+            .take(top)
+            .map(|c| {
+                vec![
+                    signed_bytes(c.delta.allocated_bytes),
+                    signed_bytes(c.delta.peak_bytes),
+                    signed(c.delta.allocations),
+                    format!("{:?}", c.status).to_lowercase(),
+                    describe_change(c),
+                ]
+            })
+            .collect();
+        let headers = ["Δ Allocated", "Δ Peak", "Δ Allocs", "Status", "Line"];
+        crate::render::text::table(&mut out, &headers, &rows, false);
+    }
+    let count = |s: Status| diff.lines.iter().filter(|c| c.status == s).count();
+    let matched = diff.lines.iter().filter(|c| c.matched_by.is_some());
+    let moved = matched.clone().filter(|c| c.old_line != c.new_line).count();
+    let retexted = matched
+        .filter(|c| c.matched_by == Some(MatchedBy::Line) && c.old_source != c.new_source)
+        .count();
+    let _ = writeln!(
+        out,
+        "\n{} lines matched ({moved} moved, {retexted} with new text), {} changed, {} added, {} removed",
+        count(Status::Changed) + count(Status::Unchanged),
+        count(Status::Changed),
+        count(Status::Added),
+        count(Status::Removed)
+    );
+    out
+}
+
+pub fn render_json(diff: &Diff) -> String {
+    let mut out = serde_json::to_string_pretty(diff).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lines::LineKind;
+
+    fn line(n: u32, function: &str, src: &str, bytes: u64) -> LineFigures {
+        LineFigures {
+            file: "src/main.rs".into(),
+            line: n,
+            function: function.into(),
+            kind: LineKind::User,
+            source: Some(format!("    {src}")),
+            self_figures: Figures {
+                allocations: 1,
+                allocated_bytes: bytes,
+                increment_bytes: bytes as i64,
+                ..Figures::default()
+            },
+            total: Figures::default(),
+        }
+    }
+
+    fn pairs(old: &[LineFigures], new: &[LineFigures]) -> Vec<(u32, u32, MatchedBy)> {
+        let mut p: Vec<_> = match_lines(old, new)
+            .into_iter()
+            .map(|(i, j, m)| (old[i].line, new[j].line, m))
+            .collect();
+        p.sort_by_key(|x| x.0);
+        p
+    }
+
+    #[test]
+    fn moved_lines_match_by_text_and_duplicates_in_order() {
+        let old = [
+            line(3, "app::f", "v.push(1);", 8),
+            line(4, "app::f", "v.push(1);", 16),
+            line(5, "app::g", "let b = vec![0u8; 10];", 10),
+        ];
+        let new = [
+            line(7, "app::f", "v.push(1);", 8),
+            line(8, "app::f", "v.push(1);", 16),
+            line(9, "app::g", "let b = vec![0u8; 10];", 10),
+        ];
+        assert_eq!(
+            pairs(&old, &new),
+            vec![
+                (3, 7, MatchedBy::Text),
+                (4, 8, MatchedBy::Text),
+                (5, 9, MatchedBy::Text)
+            ]
+        );
+    }
+
+    #[test]
+    fn changed_text_falls_back_to_line_number() {
+        let old = [line(5, "app::g", "let b = vec![0u8; 10];", 10)];
+        let new = [
+            line(5, "app::g", "let b = vec![0u8; 20];", 20),
+            line(6, "app::g", "let c = vec![0u8; 1];", 1),
+        ];
+        assert_eq!(pairs(&old, &new), vec![(5, 5, MatchedBy::Line)]);
+        let report = |lines: &[LineFigures]| Report {
+            run: serde_json::from_value(serde_json::json!({
+                "id": "r", "name": null, "command": [], "started_at": "", "duration_ns": 0,
+                "git": {"commit": null, "dirty": false, "branch": null},
+                "executable": {"path": "", "build_id": null},
+                "sampling": {"alloc_sample_bytes": 0, "cpu_hz": 0}
+            }))
+            .unwrap(),
+            totals: Totals::default(),
+            lines: lines.to_vec(),
+            warnings: vec![],
+            root: None,
+        };
+        let diff = diff(&report(&old), &report(&new));
+        assert_eq!(diff.lines[0].status, Status::Changed);
+        assert_eq!(diff.lines[0].delta.allocated_bytes, 10);
+        assert!(describe_change(&diff.lines[0]).contains("(was `let b = vec![0u8; 10];`)"));
+        assert_eq!(diff.lines[1].status, Status::Added);
+    }
+}

@@ -1,0 +1,188 @@
+//! `lineprof run -- CMD ARGS`: run a program built with `lineprof::Tracking`,
+//! resolve the profile it writes, store it as a run with its git metadata,
+//! and print the summary and top lines.
+//!
+//! The profile goes to a private temporary path (`LINEPROF_OUT`), so runs
+//! never pick up a stale `lineprof-*.lprof` from the working directory and
+//! leave nothing behind there.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus};
+
+use crate::error::{Error, Result};
+use crate::lines::{workspace_root, LineFilter, LineKind, SourceFiles};
+use crate::render::{self, View};
+use crate::report::{self, Report};
+use crate::store::{self, Store};
+use crate::{git, output};
+
+/// Lines in the table printed after a run.
+const TOP_LINES: usize = 10;
+
+pub struct RunRequest {
+    pub name: Option<String>,
+    /// The program's working directory (default: ours).
+    pub dir: Option<PathBuf>,
+    pub command: Vec<String>,
+}
+
+/// Runs, stores and reports. The exit code is the program's when it failed
+/// (the run is stored anyway), 0 otherwise.
+pub fn command(store: &Store, cwd: &Path, req: RunRequest) -> Result<ExitCode> {
+    let Some(program) = req.command.first().cloned() else {
+        return Err(Error::Usage {
+            detail: "lineprof run: no program given; usage: lineprof run [--name NAME] -- PROGRAM [ARGS...]".into(),
+        });
+    };
+    let id = store::new_run_id();
+    let pattern = std::env::temp_dir().join(format!("lineprof-run-{id}-%p.lprof"));
+    let dir = req.dir.clone().unwrap_or_else(|| cwd.to_path_buf());
+    let mut child = Command::new(&program)
+        .args(&req.command[1..])
+        .current_dir(&dir)
+        .env("LINEPROF_OUT", &pattern)
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+    let pid = child.id();
+    let status = child.wait().map_err(|source| Error::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let profiles = written_profiles(&id);
+    let Some(profile) = pick_profile(&profiles, &id, pid) else {
+        if !status.success() {
+            eprintln!("note: `{program}` {}", describe_status(status));
+        }
+        return Err(Error::NoProfileWritten { program });
+    };
+    let result = report::report_from_profile_in(&profile, workspace_root(&dir));
+    let mut report = match result {
+        Ok(r) => {
+            for p in &profiles {
+                let _ = std::fs::remove_file(p);
+            }
+            r
+        }
+        Err(e) => {
+            eprintln!("note: the profile was kept at {}", profile.display());
+            return Err(e);
+        }
+    };
+    fill_run_info(&mut report, &id, &req, &program, &dir);
+    let path = store.save(&report)?;
+    print_summary(&report, &path);
+    if profiles.len() > 1 {
+        eprintln!(
+            "note: {} processes wrote profiles; stored the one of `{program}` (pid {pid})",
+            profiles.len()
+        );
+    }
+    if status.success() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "note: `{program}` {}; the run was stored anyway",
+        describe_status(status)
+    );
+    Ok(ExitCode::from(failure_code(status)))
+}
+
+/// The profiles the program (and any child that kept `LINEPROF_OUT`) wrote.
+fn written_profiles(id: &str) -> Vec<PathBuf> {
+    let prefix = format!("lineprof-run-{id}-");
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        })
+        .collect()
+}
+
+/// The program's own profile; if it ran through a wrapper that forked (a
+/// shell script), the largest one.
+fn pick_profile(profiles: &[PathBuf], id: &str, pid: u32) -> Option<PathBuf> {
+    let own = std::env::temp_dir().join(format!("lineprof-run-{id}-{pid}.lprof"));
+    if profiles.contains(&own) {
+        return Some(own);
+    }
+    profiles
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .cloned()
+}
+
+fn fill_run_info(report: &mut Report, id: &str, req: &RunRequest, program: &str, dir: &Path) {
+    let run = &mut report.run;
+    run.id = id.to_string();
+    let exe_name = Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    run.name = req.name.clone().or(exe_name);
+    if run.command.is_empty() {
+        run.command = req.command.clone();
+    }
+    match git::info(dir) {
+        Some(info) => run.git = info,
+        None => eprintln!(
+            "note: {} is not in a git repository (or has no commit yet); the run is stored without a commit",
+            dir.display()
+        ),
+    }
+}
+
+fn print_summary(report: &Report, path: &Path) {
+    let has_user_lines = report.lines.iter().any(|l| l.kind == LineKind::User);
+    let view = View {
+        top: Some(TOP_LINES),
+        filter: LineFilter {
+            user_only: has_user_lines,
+            ..LineFilter::default()
+        },
+        ..View::default()
+    };
+    let mut sources = SourceFiles::new(report.root.clone());
+    let text = render::text::render(report, &view, &mut sources);
+    let git = &report.run.git;
+    let commit = match &git.commit {
+        Some(c) => format!(
+            "commit {}{}",
+            git::short(Some(c)),
+            if git.dirty { " (dirty)" } else { "" }
+        ),
+        None => "no commit".to_string(),
+    };
+    let stored = format!(
+        "{text}\nStored run {} ({}, {commit}) in {}\n",
+        report.run.id,
+        report.run.name.as_deref().unwrap_or("-"),
+        path.display()
+    );
+    let _ = output::write_output(None, &stored);
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        _ => "failed".to_string(),
+    }
+}
+
+/// The shell's convention: the exit code, or 128 + the signal.
+fn failure_code(status: ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or(status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    u8::try_from(code).ok().filter(|&c| c != 0).unwrap_or(1)
+}
