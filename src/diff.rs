@@ -338,6 +338,7 @@ pub fn render_text(diff: &Diff, top: usize) -> String {
             .map(|c| {
                 vec![
                     signed_bytes(c.delta.allocated_bytes),
+                    signed_bytes(c.delta.freed_bytes),
                     signed_bytes(c.delta.peak_bytes),
                     signed(c.delta.allocations),
                     format!("{:?}", c.status).to_lowercase(),
@@ -345,7 +346,14 @@ pub fn render_text(diff: &Diff, top: usize) -> String {
                 ]
             })
             .collect();
-        let headers = ["Δ Allocated", "Δ Peak", "Δ Allocs", "Status", "Line"];
+        let headers = [
+            "Δ Allocated",
+            "Δ Freed",
+            "Δ Peak",
+            "Δ Allocs",
+            "Status",
+            "Line",
+        ];
         crate::render::text::table(&mut out, &headers, &rows, false);
     }
     let count = |s: Status| diff.lines.iter().filter(|c| c.status == s).count();
