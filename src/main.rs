@@ -324,7 +324,14 @@ fn report(store: &Store, cwd: &Path, args: ReportArgs) -> Result<()> {
             let mut sources = SourceFiles::new(report.root.clone());
             render::text::render(&report, &view, &mut sources)
         }
-        Format::Json => render::json::render(&report, &view),
+        Format::Json => {
+            // The text report shows warnings first; JSON carries them in a
+            // field, and a person watching the terminal sees them here.
+            for w in &report.warnings {
+                eprintln!("lineprof: warning: {w}");
+            }
+            render::json::render(&report, &view)
+        }
     };
     output::write_output(args.output.as_deref(), &text)
 }

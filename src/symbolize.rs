@@ -111,18 +111,34 @@ fn intern(map: &mut HashMap<Location, u32>, all: &mut Vec<Location>, loc: Locati
 
 /// Removes the allocator machinery from the innermost end and unresolvable
 /// frames (the last frame-pointer step often reads garbage) from the
-/// outermost end.
+/// outermost end. At the innermost end, unresolvable frames go too: a CPU
+/// sample taken inside `malloc` or `memcpy` (no debug info) belongs to the
+/// line that called it.
 pub fn trim_stack(stack: &mut Vec<u32>, locations: &[Location]) {
-    let inner = stack
+    // The allocator's own code inlines std code (`Cell`, thread locals), so
+    // std frames can sit between its frames: strip through the outermost
+    // allocator or unresolvable frame of the innermost run of such frames.
+    let loc = |id: &u32| &locations[*id as usize];
+    let machinery = |l: &Location| is_allocator_frame(l) || !l.is_resolved();
+    let run = stack
         .iter()
-        .take_while(|&&id| is_allocator_frame(&locations[id as usize]))
+        .take_while(|id| machinery(loc(id)) || is_std_frame(loc(id)))
         .count();
+    let inner = stack[..run]
+        .iter()
+        .rposition(|id| machinery(loc(id)))
+        .map_or(0, |i| i + 1);
     // Keep at least one frame, so an event never loses its stack entirely.
     let inner = inner.min(stack.len().saturating_sub(1));
     stack.drain(..inner);
     while stack.len() > 1 && !locations[*stack.last().unwrap() as usize].is_resolved() {
         stack.pop();
     }
+}
+
+/// Frames of Rust's standard library (sources under `/rustc/`).
+fn is_std_frame(loc: &Location) -> bool {
+    loc.file.starts_with("/rustc/") || loc.file.contains("/rustlib/src/rust/library/")
 }
 
 /// Frames of the global-allocator plumbing and of the lineprof shim.
@@ -370,10 +386,19 @@ mod tests {
         let mut stack = vec![0, 1, 2, 3, 4, 5];
         trim_stack(&mut stack, &locations);
         assert_eq!(stack, vec![3, 4]);
-        // Allocator frames are only removed at the innermost end.
+        // std code inlined into the allocator (a CPU sample in `Cell::get`
+        // inside the shim) is the allocator's too.
         let mut stack = vec![3, 0, 4];
         trim_stack(&mut stack, &locations);
-        assert_eq!(stack, vec![3, 0, 4]);
+        assert_eq!(stack, vec![4]);
+        // std frames with no allocator frame outside them stay.
+        let mut stack = vec![3, 4];
+        trim_stack(&mut stack, &locations);
+        assert_eq!(stack, vec![3, 4]);
+        // Allocator frames are only removed at the innermost end.
+        let mut stack = vec![4, 0, 4];
+        trim_stack(&mut stack, &locations);
+        assert_eq!(stack, vec![4, 0, 4]);
     }
 
     #[test]

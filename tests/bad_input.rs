@@ -167,4 +167,19 @@ fn binary_without_frame_pointers_is_named_up_front() {
         warning < first_figure,
         "the warning must come before the figures:\n{text}"
     );
+    // JSON carries the same warning in `warnings`, and says it on stderr.
+    let out = lineprof(&["report", profile.to_str().unwrap(), "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = json["warnings"].as_array().expect("warnings array");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("force-frame-pointers")),
+        "{warnings:?}"
+    );
+    assert!(
+        stderr(&out).contains("force-frame-pointers"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -16,6 +16,9 @@ struct JsonReport<'a> {
     run: &'a RunInfo,
     totals: &'a Totals,
     lines: &'a [LineFigures],
+    /// What may make the figures wrong or incomplete (added to schema 1;
+    /// the same messages the text report shows first).
+    warnings: &'a [String],
 }
 
 /// The report as pretty-printed JSON, with a trailing newline.
@@ -30,6 +33,7 @@ pub fn render(report: &Report, view: &View) -> String {
         run: &report.run,
         totals: &report.totals,
         lines: &lines,
+        warnings: &report.warnings,
     };
     // Serializing plain structs of strings and integers cannot fail.
     let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
