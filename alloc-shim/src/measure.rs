@@ -66,7 +66,7 @@ pub(crate) fn on_free(size: usize) {
 /// too, and writes no profile. Allocations made by other threads, even ones
 /// `f` starts, are not counted.
 ///
-/// ```
+/// ```no_run
 /// #[global_allocator]
 /// static A: lineprof::Tracking = lineprof::Tracking::new();
 ///
