@@ -160,17 +160,14 @@ pub fn command(store: &Store, cwd: &Path, req: CheckRequest) -> Result<ExitCode>
 }
 
 /// Without a RUN: the newest run of each name at the newest run's commit
-/// (every test binary of one `cargo lineprof test`), or only the newest run
-/// when it has no commit.
+/// (every test binary of one `cargo lineprof test`); outside git, the
+/// newest run of each name.
 fn default_targets<'a>(runs: &'a [RunSummary], store: &Store) -> Result<Vec<&'a RunSummary>> {
     let newest = store::latest(runs, store)?;
-    let Some(commit) = &newest.run.git.commit else {
-        return Ok(vec![newest]);
-    };
+    let git = &newest.run.git;
     let mut picked: Vec<&RunSummary> = Vec::new();
     for r in runs.iter().rev() {
-        let same_commit =
-            r.run.git.commit.as_ref() == Some(commit) && r.run.git.dirty == newest.run.git.dirty;
+        let same_commit = r.run.git.commit == git.commit && r.run.git.dirty == git.dirty;
         if same_commit && !picked.iter().any(|p| p.run.name == r.run.name) {
             picked.push(r);
         }

@@ -160,6 +160,17 @@ pub fn is_lineprof_frame(loc: &Location) -> bool {
     f.starts_with("lineprof::")
         || f.starts_with("<lineprof::")
         || loc.file.contains("alloc-shim/src/")
+        || is_allocator_shim(f)
+}
+
+/// The functions `#[global_allocator]` generates to call the tracker: in a
+/// debug build they are real frames whose line is the `static A` item.
+fn is_allocator_shim(function: &str) -> bool {
+    let name = function.rsplit("::").next().unwrap_or(function);
+    matches!(
+        name,
+        "__rust_alloc" | "__rust_dealloc" | "__rust_realloc" | "__rust_alloc_zeroed"
+    )
 }
 
 /// The loaded modules, address ranges sorted for lookup, and one lazily
@@ -271,7 +282,11 @@ fn frames_at(loader: &Loader, probe: u64, full_names: &mut FullNames) -> Vec<Loc
     // its path; the symbol table has the full name.
     if let (Some(last), Some(sym)) = (out.last_mut(), loader.find_symbol(probe)) {
         let full = demangle(sym);
-        if names_match(&full, &last.function) {
+        if last.function.is_empty() {
+            // Code the compiler generates has no DWARF name: the allocator
+            // shims (`__rust_alloc`) that `#[global_allocator]` expands to.
+            last.function = full;
+        } else if names_match(&full, &last.function) {
             let key = (
                 last.file.clone(),
                 std::mem::replace(&mut last.function, full),
@@ -365,6 +380,20 @@ mod tests {
             line: 1,
             function: function.into(),
         }
+    }
+
+    #[test]
+    fn allocator_shims_of_debug_builds_are_lineprof_frames() {
+        // Debug builds keep `__rust_alloc` as a frame on the `static A` line.
+        assert!(is_lineprof_frame(&loc(
+            "/w/src/main.rs",
+            "__rustc::__rust_alloc"
+        )));
+        assert!(is_lineprof_frame(&loc("/w/src/main.rs", "__rust_realloc")));
+        assert!(!is_lineprof_frame(&loc(
+            "/w/src/main.rs",
+            "app::rust_alloc"
+        )));
     }
 
     #[test]
