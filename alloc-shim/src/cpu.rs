@@ -1,12 +1,17 @@
-//! CPU sampling: a per-thread CPU-time timer interrupts each thread after
+//! CPU sampling: a per-thread CPU-time clock interrupts each thread after
 //! every `1/LINEPROF_HZ` seconds of CPU it uses, and the signal handler
-//! records the interrupted stack.
+//! records the interrupted stack. A thread is sampled in proportion to the
+//! CPU it uses, never for time it spends blocked.
 //!
-//! - Timers use `timer_create` on each thread's own CPU clock with
-//!   `SIGEV_THREAD_ID`, so a thread is sampled in proportion to the CPU it
-//!   uses, never for time it spends blocked. The kernel checks CPU timers at
-//!   its tick, so a sample may stand for several periods: it is weighted by
-//!   `1 + si_overrun`.
+//! - Preferred: a `perf_event_open` software `task-clock` event per thread
+//!   (user mode only, allowed unprivileged for one's own threads), which
+//!   the kernel drives with a high-resolution timer, so 1000 Hz means 1000
+//!   samples a second. Each overflow sends our signal to the thread
+//!   (`F_SETSIG`, `F_SETOWN_EX`).
+//! - Fallback, where perf events are not allowed: `timer_create` on each
+//!   thread's CPU clock with `SIGEV_THREAD_ID`. The kernel checks those at
+//!   its tick (often 250 Hz), so a sample may stand for several periods: it
+//!   is weighted by `1 + si_overrun`.
 //! - The signal is a real-time signal of lineprof's own, not SIGPROF, so a
 //!   program that uses SIGPROF or SIGALRM itself sees exactly the signals it
 //!   would without lineprof. A signal that is not from our timers (no
@@ -26,6 +31,8 @@ use crate::spin::SpinLock;
 use crate::{stack, stacks, sys, thread, writer};
 
 static SIGNO: AtomicI32 = AtomicI32::new(0);
+/// Whether threads get perf events (true) or POSIX CPU timers (false).
+static USE_PERF: AtomicBool = AtomicBool::new(true);
 static PERIOD_NS: AtomicU64 = AtomicU64::new(0);
 static ENABLED: AtomicBool = AtomicBool::new(false);
 pub static DROPPED_SAMPLES: AtomicU64 = AtomicU64::new(0);
@@ -38,8 +45,11 @@ static OLD_ACTION: AtomicUsize = AtomicUsize::new(0);
 static OLD_FLAGS: AtomicI32 = AtomicI32::new(0);
 
 const MAX_TIMERS: usize = 4096;
+/// Sampled threads: tid and the perf event fd or timer id that samples it.
 static TIMER_TIDS: [AtomicI32; MAX_TIMERS] = [const { AtomicI32::new(0) }; MAX_TIMERS];
 static TIMER_IDS: [AtomicUsize; MAX_TIMERS] = [const { AtomicUsize::new(0) }; MAX_TIMERS];
+/// One past the highest slot ever used, so the handler scans few slots.
+static SLOTS_USED: AtomicUsize = AtomicUsize::new(0);
 static TIMERS_LOCK: SpinLock = SpinLock::new();
 
 /// Distinguishes our timer signals from anything else carrying the signal.
@@ -50,10 +60,11 @@ fn cookie() -> usize {
 }
 
 /// Installs the signal handler. Called once at init.
-pub fn init(hz: u32) {
+pub fn init(hz: u32, force_timer: bool) {
     if hz == 0 {
         return;
     }
+    USE_PERF.store(!force_timer, Ordering::Relaxed);
     let signo = libc::SIGRTMAX() - 3;
     // SAFETY: a zeroed sigaction is a valid starting value; we fill in the
     // handler, flags and an empty mask, and keep the old action to chain to.
@@ -83,7 +94,7 @@ fn thread_cpu_clock(tid: i32) -> libc::clockid_t {
     ((!tid) << 3) | 4 | 2
 }
 
-/// Starts sampling thread `tid` unless it already has a timer.
+/// Starts sampling thread `tid` unless it already is.
 pub fn start_thread(tid: i32) {
     if !enabled() {
         return;
@@ -98,6 +109,104 @@ pub fn start_thread(tid: i32) {
     else {
         return;
     };
+    let handle = if USE_PERF.load(Ordering::Relaxed) {
+        match open_perf_event(tid) {
+            Some(fd) => Some(fd as usize),
+            None => {
+                // Not allowed here (perf_event_paranoid, seccomp): timers.
+                USE_PERF.store(false, Ordering::Relaxed);
+                create_timer(tid)
+            }
+        }
+    } else {
+        create_timer(tid)
+    };
+    let Some(handle) = handle else { return };
+    TIMER_IDS[slot].store(handle, Ordering::Relaxed);
+    TIMER_TIDS[slot].store(tid, Ordering::Release);
+    SLOTS_USED.fetch_max(slot + 1, Ordering::AcqRel);
+}
+
+/// `perf_event_attr` as the kernel reads it (version 5 layout, 112 bytes;
+/// fields we do not set stay zero).
+#[repr(C)]
+struct PerfEventAttr {
+    kind: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    rest: [u64; 7],
+}
+
+const PERF_TYPE_SOFTWARE: u32 = 1;
+const PERF_COUNT_SW_TASK_CLOCK: u64 = 1;
+const EXCLUDE_KERNEL: u64 = 1 << 5;
+const EXCLUDE_HV: u64 = 1 << 6;
+const PERF_FLAG_FD_CLOEXEC: u64 = 1 << 3;
+const F_SETSIG: i32 = 10;
+const F_SETOWN_EX: i32 = 15;
+const F_OWNER_TID: i32 = 0;
+/// `si_code` of a signal raised for I/O readiness, as perf overflows are.
+const POLL_IN: i32 = 1;
+
+/// A task-clock event on thread `tid` that signals it every period.
+fn open_perf_event(tid: i32) -> Option<i32> {
+    let attr = PerfEventAttr {
+        kind: PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: PERF_COUNT_SW_TASK_CLOCK,
+        sample_period: PERIOD_NS.load(Ordering::Relaxed),
+        sample_type: 0,
+        read_format: 0,
+        flags: EXCLUDE_KERNEL | EXCLUDE_HV,
+        wakeup_events: 1,
+        bp_type: 0,
+        rest: [0; 7],
+    };
+    // SAFETY: `attr` is a valid, fully initialised perf_event_attr of the
+    // size it declares; the other arguments are plain integers.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            tid,
+            -1,
+            -1,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    } as i32;
+    if fd < 0 {
+        return None;
+    }
+    #[repr(C)]
+    struct OwnerEx {
+        kind: i32,
+        pid: i32,
+    }
+    let owner = OwnerEx {
+        kind: F_OWNER_TID,
+        pid: tid,
+    };
+    // SAFETY: fcntl on our own fresh descriptor with valid arguments.
+    let ok = unsafe {
+        libc::fcntl(fd, libc::F_SETFL, libc::O_ASYNC) == 0
+            && libc::fcntl(fd, F_SETSIG, SIGNO.load(Ordering::Relaxed)) == 0
+            && libc::fcntl(fd, F_SETOWN_EX, &owner as *const OwnerEx) == 0
+    };
+    if !ok {
+        sys::close(fd);
+        return None;
+    }
+    Some(fd)
+}
+
+/// A POSIX timer on thread `tid`'s CPU clock that signals it every period.
+fn create_timer(tid: i32) -> Option<usize> {
     // SAFETY: a zeroed sigevent with the fields the kernel reads for
     // SIGEV_THREAD_ID set; `timer` is a valid out-pointer.
     unsafe {
@@ -110,7 +219,7 @@ pub fn start_thread(tid: i32) {
         sev.sigev_notify_thread_id = tid;
         let mut timer: libc::timer_t = std::ptr::null_mut();
         if libc::timer_create(thread_cpu_clock(tid), &mut sev, &mut timer) != 0 {
-            return;
+            return None;
         }
         let p = PERIOD_NS.load(Ordering::Relaxed) as i64;
         let ts = libc::timespec {
@@ -123,11 +232,20 @@ pub fn start_thread(tid: i32) {
         };
         if libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) != 0 {
             libc::timer_delete(timer);
-            return;
+            return None;
         }
-        TIMER_IDS[slot].store(timer as usize, Ordering::Relaxed);
+        Some(timer as usize)
     }
-    TIMER_TIDS[slot].store(tid, Ordering::Relaxed);
+}
+
+/// Whether `fd` is one of our perf events (for the signal handler).
+fn is_our_fd(fd: i32) -> bool {
+    let n = SLOTS_USED.load(Ordering::Acquire);
+    USE_PERF.load(Ordering::Relaxed)
+        && (0..n).any(|i| {
+            TIMER_TIDS[i].load(Ordering::Acquire) != 0
+                && TIMER_IDS[i].load(Ordering::Relaxed) == fd as usize
+        })
 }
 
 /// Stops sampling thread `tid` (it is exiting, or gone).
@@ -221,45 +339,54 @@ fn list_tasks(out: &mut [i32]) -> usize {
     n
 }
 
-/// In a fork child: timers are not inherited; start one for this thread.
+/// In a fork child: timers are not inherited, and the inherited perf event
+/// descriptors watch the parent's threads, so close them; then sample this
+/// thread.
 pub fn after_fork_child() {
     if !enabled() {
         return;
     }
     TIMERS_LOCK.force_unlock();
     for (t, id) in TIMER_TIDS.iter().zip(&TIMER_IDS) {
-        t.store(0, Ordering::Relaxed);
-        id.store(0, Ordering::Relaxed);
+        let handle = id.swap(0, Ordering::Relaxed);
+        if t.swap(0, Ordering::Relaxed) != 0 && USE_PERF.load(Ordering::Relaxed) {
+            sys::close(handle as i32);
+        }
     }
     start_thread(sys::gettid());
 }
 
-/// The timer fields of `siginfo_t` on Linux.
+/// `siginfo_t` on Linux x86_64: the timer fields (SI_TIMER) and the poll
+/// fields (POLL_IN) share the union after the header.
 #[repr(C)]
-struct TimerInfo {
+struct SigInfo {
     signo: i32,
     errno: i32,
     code: i32,
     _pad: i32,
-    timer_id: i32,
-    overrun: i32,
+    /// Timer: timer id (i32) and overrun (i32). Poll: band (i64).
+    word: [i32; 2],
+    /// Timer: sigval. Poll: the descriptor (low 32 bits).
     value: usize,
 }
 
 extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo; the timer
-    // layout above matches Linux's for SI_TIMER signals, and we read the
-    // timer fields only after checking the code.
-    let ti = unsafe { &*(info as *const TimerInfo) };
-    if ti.code != libc::SI_TIMER || ti.value != cookie() {
+    // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo of at least
+    // 128 bytes; the layout above matches Linux's for both codes we accept,
+    // and which fields mean what is decided by the code.
+    let si = unsafe { &*(info as *const SigInfo) };
+    let weight = if si.code == libc::SI_TIMER && si.value == cookie() {
+        1 + si.word[1].max(0) as u32
+    } else if si.code == POLL_IN && is_our_fd(si.value as i32) {
+        1
+    } else {
         chain(sig, info, ctx);
         return;
-    }
+    };
     if !crate::active() {
         return;
     }
     sys::preserving_errno(|| {
-        let weight = 1 + ti.overrun.max(0) as u32;
         // SAFETY: `ctx` is the interrupted thread's ucontext.
         let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
         sample(uc, weight);

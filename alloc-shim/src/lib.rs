@@ -26,6 +26,8 @@
 //! - `LINEPROF=off`: pure pass-through (only [`measure`] still counts);
 //! - `LINEPROF_SAMPLE`: mean bytes between sampled allocations (0: all);
 //! - `LINEPROF_HZ`: CPU samples per second per thread (0: off);
+//! - `LINEPROF_CPU=timer`: sample CPU with POSIX CPU-clock timers instead
+//!   of perf task-clock events (which are used when the kernel allows them);
 //! - `LINEPROF_DEPTH`: maximum frames per stack (default 256).
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -143,7 +145,7 @@ fn start() -> bool {
             let state = if cfg.off {
                 OFF
             } else if stacks::init() && thread::init() && writer::init(&cfg) {
-                cpu::init(cfg.cpu_hz);
+                cpu::init(cfg.cpu_hz, cfg.cpu_timer);
                 ACTIVE
             } else {
                 sys::stderr(
