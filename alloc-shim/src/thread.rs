@@ -20,6 +20,8 @@ const BUF_LEN: usize = 256 * 1024;
 const MAX_THREADS: usize = 4096;
 const FLUSH_INTERVAL_NS: u64 = 500_000_000;
 const CLOCK_EVERY: u32 = 1024;
+/// A TIME mark: its tag and one varint.
+const TIME_MARK_LEN: usize = 1 + 10;
 
 pub struct ThreadState {
     /// Held by whoever seals and writes this buffer (never by the append).
@@ -219,6 +221,10 @@ unsafe extern "C" fn on_thread_exit(p: *mut libc::c_void) {
     if s.is_null() {
         return;
     }
+    // A CPU signal still in flight must not append (and maybe flush) while
+    // this thread holds the buffer and file locks below: `busy` parks it.
+    // SAFETY: `s` is this thread's own state.
+    unsafe { (*s).busy = true };
     crate::cpu::stop_thread(sys::gettid());
     flush(s, false);
     CURRENT.with(|c| c.set(DEAD));
@@ -245,7 +251,8 @@ pub fn append(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, ad
     // beyond `committed`, and flushers read only below it.
     unsafe {
         let mut pos = (*t).committed.load(Ordering::Relaxed);
-        if BUF_LEN - pos < MAX_EVENT_LEN {
+        // Room for the event and a TIME mark after it.
+        if BUF_LEN - pos < MAX_EVENT_LEN + TIME_MARK_LEN {
             flush(t, false);
             pos = EVENTS_HEADER;
         }
