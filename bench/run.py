@@ -9,8 +9,11 @@ figure (ns per alloc+free above System at a stack depth of ~10).
 
 Wall time is measured around the child with a monotonic clock; peak RSS is
 the child's ru_maxrss from wait4 (for heaptrack: the largest of its
-processes, the program or the interpreter). Medians, because the machine
-is shared and noisy.
+processes, the program or the interpreter); CPU is user + system time of
+the child and its children (for heaptrack it includes the interpreter,
+which runs beside the program). Medians, because the machine is shared
+and noisy; CPU time is the less noisy figure when other jobs compete for
+the cores.
 """
 
 import argparse
@@ -61,7 +64,7 @@ def base_env():
 
 
 def run(cmd, env, cwd):
-    """Runs `cmd`; returns (wall seconds, peak RSS bytes, stdout)."""
+    """Runs `cmd`; returns (wall seconds, peak RSS bytes, CPU seconds, stdout)."""
     out_path = os.path.join(cwd, "stdout.txt")
     with open(out_path, "wb") as out:
         start = time.perf_counter()
@@ -76,7 +79,7 @@ def run(cmd, env, cwd):
         stdout = f.read()
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err}")
-    return wall, usage.ru_maxrss * 1024, stdout
+    return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, stdout
 
 
 class Variant:
@@ -89,7 +92,7 @@ class Variant:
         self.profile = profile  # name (prefix) of the file the run leaves
         self.available = available
         self.why_not = why_not
-        self.walls, self.rss, self.sizes = [], [], []
+        self.walls, self.rss, self.cpus, self.sizes = [], [], [], []
         self.checksum = None
 
     def argv(self, tmp, exe, args):
@@ -179,8 +182,9 @@ def bench_workload(args, work):
             env = dict(env0, **{k: val.replace("{tmp}", tmp)
                                 for k, val in v.env.items()})
             argv = v.argv(tmp, binary(v.build, "workload"), [str(args.records)])
-            wall, rss, out = run(argv, env, tmp)
+            wall, rss, cpu, out = run(argv, env, tmp)
             v.walls.append(wall)
+            v.cpus.append(cpu)
             v.rss.append(rss)
             checksum = out.split("checksum=")[-1].split()[0] if "checksum=" in out else None
             if v.checksum is None:
@@ -196,20 +200,23 @@ def bench_workload(args, work):
         print(f"WARNING: variants computed different checksums: {sums}")
     base = next(v for v in variants if v.name == "System")
     bw, br = statistics.median(base.walls), statistics.median(base.rss)
+    bc = statistics.median(base.cpus)
     rows = []
     for v in variants:
         if not v.available:
-            rows.append([v.name, "-", "-", "-", "-", "-", v.why_not])
+            rows.append([v.name, "-", "-", "-", "-", "-", "-", "-", v.why_not])
             continue
-        w, r = statistics.median(v.walls), statistics.median(v.rss)
+        w, r, c = (statistics.median(v.walls), statistics.median(v.rss),
+                   statistics.median(v.cpus))
         size = mib(statistics.median(v.sizes)) if v.sizes else ""
         rows.append([v.name, f"{w * 1000:.0f} ms", f"{w / bw:.2f}x",
-                     mib(r), f"{r / br:.2f}x", size,
+                     mib(r), f"{r / br:.2f}x", f"{c * 1000:.0f} ms", f"{c / bc:.2f}x",
+                     size,
                      f"{len(v.walls)} runs, wall {min(v.walls) * 1000:.0f}-{max(v.walls) * 1000:.0f} ms"])
     print()
     print(f"Workload: bench workload {args.records} records, {args.rounds} alternated rounds, medians")
     table(rows, ["variant", "wall", "vs System", "peak RSS", "vs System",
-                 "output", "spread"])
+                 "CPU", "vs System", "output", "spread"])
 
     exact = next(v for v in variants if v.name == "lineprof exact")
     profile = os.path.join(tmps[exact.name], exact.profile)
@@ -231,32 +238,40 @@ def bench_micro(args, work):
     tmp = os.path.join(work, "micro")
     os.makedirs(tmp)
     env0 = base_env()
+    exact = {"LINEPROF_HZ": "0", "LINEPROF_OUT": f"{tmp}/micro.lprof"}
+    # (name, build, environment, threads)
     cases = [
-        ("System", "system", {}),
-        ("lineprof exact", "tracking",
-         {"LINEPROF_HZ": "0", "LINEPROF_OUT": f"{tmp}/micro.lprof"}),
+        ("System", "system", {}, 1),
+        ("lineprof exact", "tracking", exact, 1),
         ("lineprof sampled 512 KiB", "tracking",
-         {"LINEPROF_HZ": "0", "LINEPROF_SAMPLE": SAMPLE,
-          "LINEPROF_OUT": f"{tmp}/micro.lprof"}),
-        ("lineprof LINEPROF=off", "tracking", {"LINEPROF": "off"}),
+         dict(exact, LINEPROF_SAMPLE=SAMPLE), 1),
+        ("lineprof LINEPROF=off", "tracking", {"LINEPROF": "off"}, 1),
+        ("System, 2 threads", "system", {}, 2),
+        ("lineprof exact, 2 threads", "tracking", exact, 2),
     ]
-    ns = {name: [] for name, _, _ in cases}
+    wall_ns = {c[0]: [] for c in cases}
+    cpu_ns = {c[0]: [] for c in cases}
     for _ in range(args.rounds):
-        for name, build, extra in cases:
+        for name, build, extra, threads in cases:
             clean(tmp)
-            _, _, out = run([binary(build, "micro"), str(args.micro_iters)],
-                            dict(env0, **extra), tmp)
-            ns[name].append(float(out.split("ns_per_alloc_free=")[1].split()[0]))
+            _, _, cpu, out = run([binary(build, "micro"), str(args.micro_iters),
+                                  str(threads)], dict(env0, **extra), tmp)
+            wall_ns[name].append(float(out.split("ns_per_alloc_free=")[1].split()[0]))
+            cpu_ns[name].append(cpu * 1e9 / args.micro_iters)
     clean(tmp)
-    base = statistics.median(ns["System"])
     print()
-    print(f"Micro: Box::new + drop of 64 bytes under 10 nested calls, "
-          f"{args.micro_iters} iterations, median of {args.rounds}")
+    print(f"Micro: Box::new + drop of 64 bytes under 10 nested calls (17 frames), "
+          f"{args.micro_iters} iterations, median of {args.rounds}; CPU is the "
+          f"process's user+system time per pair (startup included)")
     rows = []
-    for name, _, _ in cases:
-        m = statistics.median(ns[name])
-        rows.append([name, f"{m:.1f} ns", "" if name == "System" else f"{m - base:+.1f} ns"])
-    table(rows, ["variant", "alloc+free", "above System"])
+    for name, _, _, threads in cases:
+        base = "System, 2 threads" if threads == 2 else "System"
+        w, c = statistics.median(wall_ns[name]), statistics.median(cpu_ns[name])
+        bw, bc = statistics.median(wall_ns[base]), statistics.median(cpu_ns[base])
+        above = "" if name == base else f"{w - bw:+.1f} ns"
+        above_cpu = "" if name == base else f"{c - bc:+.1f} ns"
+        rows.append([name, f"{w:.1f} ns", above, f"{c:.1f} ns", above_cpu])
+    table(rows, ["variant", "wall/pair", "above System", "CPU/pair", "above System"])
 
 
 def main():

@@ -2,7 +2,10 @@
 //! at a stack depth of about ten frames. Prints nanoseconds per pair; the
 //! runner subtracts the System figure from the Tracking one.
 //!
-//! Usage: `micro [ITERATIONS]` (default 5000000).
+//! Usage: `micro [ITERATIONS] [THREADS]` (defaults 5000000 and 1). With
+//! several threads the iterations are split between them and they run at
+//! once, which shows what the tracker's shared state costs under
+//! contention; compare CPU time rather than wall time there.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -42,9 +45,22 @@ fn main() {
         .nth(1)
         .map(|a| a.parse().expect("ITERATIONS must be a whole number"))
         .unwrap_or(5_000_000);
+    let threads: u64 = std::env::args()
+        .nth(2)
+        .map(|a| a.parse().expect("THREADS must be a whole number"))
+        .unwrap_or(1)
+        .max(1);
     black_box(d9(black_box(1000))); // warm up: tracker started, stack interned
     let t = Instant::now();
-    let acc = black_box(d9(black_box(iters)));
+    let acc = if threads == 1 {
+        black_box(d9(black_box(iters)))
+    } else {
+        let per_thread = iters / threads;
+        let handles: Vec<_> = (0..threads)
+            .map(|_| std::thread::spawn(move || black_box(d9(black_box(per_thread)))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).fold(0, u64::wrapping_add)
+    };
     let ns = t.elapsed().as_nanos() as f64 / iters as f64;
     println!("{} ns_per_alloc_free={ns:.2} (acc {acc})", lineprof_bench::VARIANT);
 }
