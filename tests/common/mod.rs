@@ -89,16 +89,31 @@ impl Drop for TempDir {
 /// Runs `exe` with `LINEPROF_OUT=out` and a predictable environment (no
 /// backtraces: printing one allocates a lot).
 pub fn run_profiled(exe: &Path, args: &[&str], out: &Path) -> Output {
-    Command::new(exe)
-        .args(args)
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
         .env("LINEPROF_OUT", out)
         .env_remove("LINEPROF")
         .env_remove("LINEPROF_SAMPLE")
         .env_remove("LINEPROF_DEPTH")
         .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
+        .env_remove("RUST_LIB_BACKTRACE");
+    output_retrying_busy(&mut cmd)
+}
+
+/// Runs `cmd`, retrying while its executable is "busy": a test that has
+/// just copied a binary can lose a race with another test thread's fork,
+/// which briefly inherits the copy's write descriptor (ETXTBSY).
+pub fn output_retrying_busy(cmd: &mut Command) -> Output {
+    const ETXTBSY: i32 = 26;
+    for _ in 0..100 {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            r => return r.unwrap_or_else(|e| panic!("run {:?}: {e}", cmd.get_program())),
+        }
+    }
+    panic!("{:?} stayed busy (ETXTBSY)", cmd.get_program())
 }
 
 /// A fixture run: its profile, its output, and the directory holding both.
