@@ -153,6 +153,8 @@ def dir_size(tmp, prefix):
 
 
 def mib(n):
+    if n < 2**20:
+        return f"{n / 2**10:.0f} KiB"
     return f"{n / 2**20:.1f} MiB"
 
 
