@@ -268,18 +268,25 @@ impl EventOrder {
         };
     }
 
-    /// The events in order without holes, and the number of holes below the
-    /// highest sequence number seen (or below `expected`, the writer's count).
+    /// The events in order without holes, and how many events are missing:
+    /// fewer than `expected` (the writer's count of recorded events), or,
+    /// without it, the holes below the highest sequence number seen.
     fn finish(mut self, expected: Option<u64>) -> (Vec<HeapEvent>, u64) {
         let last = self
             .slots
             .iter()
             .rposition(|e| e.kind != HeapEventKind::Hole)
             .map_or(0, |i| i + 1);
-        let handed_out = expected.unwrap_or(0).max(last as u64);
+        // With the writer's count of events, gaps in the numbering are not
+        // losses (threads take numbers in blocks); without it (a crash),
+        // every gap may be one.
+        let missing = match expected {
+            Some(recorded) => recorded.saturating_sub(self.filled),
+            None => last as u64 - self.filled,
+        };
         self.slots.truncate(last);
         self.slots.retain(|e| e.kind != HeapEventKind::Hole);
-        (self.slots, handed_out - self.filled)
+        (self.slots, missing)
     }
 }
 

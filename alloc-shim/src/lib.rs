@@ -26,8 +26,9 @@
 //! - `LINEPROF=off`: pure pass-through (only [`measure`] still counts);
 //! - `LINEPROF_SAMPLE`: mean bytes between sampled allocations (0: all);
 //! - `LINEPROF_HZ`: CPU samples per second per thread (0: off);
-//! - `LINEPROF_CPU=timer`: sample CPU with POSIX CPU-clock timers instead
-//!   of perf task-clock events (which are used when the kernel allows them);
+//! - `LINEPROF_CPU=perf`: sample CPU with perf task-clock events (true
+//!   `LINEPROF_HZ` resolution, dearer) instead of POSIX CPU-clock timers
+//!   (resolution of the kernel tick, samples weighted);
 //! - `LINEPROF_DEPTH`: maximum frames per stack (default 256).
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -145,7 +146,7 @@ fn start() -> bool {
             let state = if cfg.off {
                 OFF
             } else if stacks::init() && thread::init() && writer::init(&cfg) {
-                cpu::init(cfg.cpu_hz, cfg.cpu_timer);
+                cpu::init(cfg.cpu_hz, cfg.cpu_perf);
                 ACTIVE
             } else {
                 sys::stderr(
@@ -197,13 +198,23 @@ unsafe fn capture(t: *mut thread::ThreadState) -> Option<stacks::StackId> {
         }
         let depth = writer::DEPTH.load(Ordering::Relaxed);
         let frames = &mut (&mut (*t).frames)[..depth];
-        let (n, full) = stack::walk(fp, sp, (*t).stack_hi, frames);
+        let (n, full, h) = stack::walk(fp, sp, (*t).stack_hi, frames);
         if full {
             writer::TRUNCATED_STACKS.fetch_add(1, Ordering::Relaxed);
         }
-        let id = stacks::intern(&frames[..n]);
-        if id.is_none() {
-            thread::DROPPED.fetch_add(1, Ordering::Relaxed);
+        // Most events repeat a recent stack: a per-thread cache keyed by the
+        // full 64-bit hash skips the shared table (a false match needs two
+        // stacks of one program with equal 64-bit hashes).
+        let slot = &mut (*t).stack_cache[h as usize % thread::STACK_CACHE];
+        if slot.0 == h {
+            return Some(slot.1);
+        }
+        let id = stacks::intern_hashed(&frames[..n], h);
+        match id {
+            Some(id) => *slot = (h, id),
+            None => {
+                thread::DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
         }
         id
     }
@@ -281,7 +292,7 @@ fn record(kind: u8, addr: usize, size: usize) {
         }
         (*t).busy = true;
         if let Some(id) = capture(t) {
-            let seq = writer::SEQ.fetch_add(1, Ordering::Relaxed);
+            let seq = thread::next_seq(t);
             thread::append(t, kind, seq, id, size as u64, addr as u64);
         }
         if thread::has_parked(t) {
@@ -340,22 +351,21 @@ fn record_realloc(
         }
         (*t).busy = true;
         let id = capture(t);
-        let free_seq = if free_old {
-            writer::SEQ.fetch_add(1, Ordering::Relaxed)
-        } else {
-            0
-        };
+        let free_seq = if free_old { thread::next_seq(t) } else { 0 };
         let p = f();
         if p.is_null() {
-            if free_old && mean != 0 {
-                sampled::insert(old as u64); // the old block lives on
+            if free_old {
+                thread::SKIPPED.fetch_add(1, Ordering::Relaxed);
+                if mean != 0 {
+                    sampled::insert(old as u64); // the old block lives on
+                }
             }
         } else if let Some(id) = id {
             if free_old {
                 thread::append(t, thread::FREE, free_seq, id, old_size as u64, old as u64);
             }
             if alloc_new && (mean == 0 || sampled::insert(p as u64)) {
-                let alloc_seq = writer::SEQ.fetch_add(1, Ordering::Relaxed);
+                let alloc_seq = thread::next_seq(t);
                 thread::append(t, thread::ALLOC, alloc_seq, id, new_size as u64, p as u64);
             }
         }
@@ -375,7 +385,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracking<A> {
         if !p.is_null() {
             measure::on_alloc(layout.size());
             if recording() {
-                sys::preserving_errno(|| on_alloc(p as usize, layout.size()));
+                on_alloc(p as usize, layout.size());
             }
         }
         p
@@ -388,7 +398,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracking<A> {
         if !p.is_null() {
             measure::on_alloc(layout.size());
             if recording() {
-                sys::preserving_errno(|| on_alloc(p as usize, layout.size()));
+                on_alloc(p as usize, layout.size());
             }
         }
         p
@@ -398,7 +408,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracking<A> {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         measure::on_free(layout.size());
         if recording() {
-            sys::preserving_errno(|| on_free(ptr as usize, layout.size()));
+            on_free(ptr as usize, layout.size());
         }
         // SAFETY: forwarded contract.
         unsafe { self.inner.dealloc(ptr, layout) }
@@ -408,10 +418,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracking<A> {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded contract (inside the closures too).
         let p = if recording() {
-            sys::preserving_errno(|| {
-                record_realloc(ptr as usize, layout.size(), new_size, || unsafe {
-                    self.inner.realloc(ptr, layout, new_size)
-                })
+            record_realloc(ptr as usize, layout.size(), new_size, || unsafe {
+                self.inner.realloc(ptr, layout, new_size)
             })
         } else {
             unsafe { self.inner.realloc(ptr, layout, new_size) }

@@ -76,9 +76,19 @@ pub fn insert(addr: u64) -> bool {
     false
 }
 
-/// Forgets `addr` if it was sampled; true if it was.
-#[inline]
+/// Forgets `addr` if it was sampled; true if it was. Every free calls it
+/// in sampling mode, so the common answer (nothing sampled yet, or not
+/// this block) is inlined and short.
+#[inline(always)]
 pub fn remove(addr: u64) -> bool {
+    if LEVELS[0].load(Ordering::Relaxed).is_null() {
+        return false;
+    }
+    remove_slow(addr)
+}
+
+#[inline(never)]
+fn remove_slow(addr: u64) -> bool {
     for (level, bits) in LEVEL_BITS.iter().enumerate() {
         let t = table(level);
         if t.is_null() {

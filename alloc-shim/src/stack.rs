@@ -39,30 +39,45 @@ pub fn registers() -> (usize, usize) {
 /// Walks the frame-pointer chain from `fp`, writing return addresses into
 /// `out` innermost first. `lo..hi` must be a readable range holding the
 /// current thread's stack (frames live between the stack pointer and the
-/// stack's top). Returns the number of frames written and whether the walk
-/// stopped because `out` was full.
+/// stack's top). Returns the number of frames written, whether the walk
+/// stopped because `out` was full, and the stack's hash (`stacks::hash`),
+/// computed on the way.
 #[inline]
-pub fn walk(mut fp: usize, lo: usize, hi: usize, out: &mut [u64]) -> (usize, bool) {
-    let mut n = 0;
+pub fn walk(fp: usize, lo: usize, hi: usize, out: &mut [u64]) -> (usize, bool, u64) {
+    walk_from(fp, lo, hi, out, 0, crate::stacks::HASH_SEED)
+}
+
+/// `walk` appending after `out[..n]`, whose hash so far is `h`.
+#[inline]
+pub fn walk_from(
+    mut fp: usize,
+    lo: usize,
+    hi: usize,
+    out: &mut [u64],
+    mut n: usize,
+    mut h: u64,
+) -> (usize, bool, u64) {
+    use crate::stacks::{hash_finish, hash_step};
     while n < out.len() {
         if fp < lo || fp > hi.saturating_sub(16) || fp & 7 != 0 {
-            return (n, false);
+            return (n, false, hash_finish(h, n));
         }
         // SAFETY: `lo <= fp` and `fp + 16 <= hi`, and the caller guarantees
         // `lo..hi` is readable stack memory of this thread; both reads are
         // aligned (checked above).
         let (next, ret) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
         if ret == 0 {
-            return (n, false);
+            return (n, false, hash_finish(h, n));
         }
         out[n] = ret as u64;
+        h = hash_step(h, ret as u64);
         n += 1;
         if next <= fp {
-            return (n, false);
+            return (n, false, hash_finish(h, n));
         }
         fp = next;
     }
-    (n, true)
+    (n, true, hash_finish(h, n))
 }
 
 #[cfg(test)]
@@ -82,14 +97,15 @@ mod tests {
         mem[10] = at(1); // frame 2 points back down: the chain ends here
         mem[11] = 0x3333;
         let mut out = [0u64; 8];
-        let (n, full) = walk(at(2), base, base + mem.len() * 8, &mut out);
+        let (n, full, h) = walk(at(2), base, base + mem.len() * 8, &mut out);
         assert_eq!((n, full), (3, false));
         assert_eq!(&out[..3], &[0x1111, 0x2222, 0x3333]);
+        assert_eq!(h, crate::stacks::hash(&out[..3]));
         // A top bound that cuts frame 2 off.
-        let (n, _) = walk(at(2), base, at(11), &mut out);
+        let (n, _, _) = walk(at(2), base, at(11), &mut out);
         assert_eq!(n, 2);
         // A full output buffer.
-        let (n, full) = walk(at(2), base, base + mem.len() * 8, &mut out[..1]);
+        let (n, full, _) = walk(at(2), base, base + mem.len() * 8, &mut out[..1]);
         assert_eq!((n, full), (1, true));
     }
 }

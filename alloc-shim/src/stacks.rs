@@ -50,28 +50,37 @@ pub fn init() -> bool {
     true
 }
 
-#[inline]
-fn hash(frames: &[u64]) -> u64 {
-    // Four independent lanes keep the multiply chain short on deep stacks.
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut lanes = [frames.len() as u64, K, K.rotate_left(17), K.rotate_left(31)];
-    let mut chunks = frames.chunks_exact(4);
-    for c in &mut chunks {
-        for i in 0..4 {
-            lanes[i] = (lanes[i] ^ c[i]).wrapping_mul(K).rotate_left(29);
-        }
-    }
-    for (i, &f) in chunks.remainder().iter().enumerate() {
-        lanes[i] = (lanes[i] ^ f).wrapping_mul(K).rotate_left(29);
-    }
-    let mut h =
-        lanes[0] ^ lanes[1].rotate_left(13) ^ lanes[2].rotate_left(27) ^ lanes[3].rotate_left(41);
-    // murmur3's finaliser: every input bit reaches the index and the tag.
+/// Folds one return address into a stack hash. Used by the frame walk as
+/// it goes (the multiply chain overlaps the walk's dependent loads) and by
+/// `hash` for stacks given whole.
+#[inline(always)]
+pub fn hash_step(h: u64, frame: u64) -> u64 {
+    (h ^ frame)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(29)
+}
+
+/// Finishes a stack hash: murmur3's finaliser, so every input bit reaches
+/// the table index and the tag; never 0 (0 marks an empty cache slot).
+#[inline(always)]
+pub fn hash_finish(mut h: u64, len: usize) -> u64 {
+    h ^= len as u64;
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    (h ^ (h >> 33)) | 1
+}
+
+pub const HASH_SEED: u64 = 0x243F_6A88_85A3_08D3;
+
+/// The hash of a whole stack, as the frame walk computes it.
+#[cfg(test)]
+pub fn hash(frames: &[u64]) -> u64 {
+    hash_finish(
+        frames.iter().fold(HASH_SEED, |h, &f| hash_step(h, f)),
+        frames.len(),
+    )
 }
 
 /// The frames of a published stack.
@@ -99,10 +108,15 @@ pub fn count() -> u32 {
 
 /// The id of `frames`, interning it if new. `None` only when the tables or
 /// the arena are exhausted (the event is then counted as dropped).
-#[inline]
+#[cfg(test)]
 pub fn intern(frames: &[u64]) -> Option<StackId> {
+    intern_hashed(frames, hash(frames))
+}
+
+/// `intern` with the stack's `hash` already computed.
+#[inline]
+pub fn intern_hashed(frames: &[u64], h: u64) -> Option<StackId> {
     let frames = &frames[..frames.len().min(0xffff)];
-    let h = hash(frames);
     let tag = h >> 32;
     let mut newest = 0;
     for (level, table) in LEVELS.iter().enumerate() {

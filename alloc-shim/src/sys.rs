@@ -9,8 +9,9 @@ use std::ffi::CStr;
 /// Reserved lazily: untouched pages cost no memory.
 pub fn map_zeroed(len: usize) -> *mut u8 {
     // SAFETY: an anonymous private mapping with no address hint has no
-    // preconditions; failure is reported as MAP_FAILED and handled.
-    let p = unsafe {
+    // preconditions; failure is reported as MAP_FAILED and handled. errno
+    // is restored: this runs inside the host's allocation calls.
+    let p = preserving_errno(|| unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
@@ -19,7 +20,7 @@ pub fn map_zeroed(len: usize) -> *mut u8 {
             -1,
             0,
         )
-    };
+    });
     if p == libc::MAP_FAILED {
         std::ptr::null_mut()
     } else {

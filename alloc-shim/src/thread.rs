@@ -39,12 +39,18 @@ pub struct ThreadState {
     pub stack_hi: usize,
     events_until_clock: u32,
     last_flush_ns: u64,
+    /// The block of sequence numbers this thread may use on its own while
+    /// it is the only thread recording (`next_seq`).
+    pub seq_next: u64,
+    pub seq_end: u64,
     /// Bytes left before the next sampled allocation (sampling mode).
     pub sample_countdown: i64,
     pub rng: u64,
     /// Clock reading of the last TIME mark or CPU sample in this chunk.
     prev_time: u64,
     pub frames: [u64; MAX_DEPTH],
+    /// Recently seen stacks: (hash, id), direct-mapped by hash.
+    pub stack_cache: [(u64, u32); STACK_CACHE],
     /// Frames of the CPU signal handler, apart from `frames`, which the
     /// interrupted code may be filling.
     pub cpu_frames: [u64; MAX_DEPTH],
@@ -57,6 +63,7 @@ pub struct ThreadState {
 }
 
 const PARKED: usize = 16;
+pub const STACK_CACHE: usize = 1024;
 
 static REGISTRY: [AtomicPtr<ThreadState>; MAX_THREADS] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_THREADS];
@@ -67,6 +74,59 @@ static REGISTRY_LOCK: SpinLock = SpinLock::new();
 static ORPHAN: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
 static KEY: AtomicU64 = AtomicU64::new(u64::MAX);
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Threads that ever attached; from the second on, sequence numbers come
+/// one at a time from the shared counter (`next_seq`).
+static ATTACHES: AtomicU64 = AtomicU64::new(0);
+/// Set when a second thread attaches. Read on every event, written once:
+/// on a cache line of its own.
+pub static MULTI: crate::writer::Padded<AtomicBool> = crate::writer::Padded(AtomicBool::new(false));
+/// Sequence numbers handed out but never used (block remainders, failed
+/// reallocations), so the reader does not take them for lost events.
+pub static SKIPPED: AtomicU64 = AtomicU64::new(0);
+const SEQ_BLOCK: u64 = 4096;
+
+/// The next number of the global event order for thread `t` (its owner).
+///
+/// While one thread records, it takes numbers in blocks (one atomic
+/// increment per 4096 events). Once a second thread attaches, every event
+/// takes its number from the shared counter. The switch keeps the order
+/// right where it matters: the second thread sets `MULTI` before its first
+/// event, so any free of it that happens before a reuse of the same block
+/// by the first thread (through the allocator's own synchronisation) is
+/// seen with `MULTI` set, and the reuse draws a later number; a free by
+/// the first thread from its block precedes every later draw by others.
+#[inline(always)]
+pub fn next_seq(t: *mut ThreadState) -> u64 {
+    // SAFETY: owner-only fields of the caller's own state.
+    unsafe {
+        if !MULTI.load(Ordering::Acquire) {
+            if (*t).seq_next < (*t).seq_end {
+                let s = (*t).seq_next;
+                (*t).seq_next += 1;
+                return s;
+            }
+            let base = crate::writer::SEQ.fetch_add(SEQ_BLOCK, Ordering::Relaxed);
+            (*t).seq_next = base + 1;
+            (*t).seq_end = base + SEQ_BLOCK;
+            return base;
+        }
+        abandon_block(t);
+    }
+    crate::writer::SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Gives up the rest of the thread's block of sequence numbers.
+pub fn abandon_block(t: *mut ThreadState) {
+    // SAFETY: owner-only fields (or, at exit, a racy read that only
+    // affects the count of skipped numbers).
+    unsafe {
+        let left = (*t).seq_end.saturating_sub((*t).seq_next);
+        if left > 0 {
+            SKIPPED.fetch_add(left, Ordering::Relaxed);
+            (*t).seq_next = (*t).seq_end;
+        }
+    }
+}
 
 const DEAD: *mut ThreadState = std::ptr::dangling_mut::<ThreadState>();
 
@@ -152,6 +212,13 @@ pub fn current_in_signal() -> *mut ThreadState {
 
 #[cold]
 fn attach() -> *mut ThreadState {
+    sys::preserving_errno(attach_now)
+}
+
+fn attach_now() -> *mut ThreadState {
+    if ATTACHES.fetch_add(1, Ordering::AcqRel) >= 1 {
+        MULTI.store(true, Ordering::Release);
+    }
     ATTACHING.with(|a| a.set(true));
     let s = attach_state();
     ATTACHING.with(|a| a.set(false));
@@ -196,6 +263,8 @@ fn attach_state() -> *mut ThreadState {
         (*s).stack_lo = lo;
         (*s).stack_hi = hi;
         (*s).busy = false;
+        (*s).seq_next = 0;
+        (*s).seq_end = 0;
         (*s).last_flush_ns = sys::coarse_ns();
         (*s).events_until_clock = CLOCK_EVERY;
         (*s).rng = (s as u64) ^ sys::coarse_ns() ^ 0x9E37_79B9_7F4A_7C15;
@@ -225,6 +294,7 @@ unsafe extern "C" fn on_thread_exit(p: *mut libc::c_void) {
     // this thread holds the buffer and file locks below: `busy` parks it.
     // SAFETY: `s` is this thread's own state.
     unsafe { (*s).busy = true };
+    abandon_block(s);
     crate::cpu::stop_thread(sys::gettid());
     flush(s, false);
     CURRENT.with(|c| c.set(DEAD));
@@ -236,7 +306,7 @@ unsafe extern "C" fn on_thread_exit(p: *mut libc::c_void) {
 /// an alternate stack, a coroutine switch, the main stack growing).
 #[cold]
 pub fn refresh_bounds(t: *mut ThreadState, sp: usize) {
-    let (lo, hi) = sys::mapping_containing(sp).unwrap_or((0, 0));
+    let (lo, hi) = sys::preserving_errno(|| sys::mapping_containing(sp)).unwrap_or((0, 0));
     // SAFETY: owner-only fields of the caller's own state.
     unsafe {
         (*t).stack_lo = lo;
@@ -371,6 +441,10 @@ pub fn has_parked(t: *mut ThreadState) -> bool {
 /// (the exit handler, reading another thread's buffer) the buffer is left
 /// as it is; otherwise (the owner) it is emptied.
 pub fn flush(t: *mut ThreadState, final_flush: bool) {
+    sys::preserving_errno(|| flush_now(t, final_flush))
+}
+
+fn flush_now(t: *mut ThreadState, final_flush: bool) {
     // SAFETY: states are never unmapped. Sealing writes only the chunk
     // header bytes `[0, CHUNK_HEADER_LEN)`, which appends never touch, and
     // reads `[.., committed)`, which the owner no longer writes.
@@ -414,11 +488,16 @@ pub fn for_each_state(mut f: impl FnMut(*mut ThreadState)) {
 pub fn reset_after_fork() {
     let me = CURRENT.with(|c| c.get());
     REGISTRY_LOCK.force_unlock();
+    MULTI.store(false, Ordering::Release);
+    ATTACHES.store(1, Ordering::Release);
+    SKIPPED.store(0, Ordering::Relaxed);
     for_each_state(|s| {
         // SAFETY: the child is single-threaded here (inside fork).
         unsafe {
             (*s).lock.force_unlock();
             (*s).committed.store(EVENTS_HEADER, Ordering::Release);
+            (*s).seq_next = 0;
+            (*s).seq_end = 0;
             if s != me && s != orphan() {
                 (*s).in_use.store(false, Ordering::Release);
             }

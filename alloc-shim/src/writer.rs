@@ -18,8 +18,20 @@ use crate::{modules, stacks, sys, thread};
 
 /// Global order of heap events: one number per event, taken after an
 /// allocation returns and before a free, so a reused address always
-/// orders its free before its next allocation.
-pub static SEQ: AtomicU64 = AtomicU64::new(0);
+/// orders its free before its next allocation. On a cache line of its own:
+/// every thread writes it on every event, and must not drag the read-mostly
+/// settings next to it from core to core.
+pub static SEQ: Padded<AtomicU64> = Padded(AtomicU64::new(0));
+
+#[repr(align(128))]
+pub struct Padded<T>(pub T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 pub static SAMPLE_BYTES: AtomicU64 = AtomicU64::new(0);
 pub static CPU_HZ: AtomicU32 = AtomicU32::new(0);
 pub static DEPTH: AtomicUsize = AtomicUsize::new(config::DEFAULT_DEPTH);
@@ -244,14 +256,17 @@ extern "C" fn at_exit() {
                 unsafe { libc::munmap(tmp as *mut libc::c_void, MODULES_LEN) };
             }
         }
-        thread::for_each_state(|s| thread::flush(s, true));
+        thread::for_each_state(|s| {
+            thread::abandon_block(s);
+            thread::flush(s, true)
+        });
         let _g = FILE_LOCK.lock();
         let Some(fd) = ensure_open() else { return };
         let n = MODULES_USED.load(Ordering::Acquire);
         write_chunk(fd, ChunkKind::Modules, &region(&MODULES, MODULES_LEN)[..n]);
         write_new_stacks(fd, true);
         let end = format::End {
-            events: SEQ.load(Ordering::Acquire),
+            events: SEQ.load(Ordering::Acquire) - thread::SKIPPED.load(Ordering::Relaxed),
             dropped: thread::DROPPED.load(Ordering::Relaxed),
             stacks: stacks::count() as u64,
             truncated_stacks: TRUNCATED_STACKS.load(Ordering::Relaxed),
