@@ -14,12 +14,14 @@
 //! `lineprof-<pid>.lprof` file appears in the working directory.
 //!
 //! # What it costs
-//! Per event, a frame-pointer walk (about a nanosecond a frame), a hash of
-//! the return addresses and a lookup in a lock-free table, one atomic
-//! increment for the global event order, and ~10 bytes appended to a
-//! per-thread buffer. No lock is taken and nothing is allocated on that path;
-//! buffers go to the file in 256 KiB chunks. See BENCHMARKS.md for measured
-//! figures.
+//! Per event, a frame-pointer walk (a dependent load per frame) that hashes
+//! the return addresses as it goes, a lookup in a per-thread cache of
+//! recent stacks (else in a lock-free table), a number in the global event
+//! order (from a per-thread block while one thread records; one atomic
+//! increment per event once several do), and ~6 bytes appended to a
+//! per-thread buffer. No lock is taken and nothing is allocated on that
+//! path; buffers go to the file in 256 KiB chunks. See BENCHMARKS.md for
+//! measured figures.
 //!
 //! # Environment
 //! - `LINEPROF_OUT`: profile path (`%p` becomes the process id);

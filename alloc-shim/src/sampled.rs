@@ -20,6 +20,7 @@ fn slot_of(addr: u64, bits: u32) -> usize {
     (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
 }
 
+#[inline(always)]
 fn table(level: usize) -> *mut AtomicU64 {
     LEVELS[level].load(Ordering::Acquire)
 }
@@ -81,7 +82,14 @@ pub fn insert(addr: u64) -> bool {
 /// this block) is inlined and short.
 #[inline(always)]
 pub fn remove(addr: u64) -> bool {
-    if LEVELS[0].load(Ordering::Relaxed).is_null() {
+    let first = table(0);
+    if first.is_null() {
+        return false;
+    }
+    // An empty home slot in the only table: not sampled (the usual case).
+    // SAFETY: `slot_of` is below the table's size.
+    let home = unsafe { (*first.add(slot_of(addr, LEVEL_BITS[0]))).load(Ordering::Acquire) };
+    if home == 0 && table(1).is_null() {
         return false;
     }
     remove_slow(addr)
