@@ -110,9 +110,18 @@ thread_local! {
 static START_AT_LOAD: extern "C" fn() = start_at_load;
 
 extern "C" fn start_at_load() {
-    PROBING.with(|p| p.set(true));
-    drop(std::hint::black_box(Box::new(0u8)));
-    PROBING.with(|p| p.set(false));
+    // The probe block is kept, not freed: its allocation is not recorded
+    // (PROBING), and leaving it alive spares every later free a check.
+    static PROBE: std::sync::atomic::AtomicPtr<u8> =
+        std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+    // Started already (by an earlier constructor's allocation): nothing to
+    // probe, and the probe's allocation would be recorded.
+    if STATE.load(Ordering::Acquire) == UNINIT {
+        PROBING.with(|p| p.set(true));
+        let probe = Box::into_raw(std::hint::black_box(Box::new(0u8)));
+        PROBING.with(|p| p.set(false));
+        PROBE.store(probe, Ordering::Relaxed);
+    }
     if STATE.load(Ordering::Acquire) == ACTIVE {
         let _ = thread::current();
     }
@@ -126,7 +135,7 @@ pub(crate) fn installed() -> bool {
 #[inline(always)]
 fn recording() -> bool {
     match STATE.load(Ordering::Acquire) {
-        ACTIVE => !PROBING.with(|p| p.get()),
+        ACTIVE => true,
         UNINIT | INITIALIZING => start(),
         _ => false,
     }
