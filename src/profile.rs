@@ -144,8 +144,14 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
             }
             ChunkKind::Events => {
                 let mut bad_seq = false;
+                let thread = chunk
+                    .payload
+                    .get(..4)
+                    .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
                 format::decode_events(chunk.payload, |ev| match ev {
-                    Event::Alloc { seq, .. } | Event::Free { seq, .. } if seq >= seq_limit => {
+                    Event::Alloc { seq, .. } | Event::Free { seq, .. }
+                        if seq & CLOCK_MARK == 0 && seq >= seq_limit =>
+                    {
                         bad_seq = true
                     }
                     Event::Alloc {
@@ -153,13 +159,13 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
                         stack,
                         size,
                         addr,
-                    } => ordered.put(seq, addr, size, stack, HeapEventKind::Alloc),
+                    } => ordered.put(seq, thread, addr, size, stack, HeapEventKind::Alloc),
                     Event::Free {
                         seq,
                         stack,
                         size,
                         addr,
-                    } => ordered.put(seq, addr, size, stack, HeapEventKind::Free),
+                    } => ordered.put(seq, thread, addr, size, stack, HeapEventKind::Free),
                     Event::Cpu { stack, count, .. } => {
                         profile.cpu_samples.push(CpuSample { stack, count })
                     }
@@ -235,12 +241,17 @@ fn place_stacks(all: &mut Vec<Vec<u64>>, first: u32, stacks: Vec<Vec<u64>>) {
     }
 }
 
-/// Puts events at the index of their sequence number, so merging the
-/// threads' chunks is O(n) with no sort.
+/// Puts heap events in their global order. Order numbers come in two
+/// kinds (see `lineprof::format`): small dense block numbers, used while a
+/// single thread records, which index `dense` directly; and time-stamp
+/// counter readings marked with `CLOCK_MARK`, used once several threads
+/// record, which come after all of those and are sorted (ties between
+/// threads broken by thread index; a thread's own readings increase).
 #[derive(Default)]
 struct EventOrder {
-    slots: Vec<HeapEvent>,
+    dense: Vec<HeapEvent>,
     filled: u64,
+    clocked: Vec<(u64, u32, HeapEvent)>,
 }
 
 const HOLE: HeapEvent = HeapEvent {
@@ -250,43 +261,64 @@ const HOLE: HeapEvent = HeapEvent {
     kind: HeapEventKind::Hole,
 };
 
+/// Marks an order number read from the time-stamp counter.
+const CLOCK_MARK: u64 = 1 << 63;
+
 impl EventOrder {
-    fn put(&mut self, seq: u64, addr: u64, size: u64, stack: u32, kind: HeapEventKind) {
-        let i = seq as usize;
-        if i >= self.slots.len() {
-            let grown = (i + 1).max(self.slots.len() * 2).max(1024);
-            self.slots.resize(grown, HOLE);
-        }
-        if self.slots[i].kind == HeapEventKind::Hole {
-            self.filled += 1;
-        }
-        self.slots[i] = HeapEvent {
+    fn put(
+        &mut self,
+        seq: u64,
+        thread: u32,
+        addr: u64,
+        size: u64,
+        stack: u32,
+        kind: HeapEventKind,
+    ) {
+        let event = HeapEvent {
             addr,
             size,
             stack,
             kind,
         };
+        if seq & CLOCK_MARK != 0 {
+            self.clocked.push((seq, thread, event));
+            return;
+        }
+        let i = seq as usize;
+        if i >= self.dense.len() {
+            let grown = (i + 1).max(self.dense.len() * 2).max(1024);
+            self.dense.resize(grown, HOLE);
+        }
+        if self.dense[i].kind == HeapEventKind::Hole {
+            self.filled += 1;
+        }
+        self.dense[i] = event;
     }
 
     /// The events in order without holes, and how many events are missing:
     /// fewer than `expected` (the writer's count of recorded events), or,
-    /// without it, the holes below the highest sequence number seen.
+    /// without it, the holes below the highest block number seen.
     fn finish(mut self, expected: Option<u64>) -> (Vec<HeapEvent>, u64) {
         let last = self
-            .slots
+            .dense
             .iter()
             .rposition(|e| e.kind != HeapEventKind::Hole)
             .map_or(0, |i| i + 1);
+        let recorded = self.filled + self.clocked.len() as u64;
         // With the writer's count of events, gaps in the numbering are not
         // losses (threads take numbers in blocks); without it (a crash),
-        // every gap may be one.
+        // every gap below the last block number may be one.
         let missing = match expected {
-            Some(recorded) => recorded.saturating_sub(self.filled),
+            Some(expected) => expected.saturating_sub(recorded),
             None => last as u64 - self.filled,
         };
-        self.slots.truncate(last);
-        self.slots.retain(|e| e.kind != HeapEventKind::Hole);
-        (self.slots, missing)
+        self.dense.truncate(last);
+        self.dense.retain(|e| e.kind != HeapEventKind::Hole);
+        self.clocked
+            .sort_unstable_by_key(|&(clock, thread, _)| (clock, thread));
+        let mut events = self.dense;
+        events.extend(self.clocked.into_iter().map(|(_, _, e)| e));
+        (events, missing)
     }
 }
 
@@ -360,7 +392,7 @@ pub(crate) mod testing {
                                 format::tag::FREE
                             };
                             e.u8(tag);
-                            e.varint(s - seq);
+                            e.varint(s.wrapping_sub(seq));
                             e.varint(st as u64);
                             e.varint(size);
                             e.varint(format::zigzag(a.wrapping_sub(addr) as i64));
@@ -447,6 +479,46 @@ mod tests {
             w[0].contains(&format!("mid-chunk at byte {whole}")),
             "{w:?}"
         );
+    }
+
+    #[test]
+    fn clock_stamped_events_follow_block_numbers_in_clock_order() {
+        const MARK: u64 = 1 << 63;
+        let mut p = ProfileBytes::new(0, 0);
+        p.stacks(0, &[&[0x10]]);
+        // Thread 0 alone: block numbers 0 and 1. Then two threads, stamped
+        // with the time-stamp counter: thread 1 frees 0x100 at t=50, thread
+        // 0 reuses it at t=60, in chunks written in the other order.
+        p.events(
+            0,
+            0,
+            &[
+                Ev::Alloc(0, 0, 8, 0x100),
+                Ev::Alloc(1, 0, 16, 0x200),
+                Ev::Alloc(MARK | 60, 0, 32, 0x100),
+            ],
+        );
+        p.events(
+            1,
+            MARK | 40,
+            &[
+                Ev::Free(MARK | 40, 0, 16, 0x200),
+                Ev::Free(MARK | 50, 0, 8, 0x100),
+            ],
+        );
+        let prof = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
+        let order: Vec<(u64, u64)> = prof.heap_events.iter().map(|e| (e.addr, e.size)).collect();
+        assert_eq!(
+            order,
+            vec![
+                (0x100, 8),
+                (0x200, 16),
+                (0x200, 16),
+                (0x100, 8),
+                (0x100, 32)
+            ]
+        );
+        assert_eq!(prof.missing_events, 0);
     }
 
     #[test]

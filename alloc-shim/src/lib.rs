@@ -157,6 +157,7 @@ fn start() -> bool {
             let state = if cfg.off {
                 OFF
             } else if stacks::init() && thread::init() && writer::init(&cfg) {
+                thread::init_clock();
                 cpu::init(cfg.cpu_hz, cfg.cpu_perf);
                 ACTIVE
             } else {
@@ -303,7 +304,7 @@ fn record(kind: u8, addr: usize, size: usize) {
         }
         (*t).busy = true;
         if let Some(id) = capture(t) {
-            let seq = thread::next_seq(t);
+            let seq = thread::next_seq(t, kind == thread::ALLOC);
             thread::append(t, kind, seq, id, size as u64, addr as u64);
         }
         if thread::has_parked(t) {
@@ -321,7 +322,7 @@ fn record_orphan(kind: u8, addr: usize, size: usize) {
     // SAFETY: the orphan lock is held.
     unsafe {
         if let Some(id) = capture(t) {
-            let seq = writer::SEQ.fetch_add(1, Ordering::Relaxed);
+            let seq = thread::next_seq(t, kind == thread::ALLOC);
             thread::append(t, kind, seq, id, size as u64, addr as u64);
         }
     }
@@ -362,21 +363,22 @@ fn record_realloc(
         }
         (*t).busy = true;
         let id = capture(t);
-        let free_seq = if free_old { thread::next_seq(t) } else { 0 };
+        let free_seq = if free_old {
+            thread::next_seq(t, false)
+        } else {
+            0
+        };
         let p = f();
         if p.is_null() {
-            if free_old {
-                thread::SKIPPED.fetch_add(1, Ordering::Relaxed);
-                if mean != 0 {
-                    sampled::insert(old as u64); // the old block lives on
-                }
+            if free_old && mean != 0 {
+                sampled::insert(old as u64); // the old block lives on
             }
         } else if let Some(id) = id {
             if free_old {
                 thread::append(t, thread::FREE, free_seq, id, old_size as u64, old as u64);
             }
             if alloc_new && (mean == 0 || sampled::insert(p as u64)) {
-                let alloc_seq = thread::next_seq(t);
+                let alloc_seq = thread::next_seq(t, true);
                 thread::append(t, thread::ALLOC, alloc_seq, id, new_size as u64, p as u64);
             }
         }

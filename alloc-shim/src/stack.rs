@@ -36,6 +36,49 @@ pub fn registers() -> (usize, usize) {
     }
 }
 
+/// The time-stamp counter. After an allocation (`ordered`), `rdtscp`: it
+/// waits for every earlier load, so the reading comes after whatever the
+/// allocator synchronised with. Before a free, `rdtsc`: the free's stores
+/// cannot become visible before the reading retires.
+#[inline(always)]
+pub fn tsc(ordered: bool) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__rdtscp, _rdtsc};
+        if ordered {
+            let mut aux = 0u32;
+            // SAFETY: used only where CPUID reports rdtscp (see
+            // `tsc_is_invariant`); it writes `aux`, a valid local.
+            unsafe { __rdtscp(&mut aux) }
+        } else {
+            // SAFETY: rdtsc has no preconditions.
+            unsafe { _rdtsc() }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ordered;
+        0
+    }
+}
+
+/// Whether the CPU says its TSC is invariant (CPUID 0x8000_0007, EDX bit
+/// 8) and has `rdtscp` (CPUID 0x8000_0001, EDX bit 27).
+pub fn tsc_is_invariant() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        let max = __cpuid(0x8000_0000).eax;
+        max >= 0x8000_0007
+            && __cpuid(0x8000_0001).edx & (1 << 27) != 0
+            && __cpuid(0x8000_0007).edx & (1 << 8) != 0
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Walks the frame-pointer chain from `fp`, writing return addresses into
 /// `out` innermost first. `lo..hi` must be a readable range holding the
 /// current thread's stack (frames live between the stack pointer and the

@@ -43,6 +43,10 @@ pub struct ThreadState {
     /// it is the only thread recording (`next_seq`).
     pub seq_next: u64,
     pub seq_end: u64,
+    /// The last TSC-based order number this state handed out.
+    pub last_clock: u64,
+    /// Heap events appended through this state, ever.
+    heap_events: u64,
     /// Bytes left before the next sampled allocation (sampling mode).
     pub sample_countdown: i64,
     pub rng: u64,
@@ -74,29 +78,44 @@ static REGISTRY_LOCK: SpinLock = SpinLock::new();
 static ORPHAN: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
 static KEY: AtomicU64 = AtomicU64::new(u64::MAX);
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
-/// Threads that ever attached; from the second on, sequence numbers come
-/// one at a time from the shared counter (`next_seq`).
+/// Threads that ever attached; from the second on, the event order comes
+/// from a clock every thread can read without writing shared memory
+/// (`next_seq`).
 static ATTACHES: AtomicU64 = AtomicU64::new(0);
 /// Set when a second thread attaches. Read on every event, written once:
 /// on a cache line of its own.
 pub static MULTI: crate::writer::Padded<AtomicBool> = crate::writer::Padded(AtomicBool::new(false));
-/// Sequence numbers handed out but never used (block remainders, failed
-/// reallocations), so the reader does not take them for lost events.
-pub static SKIPPED: AtomicU64 = AtomicU64::new(0);
+/// Whether the CPU's time-stamp counter is invariant (same rate on every
+/// core, never stopping), so that it can order events across threads.
+static TSC_OK: AtomicBool = AtomicBool::new(false);
 const SEQ_BLOCK: u64 = 4096;
+/// Marks an order number read from the time-stamp counter. Such numbers
+/// sort after every block number (block numbers are only used before any
+/// second thread records, see `next_seq`).
+pub const CLOCK_MARK: u64 = 1 << 63;
 
-/// The next number of the global event order for thread `t` (its owner).
+/// The number that places an event of thread `t` (its owner, or the orphan
+/// state with its lock held) in the global event order. `after_alloc` says
+/// the event is an allocation that has just returned.
 ///
-/// While one thread records, it takes numbers in blocks (one atomic
-/// increment per 4096 events). Once a second thread attaches, every event
-/// takes its number from the shared counter. The switch keeps the order
-/// right where it matters: the second thread sets `MULTI` before its first
-/// event, so any free of it that happens before a reuse of the same block
-/// by the first thread (through the allocator's own synchronisation) is
-/// seen with `MULTI` set, and the reuse draws a later number; a free by
-/// the first thread from its block precedes every later draw by others.
+/// - While one thread records, it takes numbers in blocks (one atomic
+///   increment per 4096 events).
+/// - Once a second thread has attached, every thread reads the invariant
+///   time-stamp counter instead: nothing shared is written, so threads do
+///   not fight over a cache line. The order that matters, a free before the
+///   next allocation of the same address on another thread, holds: the free
+///   reads the counter before calling the inner free (whose releasing store
+///   cannot become visible before the read retires), the allocation reads
+///   it with `rdtscp` after the inner allocation returns (which waits for
+///   the allocator's acquiring loads). Each thread's numbers increase.
+/// - Without an invariant TSC, one shared atomic counter per event.
+///
+/// The switch from blocks keeps the order right too: the second thread
+/// sets `MULTI` before its first event, so anything of it that happens
+/// before an event of the first thread (through the allocator's own
+/// synchronisation) is seen with `MULTI` set.
 #[inline(always)]
-pub fn next_seq(t: *mut ThreadState) -> u64 {
+pub fn next_seq(t: *mut ThreadState, after_alloc: bool) -> u64 {
     // SAFETY: owner-only fields of the caller's own state.
     unsafe {
         if !MULTI.load(Ordering::Acquire) {
@@ -110,22 +129,29 @@ pub fn next_seq(t: *mut ThreadState) -> u64 {
             (*t).seq_end = base + SEQ_BLOCK;
             return base;
         }
-        abandon_block(t);
+        if TSC_OK.load(Ordering::Relaxed) {
+            let c = CLOCK_MARK | crate::stack::tsc(after_alloc);
+            let c = c.max((*t).last_clock + 1);
+            (*t).last_clock = c;
+            return c;
+        }
     }
     crate::writer::SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Gives up the rest of the thread's block of sequence numbers.
-pub fn abandon_block(t: *mut ThreadState) {
-    // SAFETY: owner-only fields (or, at exit, a racy read that only
-    // affects the count of skipped numbers).
-    unsafe {
-        let left = (*t).seq_end.saturating_sub((*t).seq_next);
-        if left > 0 {
-            SKIPPED.fetch_add(left, Ordering::Relaxed);
-            (*t).seq_next = (*t).seq_end;
-        }
-    }
+/// Decides at start whether the TSC can order events.
+pub fn init_clock() {
+    TSC_OK.store(crate::stack::tsc_is_invariant(), Ordering::Relaxed);
+}
+
+/// Heap events appended by all threads (for the `End` chunk).
+pub fn events_recorded() -> u64 {
+    let mut n = 0;
+    for_each_state(|s| {
+        // SAFETY: states stay mapped; a racy read of a counter at exit.
+        n += unsafe { (*s).heap_events };
+    });
+    n
 }
 
 const DEAD: *mut ThreadState = std::ptr::dangling_mut::<ThreadState>();
@@ -294,7 +320,6 @@ unsafe extern "C" fn on_thread_exit(p: *mut libc::c_void) {
     // this thread holds the buffer and file locks below: `busy` parks it.
     // SAFETY: `s` is this thread's own state.
     unsafe { (*s).busy = true };
-    abandon_block(s);
     crate::cpu::stop_thread(sys::gettid());
     flush(s, false);
     CURRENT.with(|c| c.set(DEAD));
@@ -342,6 +367,7 @@ pub fn append(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, ad
         e.varint(format::zigzag(addr.wrapping_sub((*t).prev_addr) as i64));
         (*t).prev_seq = seq;
         (*t).prev_addr = addr;
+        (*t).heap_events += 1;
         (*t).events_until_clock -= 1;
         if (*t).events_until_clock == 0 {
             (*t).events_until_clock = CLOCK_EVERY;
@@ -490,7 +516,6 @@ pub fn reset_after_fork() {
     REGISTRY_LOCK.force_unlock();
     MULTI.store(false, Ordering::Release);
     ATTACHES.store(1, Ordering::Release);
-    SKIPPED.store(0, Ordering::Relaxed);
     for_each_state(|s| {
         // SAFETY: the child is single-threaded here (inside fork).
         unsafe {
@@ -498,6 +523,7 @@ pub fn reset_after_fork() {
             (*s).committed.store(EVENTS_HEADER, Ordering::Release);
             (*s).seq_next = 0;
             (*s).seq_end = 0;
+            (*s).heap_events = 0;
             if s != me && s != orphan() {
                 (*s).in_use.store(false, Ordering::Release);
             }

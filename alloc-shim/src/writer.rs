@@ -256,17 +256,14 @@ extern "C" fn at_exit() {
                 unsafe { libc::munmap(tmp as *mut libc::c_void, MODULES_LEN) };
             }
         }
-        thread::for_each_state(|s| {
-            thread::abandon_block(s);
-            thread::flush(s, true)
-        });
+        thread::for_each_state(|s| thread::flush(s, true));
         let _g = FILE_LOCK.lock();
         let Some(fd) = ensure_open() else { return };
         let n = MODULES_USED.load(Ordering::Acquire);
         write_chunk(fd, ChunkKind::Modules, &region(&MODULES, MODULES_LEN)[..n]);
         write_new_stacks(fd, true);
         let end = format::End {
-            events: SEQ.load(Ordering::Acquire) - thread::SKIPPED.load(Ordering::Relaxed),
+            events: thread::events_recorded(),
             dropped: thread::DROPPED.load(Ordering::Relaxed),
             stacks: stacks::count() as u64,
             truncated_stacks: TRUNCATED_STACKS.load(Ordering::Relaxed),
