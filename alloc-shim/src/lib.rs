@@ -17,8 +17,8 @@
 //! Per event, a frame-pointer walk (a dependent load per frame) that hashes
 //! the return addresses as it goes, a lookup in a per-thread cache of
 //! recent stacks (else in a lock-free table), a number in the global event
-//! order (from a per-thread block while one thread records; one atomic
-//! increment per event once several do), and ~6 bytes appended to a
+//! order (from a per-thread block while one thread records; from the
+//! invariant time-stamp counter once several do), and ~6 bytes appended to a
 //! per-thread buffer. No lock is taken and nothing is allocated on that
 //! path; buffers go to the file in 256 KiB chunks. See BENCHMARKS.md for
 //! measured figures.
