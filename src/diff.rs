@@ -452,6 +452,7 @@ mod tests {
             lines: lines.to_vec(),
             warnings: vec![],
             root: None,
+            stacks: None,
         };
         let diff = diff(&report(&old), &report(&new));
         assert_eq!(diff.lines[0].status, Status::Changed);

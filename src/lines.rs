@@ -101,6 +101,17 @@ pub fn line_kind(file: &str, root: Option<&Path>) -> LineKind {
     }
 }
 
+/// `file` as reports show it: relative to the workspace root for user
+/// code, as in the debug info otherwise.
+pub fn display_file(file: &str, root: Option<&Path>) -> String {
+    match (line_kind(file, root), root) {
+        (LineKind::User, Some(r)) => Path::new(file)
+            .strip_prefix(r)
+            .map_or(file.to_string(), |p| p.to_string_lossy().into_owned()),
+        _ => file.to_string(),
+    }
+}
+
 /// The attribution frame of a stack: index into `stack`.
 fn attribution(stack: &[u32], locations: &[Location]) -> Option<usize> {
     stack
@@ -150,12 +161,7 @@ pub fn aggregate(
             continue;
         }
         let kind = line_kind(&loc.file, root);
-        let file = match (kind, root) {
-            (LineKind::User, Some(r)) => Path::new(&loc.file)
-                .strip_prefix(r)
-                .map_or(loc.file.clone(), |p| p.to_string_lossy().into_owned()),
-            _ => loc.file.clone(),
-        };
+        let file = display_file(&loc.file, root);
         out.push(LineFigures {
             source: sources
                 .line(Path::new(&loc.file), loc.line)

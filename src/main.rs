@@ -13,6 +13,7 @@ mod render;
 mod replay;
 mod report;
 mod run;
+mod stacks;
 mod store;
 mod symbolize;
 mod unwind_check;

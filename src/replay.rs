@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::profile::{HeapEventKind, Profile};
+use crate::profile::{HeapEvent, HeapEventKind, Profile};
 
 /// Raw figures of one stack (or of the whole process), before rounding.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -28,6 +28,13 @@ pub struct StackFigures {
     pub end_bytes: f64,
     pub cpu_samples: f64,
     pub cpu_time_ns: f64,
+    /// Blocks (allocations) of this stack live at the heap peak and at exit.
+    pub peak_blocks: f64,
+    pub end_blocks: f64,
+    /// Sum over the stack's blocks of their lifetimes, in heap events (the
+    /// positions in the global event order between allocation and free, or
+    /// the last event for blocks never freed): DHAT's `tl`.
+    pub lifetime_events: f64,
 }
 
 impl StackFigures {
@@ -40,6 +47,9 @@ impl StackFigures {
         self.end_bytes += o.end_bytes;
         self.cpu_samples += o.cpu_samples;
         self.cpu_time_ns += o.cpu_time_ns;
+        self.peak_blocks += o.peak_blocks;
+        self.end_blocks += o.end_blocks;
+        self.lifetime_events += o.lifetime_events;
     }
 
     pub fn is_zero(&self) -> bool {
@@ -60,6 +70,20 @@ pub struct Replay {
     pub unknown_frees: u64,
     /// Whether figures are estimates from sampled allocations.
     pub estimated: bool,
+    /// Per group of stacks (see `replay_grouped`): the largest live bytes.
+    pub max_live: Vec<MaxLive>,
+    /// Heap events replayed (the clock of `lifetime_events`).
+    pub events: u64,
+    /// Index of the event at which the heap peaked, if it ever held bytes.
+    pub peak_event: Option<u64>,
+}
+
+/// The largest live bytes of a group of stacks over the run, and its live
+/// blocks at that moment (DHAT's `mb`, `mbk`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MaxLive {
+    pub bytes: f64,
+    pub blocks: f64,
 }
 
 /// A fast hasher for heap addresses (FxHash's multiply): addresses are
@@ -113,91 +137,210 @@ impl Weight {
     }
 }
 
-/// Replays all heap events and CPU samples of `profile`.
+/// Replays all heap events and CPU samples of `profile`, with each stack
+/// its own group for `max_live`.
+#[cfg(test)]
 pub fn replay(profile: &Profile) -> Replay {
+    replay_grouped(profile, &[])
+}
+
+/// As `replay`, with `max_live` per group of stacks: `group_of[stack]` is
+/// the group of each stack id (empty: every stack its own group). Several
+/// raw stacks symbolize to one logical stack, and a maximum over time
+/// cannot be summed afterwards, so it is tracked per group while replaying.
+pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
     let weight = Weight::new(profile.meta.sample_bytes);
     let nstacks = profile.stacks.len();
+    let ngroups = if group_of.is_empty() {
+        nstacks
+    } else {
+        group_of.iter().max().map_or(0, |&g| g as usize + 1)
+    };
     let mut out = Replay {
         per_stack: vec![StackFigures::default(); nstacks],
         estimated: profile.meta.sample_bytes > 0,
+        events: profile.heap_events.len() as u64,
         ..Replay::default()
     };
     let events = &profile.heap_events;
-    // For each free, the stack that allocated the freed block (or NONE),
-    // needed to undo the events after the peak.
-    const NONE: u32 = u32::MAX;
-    let mut freed_from = vec![NONE; events.len()];
-    let mut live_by_stack = vec![0f64; nstacks];
-    let mut live: AddrMap<(u64, u32)> = AddrMap::default();
-    live.reserve(events.len() / 4);
-    let (mut live_total, mut peak_total, mut peak_index) = (0f64, 0f64, None);
-
+    let mut st = State {
+        weight,
+        group_of,
+        live: AddrMap::default(),
+        live_by_stack: vec![Live::default(); nstacks],
+        live_by_group: vec![Live::default(); ngroups],
+        max_live: vec![Live::default(); ngroups],
+        freed_from: vec![NONE; events.len()],
+        live_total: 0.0,
+        peak_total: 0.0,
+        peak_index: None,
+    };
+    st.live.reserve(events.len() / 4);
     for (i, ev) in events.iter().enumerate() {
-        let w = weight.of(ev.size);
-        let bytes = w * ev.size as f64;
-        let st = stack_slot(&mut out.per_stack, &mut live_by_stack, ev.stack);
         match ev.kind {
-            HeapEventKind::Alloc => {
-                out.per_stack[st].allocations += w;
-                out.per_stack[st].allocated_bytes += bytes;
-                live_by_stack[st] += bytes;
-                live_total += bytes;
-                if let Some((old_size, old_stack)) = live.insert(ev.addr, (ev.size, ev.stack)) {
-                    // The free of the old block was lost: forget it.
-                    let old = weight.of(old_size) * old_size as f64;
-                    live_by_stack[old_stack as usize] -= old;
-                    live_total -= old;
-                }
-                if live_total > peak_total {
-                    peak_total = live_total;
-                    peak_index = Some(i);
-                }
-            }
+            HeapEventKind::Alloc => st.alloc(i, ev, &mut out.per_stack),
             HeapEventKind::Free => {
-                out.per_stack[st].frees += w;
-                out.per_stack[st].freed_bytes += bytes;
-                match live.remove(&ev.addr) {
-                    Some((size, alloc_stack)) => {
-                        let b = weight.of(size) * size as f64;
-                        live_by_stack[alloc_stack as usize] -= b;
-                        live_total -= b;
-                        freed_from[i] = alloc_stack;
-                    }
-                    None => out.unknown_frees += 1,
+                if !st.free(i, ev, &mut out.per_stack) {
+                    out.unknown_frees += 1;
                 }
             }
             HeapEventKind::Hole => {}
         }
     }
-    let mut peak_by_stack = live_by_stack.clone();
-    if let Some(p) = peak_index {
-        undo_after_peak(events, &freed_from, p, &weight, &mut peak_by_stack);
+    // Blocks never freed lived until the last event.
+    for b in st.live.values() {
+        let w = st.weight.of(b.size);
+        out.per_stack[b.stack as usize].lifetime_events += w * (out.events - b.at) as f64;
+    }
+    let mut at_peak = st.live_by_stack.clone();
+    if let Some(p) = st.peak_index {
+        undo_after_peak(events, &st.freed_from, p, &weight, &mut at_peak);
     } else {
-        peak_by_stack.iter_mut().for_each(|b| *b = 0.0);
+        at_peak.iter_mut().for_each(|l| *l = Live::default());
     }
     for (s, fig) in out.per_stack.iter_mut().enumerate() {
-        fig.end_bytes = live_by_stack[s].max(0.0);
-        fig.peak_bytes = peak_by_stack[s].max(0.0);
+        fig.end_bytes = st.live_by_stack[s].bytes.max(0.0);
+        fig.end_blocks = st.live_by_stack[s].blocks.max(0.0);
+        fig.peak_bytes = at_peak[s].bytes.max(0.0);
+        fig.peak_blocks = at_peak[s].blocks.max(0.0);
     }
     add_cpu(profile, &mut out.per_stack);
     let mut totals = StackFigures::default();
     for fig in &out.per_stack {
         totals.add(fig);
     }
-    totals.peak_bytes = peak_total;
-    totals.end_bytes = live_total.max(0.0);
+    totals.peak_bytes = st.peak_total;
+    totals.end_bytes = st.live_total.max(0.0);
     out.totals = totals;
+    out.peak_event = st.peak_index.map(|p| p as u64);
+    out.max_live = st
+        .max_live
+        .iter()
+        .map(|m| MaxLive {
+            bytes: m.bytes,
+            blocks: m.blocks,
+        })
+        .collect();
     out
+}
+
+/// "No stack": a free whose block the profile never saw allocated.
+const NONE: u32 = u32::MAX;
+
+/// Live bytes and blocks (of a stack, a group, or at a maximum).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Live {
+    bytes: f64,
+    blocks: f64,
+}
+
+/// A block live during the replay: its size, allocating stack, and the
+/// index of its allocation event (for lifetimes).
+#[derive(Debug, Clone, Copy)]
+struct LiveBlock {
+    size: u64,
+    stack: u32,
+    at: u64,
+}
+
+/// What the replay keeps between events.
+struct State<'a> {
+    weight: Weight,
+    group_of: &'a [u32],
+    live: AddrMap<LiveBlock>,
+    live_by_stack: Vec<Live>,
+    live_by_group: Vec<Live>,
+    max_live: Vec<Live>,
+    /// For each free, the stack that allocated the freed block (or NONE),
+    /// needed to undo the events after the peak.
+    freed_from: Vec<u32>,
+    live_total: f64,
+    peak_total: f64,
+    peak_index: Option<usize>,
+}
+
+impl State<'_> {
+    fn group(&self, stack: u32) -> Option<usize> {
+        let g = if self.group_of.is_empty() {
+            stack as usize
+        } else {
+            *self.group_of.get(stack as usize)? as usize
+        };
+        (g < self.live_by_group.len()).then_some(g)
+    }
+
+    /// Adds (or, with a negative `sign`, removes) a block of `size` to the
+    /// live figures of `stack`, its group and the process.
+    #[inline]
+    fn change_live(&mut self, stack: u32, size: u64, sign: f64) {
+        let w = self.weight.of(size) * sign;
+        let bytes = w * size as f64;
+        let l = &mut self.live_by_stack[stack as usize];
+        l.bytes += bytes;
+        l.blocks += w;
+        self.live_total += bytes;
+        if let Some(g) = self.group(stack) {
+            let l = &mut self.live_by_group[g];
+            l.bytes += bytes;
+            l.blocks += w;
+            // DHAT's mb/mbk: the group's largest live bytes, and its live
+            // blocks at that moment.
+            if l.bytes > self.max_live[g].bytes {
+                self.max_live[g] = *l;
+            }
+        }
+    }
+
+    #[inline]
+    fn alloc(&mut self, i: usize, ev: &HeapEvent, per_stack: &mut Vec<StackFigures>) {
+        let s = stack_slot(per_stack, &mut self.live_by_stack, ev.stack);
+        let w = self.weight.of(ev.size);
+        per_stack[s].allocations += w;
+        per_stack[s].allocated_bytes += w * ev.size as f64;
+        let block = LiveBlock {
+            size: ev.size,
+            stack: ev.stack,
+            at: i as u64,
+        };
+        if let Some(old) = self.live.insert(ev.addr, block) {
+            // The free of the old block was lost: forget it.
+            self.change_live(old.stack, old.size, -1.0);
+        }
+        self.change_live(ev.stack, ev.size, 1.0);
+        if self.live_total > self.peak_total {
+            self.peak_total = self.live_total;
+            self.peak_index = Some(i);
+        }
+    }
+
+    /// Returns false for a free of a block never seen allocated.
+    #[inline]
+    fn free(&mut self, i: usize, ev: &HeapEvent, per_stack: &mut Vec<StackFigures>) -> bool {
+        let s = stack_slot(per_stack, &mut self.live_by_stack, ev.stack);
+        let w = self.weight.of(ev.size);
+        per_stack[s].frees += w;
+        per_stack[s].freed_bytes += w * ev.size as f64;
+        let Some(block) = self.live.remove(&ev.addr) else {
+            return false;
+        };
+        self.change_live(block.stack, block.size, -1.0);
+        self.freed_from[i] = block.stack;
+        let lifetime = (i as u64 - block.at) as f64;
+        per_stack[block.stack as usize].lifetime_events += self.weight.of(block.size) * lifetime;
+        true
+    }
 }
 
 /// Makes sure `stack` has a slot (a damaged or truncated profile may refer
 /// to a stack whose chunk was never written) and returns its index.
 #[inline]
-fn stack_slot(per_stack: &mut Vec<StackFigures>, live: &mut Vec<f64>, stack: u32) -> usize {
+fn stack_slot(per_stack: &mut Vec<StackFigures>, live: &mut Vec<Live>, stack: u32) -> usize {
     let s = stack as usize;
     if s >= per_stack.len() {
         per_stack.resize(s + 1, StackFigures::default());
-        live.resize(s + 1, 0.0);
+    }
+    if s >= live.len() {
+        live.resize(s + 1, Live::default());
     }
     s
 }
@@ -209,19 +352,19 @@ fn undo_after_peak(
     freed_from: &[u32],
     peak: usize,
     weight: &Weight,
-    by_stack: &mut [f64],
+    by_stack: &mut [Live],
 ) {
     for i in (peak + 1..events.len()).rev() {
         let ev = &events[i];
-        match ev.kind {
-            HeapEventKind::Alloc => {
-                by_stack[ev.stack as usize] -= weight.of(ev.size) * ev.size as f64;
-            }
-            HeapEventKind::Free if freed_from[i] != u32::MAX => {
-                by_stack[freed_from[i] as usize] += weight.of(ev.size) * ev.size as f64;
-            }
-            _ => {}
-        }
+        let w = weight.of(ev.size);
+        let (stack, sign) = match ev.kind {
+            HeapEventKind::Alloc => (ev.stack, -1.0),
+            HeapEventKind::Free if freed_from[i] != NONE => (freed_from[i], 1.0),
+            _ => continue,
+        };
+        let l = &mut by_stack[stack as usize];
+        l.bytes += sign * w * ev.size as f64;
+        l.blocks += sign * w;
     }
 }
 
@@ -286,6 +429,47 @@ mod tests {
         assert_eq!(r.totals.allocated_bytes, 360.0);
         assert_eq!(r.unknown_frees, 1);
         assert!(!r.estimated);
+        // Blocks and lifetimes, for DHAT: block a lived events 0..2, c 3..4;
+        // b (1..) and d (5..) live to the end, event 7.
+        assert_eq!(
+            (s0.peak_blocks, s0.end_blocks, s0.lifetime_events),
+            (1.0, 0.0, 3.0)
+        );
+        assert_eq!(
+            (s1.peak_blocks, s1.end_blocks, s1.lifetime_events),
+            (1.0, 2.0, 8.0)
+        );
+        assert_eq!((r.events, r.peak_event), (7, Some(3)));
+        assert_eq!(
+            r.max_live[..2],
+            [
+                MaxLive {
+                    bytes: 200.0,
+                    blocks: 1.0
+                },
+                MaxLive {
+                    bytes: 60.0,
+                    blocks: 2.0
+                }
+            ]
+        );
+        // Stacks 0 and 1 as one group: its maximum is the global peak, not
+        // the sum of the two stacks' maxima (260).
+        let grouped = replay_grouped(
+            &parse_profile(&p.bytes, Path::new("t.lprof")).unwrap(),
+            &[0, 0, 1],
+        );
+        assert_eq!(
+            grouped.max_live,
+            [
+                MaxLive {
+                    bytes: 250.0,
+                    blocks: 2.0
+                },
+                MaxLive::default()
+            ]
+        );
+        assert_eq!(grouped.per_stack, r.per_stack);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::lines::{self, LineFigures, SourceFiles};
 use crate::profile::{self, Profile};
 use crate::replay::{self, StackFigures};
+use crate::stacks::{self, StackTable};
 use crate::symbolize;
 
 /// Everything a renderer shows.
@@ -27,6 +28,10 @@ pub struct Report {
     /// The workspace root user files are relative to.
     #[serde(skip)]
     pub root: Option<PathBuf>,
+    /// Figures per call stack, for the formats that draw stacks; absent
+    /// for stored runs written before they kept stacks.
+    #[serde(skip)]
+    pub stacks: Option<StackTable>,
 }
 
 /// The `run` object of JSON schema 1.
@@ -107,8 +112,9 @@ pub fn report_from_profile(path: &Path) -> Result<Report> {
 /// (`CARGO_TARGET_DIR`).
 pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Report> {
     let profile = profile::read_profile(path)?;
-    let replay = replay::replay(&profile);
     let symbols = symbolize::symbolize(&profile)?;
+    let (group_of, groups) = stacks::group_stacks(&symbols.stacks);
+    let replay = replay::replay_grouped(&profile, &group_of);
     let exe = profile.executable();
     let root = root
         .or_else(|| exe.parent().and_then(lines::workspace_root))
@@ -126,6 +132,10 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
         totals: Totals::from_raw(&replay.totals),
         lines,
         warnings,
+        stacks: Some(StackTable {
+            pid: profile.meta.pid,
+            ..stacks::stack_table(&replay, &symbols, &group_of, &groups, root.as_deref())
+        }),
         root,
     })
 }

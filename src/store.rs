@@ -23,6 +23,7 @@ use crate::git;
 use crate::lines::LineFigures;
 use crate::render::{self, json::SCHEMA};
 use crate::report::{rfc3339, Report, RunInfo, Totals};
+use crate::stacks::StackTable;
 
 /// The `.lineprof` directory of a project (or the one `--store` names).
 #[derive(Debug, Clone)]
@@ -54,7 +55,15 @@ struct Stored {
     run: RunInfo,
     totals: Totals,
     lines: Vec<LineFigures>,
+    /// Added within schema 1: runs stored before it have none.
+    #[serde(default)]
+    stacks: Option<StackTable>,
 }
+
+/// Stacks larger than this (compact JSON) are not stored: the run stays a
+/// quick read for `history` and `diff`, and only the stack formats
+/// (collapsed, pprof, dhat) of it are lost.
+const MAX_STORED_STACKS: usize = 16 << 20;
 
 /// The project root for `cwd`: the nearest directory with `.git` (a
 /// directory, or a file in worktrees and submodules), else the outermost one
@@ -112,7 +121,7 @@ impl Store {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create the run store", e))?;
         let path = dir.join(format!("{}.json", report.run.id));
         let tmp = dir.join(format!(".{}.json.tmp", report.run.id));
-        let text = render::json::render(report, &render::View::default());
+        let text = stored_text(report);
         if let Err(e) = write_synced(&tmp, text.as_bytes()) {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::io(&path, "store the run", e));
@@ -174,8 +183,28 @@ impl Store {
             // No root: a stored run shows only the source it kept, never
             // today's text of a file that may have changed since.
             root: None,
+            stacks: s.stacks,
         })
     }
+}
+
+/// The schema-1 JSON report plus a `stacks` field, written compactly on
+/// one line (thousands of short arrays would otherwise take a line per
+/// number). Readers of schema 1 ignore fields they do not know.
+fn stored_text(report: &Report) -> String {
+    let mut text = render::json::render(report, &render::View::default());
+    let stacks = report
+        .stacks
+        .as_ref()
+        .and_then(|s| serde_json::to_string(s).ok())
+        .filter(|s| s.len() <= MAX_STORED_STACKS);
+    let body_end = text.trim_end().len();
+    if let (Some(stacks), Some(b'}')) = (stacks, text.as_bytes().get(body_end.wrapping_sub(1))) {
+        let close = text[..body_end - 1].trim_end().len();
+        text.truncate(close);
+        text.push_str(&format!(",\n  \"stacks\": {stacks}\n}}\n"));
+    }
+    text
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

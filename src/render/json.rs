@@ -85,6 +85,7 @@ mod tests {
             lines: vec![line],
             warnings: vec![],
             root: None,
+            stacks: None,
         };
         let v: serde_json::Value =
             serde_json::from_str(&render(&report, &View::default())).unwrap();

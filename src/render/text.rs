@@ -13,7 +13,7 @@ use crate::report::Report;
 /// Table rows when `--top` is not given.
 pub const DEFAULT_TOP: usize = 20;
 /// Functions given a source listing.
-const LISTED_FUNCTIONS: usize = 5;
+pub(super) const LISTED_FUNCTIONS: usize = 5;
 /// Longest source excerpt in the top-lines table.
 const EXCERPT_CHARS: usize = 60;
 
@@ -121,7 +121,7 @@ fn header(out: &mut String, r: &Report) {
     }
 }
 
-fn sort_title(key: SortKey) -> &'static str {
+pub(super) fn sort_title(key: SortKey) -> &'static str {
     match key {
         SortKey::Allocated => "allocated bytes",
         SortKey::Freed => "freed bytes",
@@ -188,7 +188,7 @@ fn describe_line(l: &LineFigures) -> String {
     s
 }
 
-fn figure_headers(has_cpu: bool) -> Vec<&'static str> {
+pub(super) fn figure_headers(has_cpu: bool) -> Vec<&'static str> {
     let mut h = vec![
         "Allocated",
         "Freed",
@@ -204,7 +204,7 @@ fn figure_headers(has_cpu: bool) -> Vec<&'static str> {
 }
 
 /// `% Time` is relative to `cpu_total`, the process's CPU time.
-fn figure_cells(f: &Figures, has_cpu: bool, cpu_total: u64) -> Vec<String> {
+pub(super) fn figure_cells(f: &Figures, has_cpu: bool, cpu_total: u64) -> Vec<String> {
     let mut c = vec![
         format_bytes(f.allocated_bytes),
         format_bytes(f.freed_bytes),
@@ -225,7 +225,11 @@ fn figure_cells(f: &Figures, has_cpu: bool, cpu_total: u64) -> Vec<String> {
 }
 
 /// The (file, function) pairs with the largest summed `self` figure of `key`.
-fn top_functions(lines: &[LineFigures], key: SortKey, n: usize) -> Vec<(String, String)> {
+pub(super) fn top_functions(
+    lines: &[LineFigures],
+    key: SortKey,
+    n: usize,
+) -> Vec<(String, String)> {
     let mut sums: HashMap<(&str, &str), i128> = HashMap::new();
     for l in lines.iter().filter(|l| !l.file.is_empty() && l.line > 0) {
         *sums.entry((&l.file, &l.function)).or_default() += key.value(&l.self_figures);
@@ -386,6 +390,7 @@ mod tests {
             ],
             warnings: vec!["profile has no end record".into()],
             root: None,
+            stacks: None,
         };
         let text = render(&report, &View::default(), &mut SourceFiles::default());
         let expected = "\
