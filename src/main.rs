@@ -18,6 +18,7 @@ mod store;
 mod symbolize;
 mod unwind_check;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -141,7 +142,7 @@ struct ReportArgs {
     #[arg(long, value_enum)]
     focus: Option<Focus>,
     #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    format: ReportFormat,
     /// Write to FILE instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
@@ -157,6 +158,21 @@ enum Focus {
 enum Format {
     Text,
     Json,
+}
+
+/// `report` alone also writes these.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
+    /// A self-contained HTML page with sortable tables (use -o FILE.html).
+    Html,
+    /// gzip-compressed pprof protobuf for `go tool pprof` (use -o FILE.pb.gz).
+    Pprof,
+    /// Folded stacks for flamegraph.pl or inferno; counts follow --sort.
+    Collapsed,
+    /// DHAT's JSON, for dh_view.html.
+    Dhat,
 }
 
 fn main() -> ExitCode {
@@ -309,7 +325,9 @@ fn report(store: &Store, cwd: &Path, args: ReportArgs) -> Result<()> {
     let has_user_lines = report.lines.iter().any(|l| l.kind == LineKind::User);
     let user_only = match args.focus {
         Some(f) => f == Focus::User,
-        None => args.format == Format::Text && has_user_lines,
+        // The tables and listings are for reading; the data formats keep
+        // every line (the stack formats always keep every stack).
+        None => matches!(args.format, ReportFormat::Text | ReportFormat::Html) && has_user_lines,
     };
     let view = View {
         sort: args.sort,
@@ -320,19 +338,48 @@ fn report(store: &Store, cwd: &Path, args: ReportArgs) -> Result<()> {
             user_only,
         },
     };
+    let out = args.output.as_deref();
+    let stack_table = |name| render::require_stacks(&report, name);
     let text = match args.format {
-        Format::Text => {
+        ReportFormat::Text => {
             let mut sources = SourceFiles::new(report.root.clone());
             render::text::render(&report, &view, &mut sources)
         }
-        Format::Json => {
+        ReportFormat::Html => {
+            let mut sources = SourceFiles::new(report.root.clone());
+            render::html::render(&report, &view, &mut sources)
+        }
+        ReportFormat::Json => {
             // The text report shows warnings first; JSON carries them in a
             // field, and a person watching the terminal sees them here.
-            for w in &report.warnings {
-                eprintln!("lineprof: warning: {w}");
-            }
+            warn(&report);
             render::json::render(&report, &view)
         }
+        ReportFormat::Collapsed => {
+            warn(&report);
+            render::collapsed::render(stack_table("collapsed")?, view.sort)
+        }
+        ReportFormat::Dhat => {
+            warn(&report);
+            render::dhat::render(&report, stack_table("dhat")?)
+        }
+        ReportFormat::Pprof => {
+            warn(&report);
+            let bytes = render::pprof::render(&report, stack_table("pprof")?);
+            if out.is_none() && std::io::stdout().is_terminal() {
+                return Err(Error::Usage {
+                    detail: "--format pprof writes gzip-compressed protobuf, not text; add -o FILE (e.g. -o profile.pb.gz) or redirect stdout".into(),
+                });
+            }
+            return output::write_bytes(out, &bytes);
+        }
     };
-    output::write_output(args.output.as_deref(), &text)
+    output::write_output(out, &text)
+}
+
+/// For formats with no place for them, warnings go to stderr.
+fn warn(report: &Report) {
+    for w in &report.warnings {
+        eprintln!("lineprof: warning: {w}");
+    }
 }

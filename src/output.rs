@@ -8,12 +8,15 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 pub fn write_output(path: Option<&Path>, text: &str) -> Result<()> {
+    write_bytes(path, text.as_bytes())
+}
+
+/// As `write_output`, for binary formats (pprof).
+pub fn write_bytes(path: Option<&Path>, text: &[u8]) -> Result<()> {
     let Some(path) = path else {
         let mut stdout = std::io::stdout().lock();
         // A closed pipe (`lineprof report | head`) is not an error worth a message.
-        let _ = stdout
-            .write_all(text.as_bytes())
-            .and_then(|_| stdout.flush());
+        let _ = stdout.write_all(text).and_then(|_| stdout.flush());
         return Ok(());
     };
     let dir = match path.parent() {

@@ -1,11 +1,18 @@
-//! Renderers: turn a `Report` into text or JSON. They choose and order lines
+//! Renderers: turn a `Report` into text, JSON, HTML, or the stack formats
+//! of other tools (folded stacks, pprof, DHAT). They choose and order lines
 //! (`View`) but compute no figures: everything comes from the report.
 
+pub mod collapsed;
+pub mod dhat;
+pub mod html;
 pub mod json;
+pub mod pprof;
 pub mod text;
 
+use crate::error::{Error, Result};
 use crate::lines::{sort_lines, LineFigures, LineFilter, SortKey};
 use crate::report::Report;
+use crate::stacks::{Frame, StackTable};
 
 /// What the user asked to see.
 #[derive(Debug, Clone)]
@@ -36,6 +43,26 @@ pub fn selected_lines(report: &Report, view: &View) -> Vec<LineFigures> {
         .collect();
     sort_lines(&mut lines, view.sort);
     lines
+}
+
+/// The per-stack figures the stack formats need, or the error saying why
+/// this report has none.
+pub fn require_stacks<'a>(report: &'a Report, format: &str) -> Result<&'a StackTable> {
+    report.stacks.as_ref().ok_or_else(|| Error::Usage {
+        detail: format!(
+            "run {}: this stored run keeps per-line figures only (it was stored by an older lineprof), so it has no stacks for --format {format}; report the profile file or re-run the program with `lineprof run`",
+            report.run.id
+        ),
+    })
+}
+
+/// `function (file:line)`, or the bare function when the line is unknown.
+pub fn frame_label(f: &Frame) -> String {
+    if f.file.is_empty() {
+        f.function.clone()
+    } else {
+        format!("{} ({}:{})", f.function, f.file, f.line)
+    }
 }
 
 /// `512 B`, `1.2 KiB`, `3.0 MiB`, `1.5 GiB`.
@@ -73,6 +100,39 @@ pub fn format_time(ns: u64) -> String {
         format!("{:.1} ms", v / 1e6)
     } else {
         format!("{:.1} s", v / 1e9)
+    }
+}
+
+/// A report with an empty run, for renderer tests.
+#[cfg(test)]
+pub mod testing {
+    use crate::report::{ExecutableInfo, GitInfo, Report, RunInfo, Sampling, Totals};
+
+    pub fn report() -> Report {
+        Report {
+            run: RunInfo {
+                id: "r".into(),
+                name: None,
+                command: vec!["./app".into()],
+                started_at: "1970-01-01T00:00:00Z".into(),
+                duration_ns: 5,
+                git: GitInfo::default(),
+                executable: ExecutableInfo {
+                    path: "/tmp/app".into(),
+                    build_id: None,
+                },
+                sampling: Sampling {
+                    alloc_sample_bytes: 0,
+                    cpu_hz: 1000,
+                    estimated: false,
+                },
+            },
+            totals: Totals::default(),
+            lines: vec![],
+            warnings: vec![],
+            root: None,
+            stacks: None,
+        }
     }
 }
 

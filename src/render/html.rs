@@ -1,0 +1,312 @@
+//! A self-contained HTML report (no external resources): the summary, the
+//! top-lines tables and per-function source listings of the text report,
+//! with columns that sort on click (a few lines of inline script).
+//!
+//! Every string from the profile (paths, function names, source text,
+//! the command line) is escaped; sorting reads each cell's `data-v`, the
+//! exact figure, not the unit-scaled text.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use super::text::{
+    figure_cells, figure_headers, sort_title, top_functions, DEFAULT_TOP, LISTED_FUNCTIONS,
+};
+use super::{format_bytes, format_time, selected_lines, View};
+use crate::lines::{sort_lines, Figures, LineFigures, LineKind, SortKey, SourceFiles};
+use crate::report::Report;
+
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
+h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.6em}\
+table{border-collapse:collapse;margin:.5em 0}\
+th,td{padding:2px 8px;border-bottom:1px solid #ddd;white-space:nowrap}\
+th{background:#f3f3f3;position:sticky;top:0}\
+table.sortable th{cursor:pointer}td.n{text-align:right;font-variant-numeric:tabular-nums}\
+td.src,code{font-family:ui-monospace,monospace;white-space:pre}\
+.warn{color:#a40}.dim{color:#888}";
+
+/// Sorts a table's rows by the clicked column: numbers by `data-v`,
+/// descending first; text ascending first.
+const SCRIPT: &str = "document.querySelectorAll('table.sortable th').forEach((th,i)=>{\
+th.addEventListener('click',()=>{const tb=th.closest('table').tBodies[0];\
+const num=tb.rows.length&&tb.rows[0].cells[i].dataset.v!==undefined;\
+const dir=th.dataset.dir=th.dataset.dir==='1'?'-1':'1';const s=num?-dir:dir;\
+const key=r=>num?parseFloat(r.cells[i].dataset.v):r.cells[i].textContent;\
+[...tb.rows].sort((a,b)=>{const x=key(a),y=key(b);return (x<y?-1:x>y?1:0)*s})\
+.forEach(r=>tb.appendChild(r));});});";
+
+/// `&`, `<`, `>`, `"` and `'` as entities: safe in text and in quoted
+/// attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The whole page. `sources` fills the listings' lines without figures.
+pub fn render(report: &Report, view: &View, sources: &mut SourceFiles) -> String {
+    let command = if report.run.command.is_empty() {
+        report.run.executable.path.clone()
+    } else {
+        report.run.command.join(" ")
+    };
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>lineprof: {}</title><style>{STYLE}</style></head><body>\n",
+        escape(&command)
+    );
+    summary(&mut out, report, &command);
+    let lines = selected_lines(report, view);
+    let top = view.top.unwrap_or(DEFAULT_TOP);
+    // As in the text report: memory and CPU time each get a table when the
+    // default sort is used on a profile with CPU samples.
+    let keys = if view.sort == SortKey::Allocated && report.totals.cpu_samples > 0 {
+        vec![SortKey::Allocated, SortKey::Cpu]
+    } else {
+        vec![view.sort]
+    };
+    let mut listed: Vec<(String, String)> = Vec::new();
+    for &key in &keys {
+        let mut ranked: Vec<LineFigures> = lines
+            .iter()
+            .filter(|l| key.value(&l.self_figures) != 0)
+            .cloned()
+            .collect();
+        sort_lines(&mut ranked, key);
+        ranked.truncate(top);
+        top_lines(&mut out, report, &ranked, key, view.filter.user_only);
+        for f in top_functions(&lines, key, top.min(LISTED_FUNCTIONS)) {
+            if !listed.contains(&f) {
+                listed.push(f);
+            }
+        }
+    }
+    for (file, function) in listed {
+        let own: Vec<&LineFigures> = lines
+            .iter()
+            .filter(|l| l.file == file && l.function == function && l.line > 0)
+            .collect();
+        listing(&mut out, report, &own, sources);
+    }
+    let _ = write!(out, "<script>{SCRIPT}</script>\n</body></html>\n");
+    out
+}
+
+fn summary(out: &mut String, r: &Report, command: &str) {
+    let _ = writeln!(
+        out,
+        "<h1>lineprof report: <code>{}</code></h1>",
+        escape(command)
+    );
+    let mut run = format!(
+        "run {}, started {}, ran {}",
+        r.run.id,
+        r.run.started_at,
+        format_time(r.run.duration_ns)
+    );
+    if let Some(commit) = &r.run.git.commit {
+        let dirty = if r.run.git.dirty { " (dirty)" } else { "" };
+        let _ = write!(run, ", commit {}{dirty}", crate::git::short(Some(commit)));
+    }
+    let _ = writeln!(out, "<p class=\"dim\">{}</p>", escape(&run));
+    for w in &r.warnings {
+        let _ = writeln!(out, "<p class=\"warn\">warning: {}</p>", escape(w));
+    }
+    if r.run.sampling.estimated {
+        let _ = writeln!(
+            out,
+            "<p class=\"warn\">Estimated from sampled allocations, 1 in ~{} bytes.</p>",
+            r.run.sampling.alloc_sample_bytes
+        );
+    }
+    let t = &r.totals;
+    let mut rows = vec![
+        ("allocations", t.allocations.to_string()),
+        ("allocated", format_bytes(t.allocated_bytes)),
+        ("freed", format_bytes(t.freed_bytes)),
+        ("peak", format_bytes(t.peak_bytes)),
+        ("at exit", format_bytes(t.end_bytes)),
+    ];
+    if t.cpu_samples > 0 {
+        let cpu = format!("{} ({} samples)", format_time(t.cpu_time_ns), t.cpu_samples);
+        rows.push(("CPU time", cpu));
+    }
+    out.push_str("<table class=\"summary\">\n");
+    for (name, value) in rows {
+        let _ = writeln!(
+            out,
+            "<tr><th>{name}</th><td class=\"n\">{}</td></tr>",
+            escape(&value)
+        );
+    }
+    out.push_str("</table>\n");
+}
+
+/// The exact figures behind `figure_cells`, in the same order.
+fn figure_values(f: &Figures, has_cpu: bool, cpu_total: u64) -> Vec<f64> {
+    let mut v = vec![
+        f.allocated_bytes as f64,
+        f.freed_bytes as f64,
+        f.increment_bytes as f64,
+        f.peak_bytes as f64,
+        f.end_bytes as f64,
+        f.allocations as f64,
+    ];
+    if has_cpu {
+        v.push(f.cpu_time_ns as f64);
+        v.push(if cpu_total > 0 {
+            f.cpu_time_ns as f64 * 100.0 / cpu_total as f64
+        } else {
+            0.0
+        });
+    }
+    v
+}
+
+/// Number cells of one row: the text report's cells with exact `data-v`.
+fn number_cells(out: &mut String, f: &Figures, has_cpu: bool, cpu_total: u64) {
+    let cells = figure_cells(f, has_cpu, cpu_total);
+    for (text, v) in cells.iter().zip(figure_values(f, has_cpu, cpu_total)) {
+        let _ = write!(out, "<td class=\"n\" data-v=\"{v}\">{}</td>", escape(text));
+    }
+}
+
+fn header_row(out: &mut String, first: &[&str], has_cpu: bool, last: &[&str]) {
+    out.push_str("<thead><tr>");
+    for h in first.iter().chain(&figure_headers(has_cpu)).chain(last) {
+        let _ = write!(out, "<th>{}</th>", escape(h));
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+}
+
+fn top_lines(out: &mut String, r: &Report, lines: &[LineFigures], key: SortKey, user_only: bool) {
+    let scope = if user_only {
+        " in your code (<code>--focus all</code> shows every line)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "<h2>Top {} lines by self {}{scope}</h2>",
+        lines.len(),
+        sort_title(key)
+    );
+    if lines.is_empty() {
+        out.push_str("<p class=\"dim\">(no lines with figures)</p>\n");
+        return;
+    }
+    let has_cpu = r.totals.cpu_samples > 0;
+    out.push_str("<table class=\"sortable\">");
+    header_row(out, &[], has_cpu, &["Line", "Function", "Source"]);
+    for l in lines {
+        out.push_str("<tr>");
+        number_cells(out, &l.self_figures, has_cpu, r.totals.cpu_time_ns);
+        let place = if l.file.is_empty() {
+            "??".to_string()
+        } else {
+            format!("{}:{}", l.file, l.line)
+        };
+        let source = l.source.as_deref().map_or("", str::trim);
+        let _ = writeln!(
+            out,
+            "<td>{}</td><td>{}</td><td class=\"src\">{}</td></tr>",
+            escape(&place),
+            escape(&l.function),
+            escape(source)
+        );
+    }
+    out.push_str("</tbody></table>\n");
+}
+
+/// One function's source from its first to its last line with figures,
+/// with `total` figures (callees included), as memory_profiler shows it.
+fn listing(out: &mut String, r: &Report, own: &[&LineFigures], sources: &mut SourceFiles) {
+    let (Some(first), Some(last)) = (
+        own.iter().map(|l| l.line).min(),
+        own.iter().map(|l| l.line).max(),
+    ) else {
+        return;
+    };
+    let (file, function, kind) = (&own[0].file, &own[0].function, own[0].kind);
+    let _ = writeln!(
+        out,
+        "<h2><code>{}</code> <span class=\"dim\">({}, figures include callees)</span></h2>",
+        escape(function),
+        escape(file)
+    );
+    let has_cpu = r.totals.cpu_samples > 0;
+    let full_path = match (&r.root, kind) {
+        (Some(root), LineKind::User) => root.join(file),
+        _ => Path::new(file).to_path_buf(),
+    };
+    out.push_str("<table class=\"sortable listing\">");
+    header_row(out, &["Line #"], has_cpu, &["Line Contents"]);
+    let columns = figure_headers(has_cpu).len();
+    for n in first..=last {
+        let with_figures = own.iter().find(|l| l.line == n);
+        let text = with_figures
+            .and_then(|l| l.source.clone())
+            .or_else(|| sources.line(&full_path, n).map(str::to_string))
+            .unwrap_or_default();
+        let _ = write!(out, "<tr><td class=\"n\" data-v=\"{n}\">{n}</td>");
+        match with_figures {
+            Some(l) => number_cells(out, &l.total, has_cpu, r.totals.cpu_time_ns),
+            // Zero for sorting, blank to read: the line did nothing.
+            None => (0..columns).for_each(|_| out.push_str("<td class=\"n\" data-v=\"0\"></td>")),
+        }
+        let _ = writeln!(out, "<td class=\"src\">{}</td></tr>", escape(&text));
+    }
+    out.push_str("</tbody></table>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::testing::report;
+
+    #[test]
+    fn escapes_and_keeps_exact_figures() {
+        let mut r = report();
+        r.run.command = vec!["./app".into(), "<script>".into()];
+        r.totals.allocated_bytes = 4096;
+        let figures = Figures {
+            allocations: 1,
+            allocated_bytes: 4096,
+            increment_bytes: 4096,
+            ..Figures::default()
+        };
+        r.lines = vec![LineFigures {
+            file: "src/main.rs".into(),
+            line: 7,
+            function: "app::<impl Foo<'a>>::f".into(),
+            kind: LineKind::User,
+            source: Some("    let v = a < b && c > \"d\";".into()),
+            self_figures: figures,
+            total: figures,
+        }];
+        let html = render(&r, &View::default(), &mut SourceFiles::default());
+        assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+        assert!(html.contains("./app &lt;script&gt;"), "{html}");
+        assert!(!html.contains("<script>\"") && html.matches("<script>").count() == 1);
+        assert!(html.contains("let v = a &lt; b &amp;&amp; c &gt; &quot;d&quot;;"));
+        assert!(html.contains("app::&lt;impl Foo&lt;&#39;a&gt;&gt;::f"));
+        assert!(html.contains("<td class=\"n\" data-v=\"4096\">4.0 KiB</td>"));
+        // The listing row of line 7 and the top-lines row.
+        assert!(html.contains("<td class=\"n\" data-v=\"7\">7</td>"));
+        assert!(
+            !html.contains("src=") && !html.contains("href="),
+            "no external resources"
+        );
+    }
+}
