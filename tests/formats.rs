@@ -1,0 +1,342 @@
+//! `lineprof report --format collapsed|pprof|dhat|html` of the `peak`
+//! fixture: each format carries the exact figures of the JSON report.
+//! `peak` allocates 1 MiB on line 12 (`f`, live at the heap peak, freed at
+//! once) and then 300 KiB on line 18 (`g`, after the peak, freed in main);
+//! the std runtime adds its own 4 B and 544 B blocks (the latter live at exit).
+
+mod common;
+
+use std::io::Read;
+
+use common::{lineprof, profile, stderr, stdout, Profiled, TempDir};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const KIB_300: u64 = 300 << 10;
+
+fn report(p: &Profiled, format: &str, extra: &[&str]) -> String {
+    let mut args = vec!["report", p.profile.to_str().unwrap(), "--format", format];
+    args.extend(extra);
+    let out = lineprof(&args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// `(stack, count)` of every folded line.
+fn folded(text: &str) -> Vec<(&str, u64)> {
+    text.lines()
+        .map(|l| {
+            let (stack, n) = l.rsplit_once(' ').expect("`STACK COUNT`");
+            (stack, n.parse().expect("count"))
+        })
+        .collect()
+}
+
+#[test]
+fn collapsed_stacks_carry_exact_figures() {
+    let p = profile("peak", &[]);
+    let totals = p.report().json["totals"].clone();
+    let by_bytes = report(&p, "collapsed", &[]);
+    let lines = folded(&by_bytes);
+    let f = lines
+        .iter()
+        .find(|(s, _)| s.contains(";peak::f (src/bin/peak.rs:12)"))
+        .unwrap_or_else(|| panic!("no stack through peak.rs:12:\n{by_bytes}"));
+    assert_eq!(f.1, MIB, "{by_bytes}");
+    // Outermost first: main's call of f comes before f's line.
+    assert!(
+        f.0.contains("peak::main (src/bin/peak.rs:22);peak::f"),
+        "{by_bytes}"
+    );
+    let g = lines
+        .iter()
+        .find(|(s, _)| s.contains(";peak::g (src/bin/peak.rs:18)"))
+        .unwrap();
+    assert_eq!(g.1, KIB_300);
+    let sum = |text: &str| folded(text).iter().map(|(_, n)| n).sum::<u64>();
+    assert_eq!(Some(sum(&by_bytes)), totals["allocated_bytes"].as_u64());
+    // --sort picks the count; zero counts are left out (g held nothing at the peak).
+    let by_peak = report(&p, "collapsed", &["--sort", "peak"]);
+    assert_eq!(Some(sum(&by_peak)), totals["peak_bytes"].as_u64());
+    assert!(!by_peak.contains("peak::g"), "{by_peak}");
+    let by_count = report(&p, "collapsed", &["--sort", "allocations"]);
+    assert_eq!(Some(sum(&by_count)), totals["allocations"].as_u64());
+}
+
+/// Just enough protobuf to read a profile.proto message back.
+mod pb {
+    pub enum Value {
+        Int(u64),
+        Bytes(Vec<u8>),
+    }
+
+    fn varint(b: &[u8], i: &mut usize) -> u64 {
+        let (mut v, mut shift) = (0u64, 0);
+        loop {
+            let byte = b[*i];
+            *i += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+
+    pub fn fields(b: &[u8]) -> Vec<(u32, Value)> {
+        let (mut out, mut i) = (Vec::new(), 0);
+        while i < b.len() {
+            let key = varint(b, &mut i);
+            let v = match key & 7 {
+                0 => Value::Int(varint(b, &mut i)),
+                2 => {
+                    let n = varint(b, &mut i) as usize;
+                    i += n;
+                    Value::Bytes(b[i - n..i].to_vec())
+                }
+                w => panic!("unexpected wire type {w}"),
+            };
+            out.push(((key >> 3) as u32, v));
+        }
+        out
+    }
+
+    /// Values of a repeated (packed or not) integer field.
+    pub fn ints(m: &[(u32, Value)], field: u32) -> Vec<u64> {
+        let mut out = Vec::new();
+        for (_, v) in m.iter().filter(|(f, _)| *f == field) {
+            match v {
+                Value::Int(n) => out.push(*n),
+                Value::Bytes(b) => {
+                    let mut i = 0;
+                    while i < b.len() {
+                        out.push(varint(b, &mut i));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn int(m: &[(u32, Value)], field: u32) -> u64 {
+        ints(m, field).last().copied().unwrap_or(0)
+    }
+
+    pub fn messages(m: &[(u32, Value)], field: u32) -> Vec<Vec<(u32, Value)>> {
+        m.iter()
+            .filter(|(f, _)| *f == field)
+            .map(|(_, v)| match v {
+                Value::Bytes(b) => fields(b),
+                Value::Int(_) => panic!("field {field} is not a message"),
+            })
+            .collect()
+    }
+
+    pub fn strings(m: &[(u32, Value)], field: u32) -> Vec<String> {
+        m.iter()
+            .filter(|(f, _)| *f == field)
+            .map(|(_, v)| match v {
+                Value::Bytes(b) => String::from_utf8(b.clone()).unwrap(),
+                Value::Int(_) => panic!("field {field} is not a string"),
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn pprof_decodes_with_exact_sums() {
+    let p = profile("peak", &[]);
+    let totals = p.report().json["totals"].clone();
+    let file = p.dir.path().join("peak.pb.gz");
+    let args = [
+        "report",
+        p.profile.to_str().unwrap(),
+        "--format",
+        "pprof",
+        "-o",
+    ];
+    let out = lineprof(&[&args[..], &[file.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let gz = std::fs::read(&file).unwrap();
+    assert_eq!(gz[..2], [0x1f, 0x8b], "gzip magic");
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let prof = pb::fields(&raw);
+    let strings = pb::strings(&prof, 6);
+    assert_eq!(strings[0], "");
+    let s = |i: u64| strings[i as usize].as_str();
+    let types: Vec<(&str, &str)> = pb::messages(&prof, 1)
+        .iter()
+        .map(|vt| (s(pb::int(vt, 1)), s(pb::int(vt, 2))))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("alloc_objects", "count"),
+            ("alloc_space", "bytes"),
+            ("inuse_space", "bytes"),
+            ("cpu", "nanoseconds")
+        ]
+    );
+    let samples = pb::messages(&prof, 2);
+    let sum = |i: usize| -> u64 { samples.iter().map(|m| pb::ints(m, 2)[i]).sum() };
+    assert_eq!(Some(sum(0)), totals["allocations"].as_u64());
+    assert_eq!(Some(sum(1)), totals["allocated_bytes"].as_u64());
+    assert_eq!(Some(sum(2)), totals["end_bytes"].as_u64());
+    // The sample whose innermost user frame is peak.rs:12 allocated 1 MiB.
+    let functions = pb::messages(&prof, 5);
+    let locations = pb::messages(&prof, 4);
+    let describe = |loc_id: u64| {
+        let loc = locations.iter().find(|l| pb::int(l, 1) == loc_id).unwrap();
+        let line = &pb::messages(loc, 4)[0];
+        let f = functions
+            .iter()
+            .find(|f| pb::int(f, 1) == pb::int(line, 1))
+            .unwrap();
+        format!(
+            "{} {}:{}",
+            s(pb::int(f, 2)),
+            s(pb::int(f, 4)),
+            pb::int(line, 2)
+        )
+    };
+    let f_sample = samples
+        .iter()
+        .find(|m| {
+            pb::ints(m, 1)
+                .iter()
+                .any(|&l| describe(l) == "peak::f src/bin/peak.rs:12")
+        })
+        .expect("a sample through peak.rs:12");
+    assert_eq!(pb::ints(f_sample, 2)[..3], [1, MIB, 0]);
+    // Innermost first: the last location is the outermost frame.
+    let ids = pb::ints(f_sample, 1);
+    let main_at = ids
+        .iter()
+        .position(|&l| describe(l) == "peak::main src/bin/peak.rs:22");
+    let f_at = ids
+        .iter()
+        .position(|&l| describe(l) == "peak::f src/bin/peak.rs:12");
+    assert!(f_at < main_at, "{f_at:?} {main_at:?}");
+}
+
+#[test]
+fn dhat_program_points_sum_to_the_totals() {
+    let p = profile("peak", &[]);
+    let totals = p.report().json["totals"].clone();
+    let v: Value = serde_json::from_str(&report(&p, "dhat", &[])).unwrap();
+    assert_eq!(v["dhatFileVersion"], 2);
+    assert_eq!(v["mode"], "rust-heap");
+    assert_eq!(v["ftbl"][0], "[root]");
+    let pps = v["pps"].as_array().unwrap();
+    let sum = |k: &str| pps.iter().map(|pp| pp[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(Some(sum("tb")), totals["allocated_bytes"].as_u64());
+    assert_eq!(Some(sum("tbk")), totals["allocations"].as_u64());
+    assert_eq!(Some(sum("gb")), totals["peak_bytes"].as_u64());
+    assert_eq!(Some(sum("eb")), totals["end_bytes"].as_u64());
+    let through = |line: &str| {
+        let found: Vec<&Value> = pps
+            .iter()
+            .filter(|pp| {
+                pp["fs"].as_array().unwrap().iter().any(|i| {
+                    v["ftbl"][i.as_u64().unwrap() as usize]
+                        .as_str()
+                        .unwrap()
+                        .contains(line)
+                })
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{line}: {found:?}");
+        found[0].clone()
+    };
+    let f = through("peak::f (src/bin/peak.rs:12:");
+    let fig = |pp: &Value, k: &str| pp[k].as_u64().unwrap();
+    // Allocated, live at the peak, freed right away.
+    let keys = ["tb", "tbk", "gb", "gbk", "eb", "ebk", "mb", "mbk"];
+    let got: Vec<u64> = keys.iter().map(|k| fig(&f, k)).collect();
+    assert_eq!(got, [MIB, 1, MIB, 1, 0, 0, MIB, 1]);
+    // Allocated after the peak: nothing at t-gmax, but its own maximum.
+    let g = through("peak::g (src/bin/peak.rs:18:");
+    let got: Vec<u64> = keys.iter().map(|k| fig(&g, k)).collect();
+    assert_eq!(got, [KIB_300, 1, 0, 0, 0, 0, KIB_300, 1]);
+    // The peak comes after the allocation of f's block, before the end.
+    let (tg, te) = (v["tg"].as_u64().unwrap(), v["te"].as_u64().unwrap());
+    assert!(0 < tg && tg < te, "{tg} {te}");
+}
+
+#[test]
+fn html_is_one_escaped_page_with_the_figures() {
+    let p = profile("peak", &[]);
+    let file = p.dir.path().join("report.html");
+    let out = lineprof(&[
+        "report",
+        p.profile.to_str().unwrap(),
+        "--format",
+        "html",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(&file).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.trim_end().ends_with("</html>"));
+    assert!(html.contains("<td>src/bin/peak.rs:12</td>"), "{html}");
+    // The source line, escaped; its exact figure for sorting, scaled for reading.
+    assert!(
+        html.contains("let big = black_box(vec![0u8; 1 &lt;&lt; 20]);"),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("data-v=\"{MIB}\">1.0 MiB</td>")),
+        "{html}"
+    );
+    // The listing of f shows the line after the allocation too.
+    assert!(html.contains("drop(big);"), "{html}");
+    for external in ["src=\"http", "href=\"http", "<link", "@import"] {
+        assert!(!html.contains(external), "{external}");
+    }
+}
+
+/// The stack formats of a stored run: kept in the store; a run stored
+/// without stacks (by an older lineprof) gets a clear error.
+#[test]
+fn stored_runs_keep_their_stacks() {
+    let store = TempDir::new("formats-store");
+    let store_arg = store.path().to_str().unwrap();
+    let peak = common::fixture("peak");
+    let out = lineprof(&["run", "--store", store_arg, "--", peak.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let collapsed = lineprof(&["report", "--store", store_arg, "--format", "collapsed"]);
+    assert!(collapsed.status.success(), "{}", stderr(&collapsed));
+    let text = stdout(&collapsed);
+    // Paths are relative to the workspace `lineprof run` ran in.
+    let f = folded(&text)
+        .into_iter()
+        .find(|(s, _)| s.ends_with("src/bin/peak.rs:12)"))
+        .unwrap_or_else(|| panic!("no stack ending in peak.rs:12:\n{text}"));
+    assert_eq!(f.1, MIB);
+    // Drop the stacks, as a run stored before they were kept.
+    let runs = store.path().join("runs");
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&run).unwrap()).unwrap();
+    assert!(doc["stacks"]["stacks"].is_array());
+    doc.as_object_mut().unwrap().remove("stacks");
+    std::fs::write(&run, serde_json::to_string(&doc).unwrap()).unwrap();
+    let old = lineprof(&["report", "--store", store_arg, "--format", "dhat"]);
+    assert_eq!(old.status.code(), Some(2));
+    assert!(
+        stderr(&old).contains("this stored run keeps per-line figures only"),
+        "{}",
+        stderr(&old)
+    );
+    // Its per-line formats still work.
+    let html = lineprof(&["report", "--store", store_arg, "--format", "html"]);
+    assert!(html.status.success(), "{}", stderr(&html));
+}
