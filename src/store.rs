@@ -313,6 +313,37 @@ mod tests {
     }
 
     #[test]
+    fn stacks_are_stored_and_optional() {
+        use crate::stacks::{Frame, StackRow};
+        let mut report = crate::render::testing::report();
+        report.stacks = Some(StackTable {
+            frames: vec![Frame {
+                file: "src/main.rs".into(),
+                line: 3,
+                function: "app::main".into(),
+            }],
+            stacks: vec![StackRow {
+                frames: vec![0],
+                max_bytes: 7,
+                ..StackRow::default()
+            }],
+            events: 2,
+            peak_event: Some(1),
+            pid: 9,
+        });
+        let text = stored_text(&report);
+        // The document keeps its pretty lines; the stacks are one line.
+        assert_eq!(text.lines().filter(|l| l.contains("\"stacks\"")).count(), 1);
+        let stored: Stored = serde_json::from_str(&text).unwrap();
+        assert_eq!(stored.stacks, report.stacks);
+        // A run stored before stacks were kept has none, and still loads.
+        report.stacks = None;
+        let old: Stored = serde_json::from_str(&stored_text(&report)).unwrap();
+        assert_eq!(old.stacks, None);
+        assert_eq!(old.run.id, "r");
+    }
+
+    #[test]
     fn project_root_prefers_git_then_outermost_manifest() {
         let base = std::env::temp_dir().join(format!("lineprof-store-{}", new_run_id()));
         let inner = base.join("ws/member/src");
