@@ -62,7 +62,11 @@ pub fn symbolize(profile: &Profile) -> Result<Symbols> {
             .or_insert_with(|| modules.resolve(addr, &mut full_names));
     }
     for loc in resolved.values_mut().flatten() {
-        if let Some(full) = full_names.get(&(loc.file.clone(), loc.function.clone())) {
+        if loc.function.contains("::") {
+            continue;
+        }
+        let key = (loc.file.clone(), base_name(&loc.function).to_string());
+        if let Some(Some(full)) = full_names.get(&key) {
             loc.function = String::clone(full);
         }
     }
@@ -87,10 +91,30 @@ pub fn symbolize(profile: &Profile) -> Result<Symbols> {
 }
 
 /// Full function names learnt from the symbol table, keyed by (file, the
-/// short name line-tables-only DWARF gives). Inlined copies of a function
-/// only have the short name; this gives them the same name as the
-/// out-of-line copy, so one line is not split in two.
-type FullNames = HashMap<(String, String), String>;
+/// short name line-tables-only DWARF gives, without generic arguments).
+/// Inlined copies of a function only have the short name; this gives them
+/// the same name as an out-of-line copy, so one line is not split in two.
+/// `None`: two different functions of one file share the short name
+/// (`Foo::new`, `Bar::new`), so it says nothing.
+type FullNames = HashMap<(String, String), Option<String>>;
+
+/// DWARF's short name without generic arguments: `push<u8>` -> `push`.
+fn base_name(short: &str) -> &str {
+    short.split('<').next().unwrap_or(short)
+}
+
+fn learn(full_names: &mut FullNames, file: &str, short: &str, full: &str) {
+    let key = (file.to_string(), base_name(short).to_string());
+    match full_names.get(&key) {
+        None => {
+            full_names.insert(key, Some(full.to_string()));
+        }
+        Some(Some(known)) if known != full => {
+            full_names.insert(key, None);
+        }
+        _ => {}
+    }
+}
 
 /// Whether `short` (DWARF's name, maybe with generic arguments) names the
 /// function whose full path is `full`.
@@ -117,17 +141,24 @@ fn intern(map: &mut HashMap<Location, u32>, all: &mut Vec<Location>, loc: Locati
 pub fn trim_stack(stack: &mut Vec<u32>, locations: &[Location]) {
     // The allocator's own code inlines std code (`Cell`, thread locals), so
     // std frames can sit between its frames: strip through the outermost
-    // allocator or unresolvable frame of the innermost run of such frames.
+    // allocator frame of the innermost run of allocator, std and
+    // unresolvable frames. Unresolvable frames alone (a CPU sample in libc)
+    // are stripped only where they lead. A stack of std frames that ends
+    // in unresolvable ones (std's start-up, under `main`) keeps them all.
     let loc = |id: &u32| &locations[*id as usize];
-    let machinery = |l: &Location| is_allocator_frame(l) || !l.is_resolved();
     let run = stack
         .iter()
-        .take_while(|id| machinery(loc(id)) || is_std_frame(loc(id)))
+        .take_while(|id| {
+            let l = loc(id);
+            is_allocator_frame(l) || !l.is_resolved() || is_std_frame(l)
+        })
         .count();
-    let inner = stack[..run]
+    let through_allocator = stack[..run]
         .iter()
-        .rposition(|id| machinery(loc(id)))
+        .rposition(|id| is_allocator_frame(loc(id)))
         .map_or(0, |i| i + 1);
+    let leading_unresolved = stack.iter().take_while(|id| !loc(id).is_resolved()).count();
+    let inner = through_allocator.max(leading_unresolved);
     // Keep at least one frame, so an event never loses its stack entirely.
     let inner = inner.min(stack.len().saturating_sub(1));
     stack.drain(..inner);
@@ -263,7 +294,7 @@ fn frames_at(loader: &Loader, probe: u64, full_names: &mut FullNames) -> Vec<Loc
             .function
             .as_ref()
             .and_then(|f| f.raw_name().ok())
-            .map(|raw| demangle(&raw))
+            .map(|raw| function_name(&demangle(&raw)))
             .unwrap_or_default();
         let (file, line) = match &frame.location {
             Some(l) => (l.file.unwrap_or("").to_string(), l.line.unwrap_or(0)),
@@ -287,22 +318,77 @@ fn frames_at(loader: &Loader, probe: u64, full_names: &mut FullNames) -> Vec<Loc
             // shims (`__rust_alloc`) that `#[global_allocator]` expands to.
             last.function = full;
         } else if names_match(&full, &last.function) {
-            let key = (
-                last.file.clone(),
-                std::mem::replace(&mut last.function, full),
-            );
-            full_names.insert(key, last.function.clone());
+            learn(full_names, &last.file, &last.function, &full);
+            last.function = full;
         }
     }
     out
 }
 
-/// `{:#}` demangling: the path without the hash suffix.
+/// `{:#}` demangling: the path without the hash suffix, and without
+/// generic arguments (`function_name`).
 pub fn demangle(name: &str) -> String {
     match rustc_demangle::try_demangle(name) {
-        Ok(d) => format!("{d:#}"),
+        Ok(d) => function_name(&format!("{d:#}")),
         Err(_) => name.to_string(),
     }
+}
+
+/// A function as written in the source: generic arguments dropped, so that
+/// every instantiation of a generic function (and every spelling of it:
+/// `Vec<T,A>::push` from the symbol table, `push<u8>` from DWARF,
+/// `<Vec<u8>>::push` from v0 mangling) is one function, and one source line
+/// one row. `<Type as Trait>` paths keep their form.
+pub fn function_name(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let after_ident = out
+            .chars()
+            .last()
+            .is_some_and(|p| p.is_alphanumeric() || p == '_' || p == '}');
+        let turbofish =
+            c == ':' && chars.get(i + 1) == Some(&':') && chars.get(i + 2) == Some(&'<');
+        if (c == '<' && after_ident) || turbofish {
+            // Skip the balanced generic argument list.
+            let mut j = if turbofish { i + 2 } else { i };
+            let mut depth = 0;
+            while j < chars.len() {
+                match chars[j] {
+                    '<' => depth += 1,
+                    '>' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            i = j + 1;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    unwrap_inherent(&out)
+}
+
+/// `<a::Type>::method` (v0's spelling of an inherent method) as
+/// `a::Type::method`.
+fn unwrap_inherent(name: &str) -> String {
+    if let Some(rest) = name.strip_prefix('<') {
+        if let Some(end) = rest.find(">::") {
+            let inner = &rest[..end];
+            if !inner.contains(" as ") && !inner.contains('<') {
+                return format!("{inner}{}", &rest[end + 1..]);
+            }
+        }
+    }
+    name.to_string()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -424,10 +510,54 @@ mod tests {
         let mut stack = vec![3, 4];
         trim_stack(&mut stack, &locations);
         assert_eq!(stack, vec![3, 4]);
+        // ... also when unresolvable frames (libc's start-up) follow them.
+        let mut stack = vec![3, 5, 4];
+        trim_stack(&mut stack, &locations);
+        assert_eq!(stack, vec![3, 5, 4]);
+        // Leading unresolvable frames (a CPU sample in libc) go.
+        let mut stack = vec![5, 3, 4];
+        trim_stack(&mut stack, &locations);
+        assert_eq!(stack, vec![3, 4]);
         // Allocator frames are only removed at the innermost end.
         let mut stack = vec![4, 0, 4];
         trim_stack(&mut stack, &locations);
         assert_eq!(stack, vec![4, 0, 4]);
+    }
+
+    #[test]
+    fn function_names_drop_generic_arguments() {
+        for (raw, name) in [
+            ("std::panicking::catch_unwind::<i32, &dyn core::ops::function::Fn<(), Output = i32>>", "std::panicking::catch_unwind"),
+            ("alloc::vec::Vec<T,A>::push", "alloc::vec::Vec::push"),
+            ("<alloc::vec::Vec<u8>>::push", "alloc::vec::Vec::push"),
+            ("push<u8>", "push"),
+            ("<alloc::vec::Vec<T,A> as core::ops::drop::Drop>::drop", "<alloc::vec::Vec as core::ops::drop::Drop>::drop"),
+            ("app::main::{closure#0}", "app::main::{closure#0}"),
+            ("{closure#0}<u8>", "{closure#0}"),
+            ("app::build_index", "app::build_index"),
+        ] {
+            assert_eq!(function_name(raw), name, "{raw}");
+        }
+    }
+
+    #[test]
+    fn learns_full_names_by_base_name_unless_ambiguous() {
+        let mut names = FullNames::new();
+        learn(
+            &mut names,
+            "v.rs",
+            "push<u64>",
+            "alloc::vec::Vec<T,A>::push",
+        );
+        learn(&mut names, "v.rs", "push<u8>", "alloc::vec::Vec<T,A>::push");
+        learn(&mut names, "m.rs", "new", "app::Foo::new");
+        learn(&mut names, "m.rs", "new", "app::Bar::new");
+        let key = |f: &str, n: &str| (f.to_string(), n.to_string());
+        assert_eq!(
+            names[&key("v.rs", "push")].as_deref(),
+            Some("alloc::vec::Vec<T,A>::push")
+        );
+        assert_eq!(names[&key("m.rs", "new")], None);
     }
 
     #[test]
