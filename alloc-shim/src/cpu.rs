@@ -114,7 +114,7 @@ pub fn start_thread(tid: i32) {
     };
     let handle = if USE_PERF.load(Ordering::Relaxed) {
         match open_perf_event(tid) {
-            Some(fd) => Some(fd as usize),
+            Some(fd) => Some(fd as usize | PERF_HANDLE),
             None => {
                 // Not allowed here (perf_event_paranoid, seccomp): timers.
                 USE_PERF.store(false, Ordering::Relaxed);
@@ -148,7 +148,10 @@ struct PerfEventAttr {
 
 const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_COUNT_SW_TASK_CLOCK: u64 = 1;
+const DISABLED: u64 = 1;
 const EXCLUDE_KERNEL: u64 = 1 << 5;
+/// `_IO('$', 2)`: enable the event for N more overflows.
+const PERF_EVENT_IOC_REFRESH: u64 = 0x2402;
 const EXCLUDE_HV: u64 = 1 << 6;
 const PERF_FLAG_FD_CLOEXEC: u64 = 1 << 3;
 const F_SETSIG: i32 = 10;
@@ -156,6 +159,8 @@ const F_SETOWN_EX: i32 = 15;
 const F_OWNER_TID: i32 = 0;
 /// `si_code` of a signal raised for I/O readiness, as perf overflows are.
 const POLL_IN: i32 = 1;
+/// ... and the code of the last overflow of a refresh count.
+const POLL_HUP: i32 = 6;
 
 /// A task-clock event on thread `tid` that signals it every period.
 fn open_perf_event(tid: i32) -> Option<i32> {
@@ -166,7 +171,11 @@ fn open_perf_event(tid: i32) -> Option<i32> {
         sample_period: PERIOD_NS.load(Ordering::Relaxed),
         sample_type: 0,
         read_format: 0,
-        flags: EXCLUDE_KERNEL | EXCLUDE_HV,
+        // Created disabled and armed for one overflow at a time (see
+        // `rearm`): a thread that blocks our signal then holds at most one
+        // pending, instead of queueing until the kernel falls back to
+        // SIGIO, whose default action kills the process.
+        flags: DISABLED | EXCLUDE_KERNEL | EXCLUDE_HV,
         wakeup_events: 1,
         bp_type: 0,
         rest: [0; 7],
@@ -201,11 +210,17 @@ fn open_perf_event(tid: i32) -> Option<i32> {
             && libc::fcntl(fd, F_SETSIG, SIGNO.load(Ordering::Relaxed)) == 0
             && libc::fcntl(fd, F_SETOWN_EX, &owner as *const OwnerEx) == 0
     };
-    if !ok {
+    if !ok || !rearm(fd) {
         sys::close(fd);
         return None;
     }
     Some(fd)
+}
+
+/// Arms perf event `fd` for one more overflow.
+fn rearm(fd: i32) -> bool {
+    // SAFETY: an ioctl with an integer argument on a perf event descriptor.
+    unsafe { libc::ioctl(fd, PERF_EVENT_IOC_REFRESH as _, 1) == 0 }
 }
 
 /// A POSIX timer on thread `tid`'s CPU clock that signals it every period.
@@ -244,11 +259,10 @@ fn create_timer(tid: i32) -> Option<usize> {
 /// Whether `fd` is one of our perf events (for the signal handler).
 fn is_our_fd(fd: i32) -> bool {
     let n = SLOTS_USED.load(Ordering::Acquire);
-    USE_PERF.load(Ordering::Relaxed)
-        && (0..n).any(|i| {
-            TIMER_TIDS[i].load(Ordering::Acquire) != 0
-                && TIMER_IDS[i].load(Ordering::Relaxed) == fd as usize
-        })
+    let handle = fd as usize | PERF_HANDLE;
+    (0..n).any(|i| {
+        TIMER_TIDS[i].load(Ordering::Acquire) != 0 && TIMER_IDS[i].load(Ordering::Relaxed) == handle
+    })
 }
 
 /// Stops sampling thread `tid` (it is exiting, or gone).
@@ -265,11 +279,24 @@ fn stop_locked(tid: i32) {
         .iter()
         .position(|t| t.load(Ordering::Relaxed) == tid)
     {
-        let timer = TIMER_IDS[slot].swap(0, Ordering::Relaxed);
-        // SAFETY: `timer` came from timer_create and is deleted once (the
-        // slot is cleared under the lock).
-        unsafe { libc::timer_delete(timer as libc::timer_t) };
-        TIMER_TIDS[slot].store(0, Ordering::Relaxed);
+        TIMER_TIDS[slot].store(0, Ordering::Release);
+        release(TIMER_IDS[slot].swap(0, Ordering::Relaxed));
+    }
+}
+
+/// Marks a slot's handle as a perf event descriptor (else a timer id):
+/// the backend can fall back from perf to timers mid-run, so each slot
+/// remembers its own kind.
+const PERF_HANDLE: usize = 1 << 63;
+
+/// Closes a perf event or deletes a timer; each handle is released once
+/// (its slot is cleared under the lock first).
+fn release(handle: usize) {
+    if handle & PERF_HANDLE != 0 {
+        sys::close((handle & !PERF_HANDLE) as i32);
+    } else {
+        // SAFETY: `handle` came from timer_create.
+        unsafe { libc::timer_delete(handle as libc::timer_t) };
     }
 }
 
@@ -356,8 +383,8 @@ pub fn after_fork_child() {
     TIMERS_LOCK.force_unlock();
     for (t, id) in TIMER_TIDS.iter().zip(&TIMER_IDS) {
         let handle = id.swap(0, Ordering::Relaxed);
-        if t.swap(0, Ordering::Relaxed) != 0 && USE_PERF.load(Ordering::Relaxed) {
-            sys::close(handle as i32);
+        if t.swap(0, Ordering::Relaxed) != 0 && handle & PERF_HANDLE != 0 {
+            sys::close((handle & !PERF_HANDLE) as i32);
         }
     }
     start_thread(sys::gettid());
@@ -384,7 +411,9 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
     let si = unsafe { &*(info as *const SigInfo) };
     let weight = if si.code == libc::SI_TIMER && si.value == cookie() {
         1 + si.word[1].max(0) as u32
-    } else if si.code == POLL_IN && is_our_fd(si.value as i32) {
+    } else if (si.code == POLL_IN || si.code == POLL_HUP) && is_our_fd(si.value as i32) {
+        // The event disabled itself after this overflow; arm it again.
+        sys::preserving_errno(|| rearm(si.value as i32));
         1
     } else {
         chain(sig, info, ctx);
@@ -433,10 +462,10 @@ fn sample(uc: &libc::ucontext_t, weight: u32) {
         if (*t).busy {
             thread::park_sample(t, id, weight);
         } else {
-            (*t).busy = true;
+            thread::set_busy(t, true);
             let can_flush = !FORKING.load(Ordering::Acquire);
             thread::append_cpu(t, id, weight, sys::coarse_ns(), can_flush);
-            (*t).busy = false;
+            thread::set_busy(t, false);
         }
     }
 }

@@ -144,6 +144,10 @@ fn recording() -> bool {
 #[cold]
 #[inline(never)]
 fn start() -> bool {
+    sys::preserving_errno(start_now)
+}
+
+fn start_now() -> bool {
     INSTALLED.store(true, Ordering::Relaxed);
     // Keeps the load-time constructor linked in wherever the tracker is.
     std::hint::black_box(&START_AT_LOAD);
@@ -275,8 +279,14 @@ unsafe fn next_countdown(t: *mut thread::ThreadState, mean: u64) -> i64 {
 #[inline(always)]
 fn on_alloc(addr: usize, size: usize) {
     let mean = writer::SAMPLE_BYTES.load(Ordering::Relaxed);
-    if mean == 0 || (sample_hit(mean, size) && sampled::insert(addr as u64)) {
+    if mean == 0 {
         record(thread::ALLOC, addr, size);
+    } else if sample_hit(mean, size) {
+        if sampled::insert(addr as u64) {
+            record(thread::ALLOC, addr, size);
+        } else {
+            thread::DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -302,7 +312,7 @@ fn record(kind: u8, addr: usize, size: usize) {
         if (*t).busy {
             return;
         }
-        (*t).busy = true;
+        thread::set_busy(t, true);
         if let Some(id) = capture(t) {
             let seq = thread::next_seq(t, kind == thread::ALLOC);
             thread::append(t, kind, seq, id, size as u64, addr as u64);
@@ -310,7 +320,7 @@ fn record(kind: u8, addr: usize, size: usize) {
         if thread::has_parked(t) {
             thread::drain_parked(t);
         }
-        (*t).busy = false;
+        thread::set_busy(t, false);
     }
 }
 
@@ -337,6 +347,11 @@ fn record_realloc(
     new_size: usize,
     f: impl FnOnce() -> *mut u8,
 ) -> *mut u8 {
+    let t = thread::current();
+    // SAFETY: as in `record`.
+    if !thread::is_dead(t) && unsafe { (*t).busy } {
+        return f(); // re-entered from a signal handler: not recorded
+    }
     let mean = writer::SAMPLE_BYTES.load(Ordering::Relaxed);
     let (free_old, alloc_new) = if mean == 0 {
         (true, true)
@@ -346,22 +361,23 @@ fn record_realloc(
     if !free_old && !alloc_new {
         return f();
     }
-    let t = thread::current();
-    // SAFETY: as in `record`.
-    unsafe {
-        if thread::is_dead(t) || (*t).busy {
-            let p = f();
-            if !p.is_null() && thread::is_dead(t) {
-                if free_old {
-                    record_orphan(thread::FREE, old, old_size);
-                }
-                if alloc_new && (mean == 0 || sampled::insert(p as u64)) {
-                    record_orphan(thread::ALLOC, p as usize, new_size);
-                }
+    if thread::is_dead(t) {
+        let p = f();
+        if !p.is_null() {
+            if free_old {
+                record_orphan(thread::FREE, old, old_size);
             }
-            return p;
+            if alloc_new && (mean == 0 || sampled::insert(p as u64)) {
+                record_orphan(thread::ALLOC, p as usize, new_size);
+            }
+        } else if free_old && mean != 0 {
+            sampled::insert(old as u64); // the old block lives on
         }
-        (*t).busy = true;
+        return p;
+    }
+    // SAFETY: `t` is this thread's own state.
+    unsafe {
+        thread::set_busy(t, true);
         let id = capture(t);
         let free_seq = if free_old {
             thread::next_seq(t, false)
@@ -382,7 +398,10 @@ fn record_realloc(
                 thread::append(t, thread::ALLOC, alloc_seq, id, new_size as u64, p as u64);
             }
         }
-        (*t).busy = false;
+        if thread::has_parked(t) {
+            thread::drain_parked(t);
+        }
+        thread::set_busy(t, false);
         p
     }
 }

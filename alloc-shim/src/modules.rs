@@ -78,7 +78,10 @@ unsafe extern "C" fn callback(
             // SAFETY: a PT_NOTE segment of a loaded module is mapped at
             // `bias + p_vaddr` for `p_memsz` bytes (it lies in a PT_LOAD).
             let notes = unsafe {
-                std::slice::from_raw_parts((bias + ph.p_vaddr) as *const u8, ph.p_memsz as usize)
+                std::slice::from_raw_parts(
+                    bias.wrapping_add(ph.p_vaddr) as *const u8,
+                    ph.p_memsz as usize,
+                )
             };
             build_id = gnu_build_id(notes);
         }
@@ -93,9 +96,9 @@ unsafe extern "C" fn callback(
     ctx.enc.varint(ranges);
     for ph in phdrs {
         if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
-            let start = bias + ph.p_vaddr;
+            let start = bias.wrapping_add(ph.p_vaddr);
             ctx.enc.varint(start);
-            ctx.enc.varint(start + ph.p_memsz);
+            ctx.enc.varint(start.wrapping_add(ph.p_memsz));
         }
     }
     ctx.count += 1;

@@ -26,17 +26,23 @@ fn table(level: usize) -> *mut AtomicU64 {
 }
 
 /// Remembers a sampled block. False if every table is full (the caller then
-/// does not sample the block).
+/// does not sample the block, and counts it as dropped).
+///
+/// A table stops taking empty slots once half of them have ever been used,
+/// which keeps probe sequences short; freed entries leave tombstones, which
+/// inserts reuse in every table, full or not, so a long run that samples
+/// millions of blocks keeps finding room.
 pub fn insert(addr: u64) -> bool {
     debug_assert!(addr > TOMBSTONE);
     for level in 0..LEVELS.len() {
         let bits = LEVEL_BITS[level];
         let size = 1usize << bits;
-        if FILL[level].load(Ordering::Relaxed) >= size / 2 {
-            continue;
-        }
+        let full = FILL[level].load(Ordering::Relaxed) >= size / 2;
         let mut t = table(level);
         if t.is_null() {
+            if full {
+                continue;
+            }
             let fresh = sys::map_zeroed(size * 8) as *mut AtomicU64;
             if fresh.is_null() {
                 return false;
@@ -61,6 +67,9 @@ pub fn insert(addr: u64) -> bool {
             // SAFETY: `i <= mask`, within the table.
             let cell = unsafe { &*t.add(i) };
             let v = cell.load(Ordering::Relaxed);
+            if v == 0 && full {
+                break; // the end of this probe sequence; no new slots here
+            }
             if (v == 0 || v == TOMBSTONE)
                 && cell
                     .compare_exchange(v, addr, Ordering::AcqRel, Ordering::Relaxed)
@@ -125,6 +134,18 @@ fn remove_slow(addr: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tombstones_are_reused_after_the_tables_fill() {
+        // Far more sampled blocks over time than the tables have slots,
+        // never more than a few live at once.
+        let base = 0x6000_0000_0000u64;
+        for i in 0..(1u64 << 22) {
+            let a = base + i * 16;
+            assert!(insert(a), "insert {i} failed");
+            assert!(remove(a));
+        }
+    }
 
     #[test]
     fn insert_then_remove_once() {

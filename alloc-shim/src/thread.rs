@@ -45,8 +45,9 @@ pub struct ThreadState {
     pub seq_end: u64,
     /// The last TSC-based order number this state handed out.
     pub last_clock: u64,
-    /// Heap events appended through this state, ever.
-    heap_events: u64,
+    /// Heap events appended through this state, ever (read at exit by
+    /// another thread).
+    heap_events: AtomicU64,
     /// Bytes left before the next sampled allocation (sampling mode).
     pub sample_countdown: i64,
     pub rng: u64,
@@ -76,6 +77,8 @@ static REGISTRY_LOCK: SpinLock = SpinLock::new();
 /// Shared, locked state for threads past their exit destructor or past
 /// `MAX_THREADS`.
 static ORPHAN: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
+/// Serialises the threads appending to the orphan state.
+static ORPHAN_APPEND: SpinLock = SpinLock::new();
 static KEY: AtomicU64 = AtomicU64::new(u64::MAX);
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Threads that ever attached; from the second on, the event order comes
@@ -139,9 +142,31 @@ pub fn next_seq(t: *mut ThreadState, after_alloc: bool) -> u64 {
     crate::writer::SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Decides at start whether the TSC can order events.
+/// Decides at start whether the TSC can order events across threads: the
+/// CPU must say it is invariant, and the kernel must keep time with it (it
+/// checks that the TSCs of all CPUs agree, and switches away when they do
+/// not, as on some virtual machines).
 pub fn init_clock() {
-    TSC_OK.store(crate::stack::tsc_is_invariant(), Ordering::Relaxed);
+    let mut buf = [0u8; 64];
+    let n = sys::read_file(
+        c"/sys/devices/system/clocksource/clocksource0/current_clocksource",
+        &mut buf,
+    );
+    let kernel_uses_tsc = buf[..n].starts_with(b"tsc");
+    TSC_OK.store(
+        kernel_uses_tsc && crate::stack::tsc_is_invariant(),
+        Ordering::Relaxed,
+    );
+}
+
+/// Marks the calling thread's state (if it has one) as inside lineprof,
+/// around `fork`: a host signal handler that allocates then must not try
+/// to flush while the fork handlers hold the file lock.
+pub fn set_current_busy(busy: bool) {
+    let t = CURRENT.with(|c| c.get());
+    if !t.is_null() && t != DEAD {
+        set_busy(t, busy);
+    }
 }
 
 /// Heap events appended by all threads (for the `End` chunk).
@@ -149,7 +174,7 @@ pub fn events_recorded() -> u64 {
     let mut n = 0;
     for_each_state(|s| {
         // SAFETY: states stay mapped; a racy read of a counter at exit.
-        n += unsafe { (*s).heap_events };
+        n += unsafe { &*s }.heap_events.load(Ordering::Relaxed);
     });
     n
 }
@@ -189,6 +214,8 @@ fn new_state(index: u32) -> *mut ThreadState {
             (*s).index = index;
             (*s).committed = AtomicUsize::new(EVENTS_HEADER);
             (*s).in_use = AtomicBool::new(true);
+            (*s).events_until_clock = CLOCK_EVERY;
+            (*s).last_flush_ns = sys::coarse_ns();
         }
     }
     s
@@ -200,6 +227,12 @@ fn new_state(index: u32) -> *mut ThreadState {
 pub fn current() -> *mut ThreadState {
     let t = CURRENT.with(|c| c.get());
     if t.is_null() {
+        // A signal handler of the host that allocates while this thread is
+        // attaching (holding the registry lock) records through the shared
+        // orphan state instead of attaching again.
+        if ATTACHING.with(|a| a.get()) {
+            return DEAD;
+        }
         return attach();
     }
     t
@@ -215,10 +248,9 @@ pub fn orphan() -> *mut ThreadState {
 }
 
 pub fn orphan_lock() -> crate::spin::SpinGuard<'static> {
-    // SAFETY: the orphan state is mapped at init and never unmapped.
-    unsafe { &*ORPHAN.load(Ordering::Acquire) }.lock.lock()
+    // Not the state's own `lock`: appending may flush, which takes that.
+    ORPHAN_APPEND.lock()
 }
-
 /// The calling thread's state, from the CPU signal handler: attaches only
 /// if the registry lock is free right now (it may be held by the code the
 /// signal interrupted).
@@ -226,6 +258,12 @@ pub fn current_in_signal() -> *mut ThreadState {
     let t = CURRENT.with(|c| c.get());
     if !t.is_null() || ATTACHING.with(|a| a.get()) {
         return t;
+    }
+    // pthread_setspecific allocates (calloc) for keys past glibc's first
+    // block of 32: not from a signal handler. Such a thread is sampled
+    // once it allocates.
+    if KEY.load(Ordering::Acquire) >= 32 {
+        return std::ptr::null_mut();
     }
     match REGISTRY_LOCK.try_lock() {
         Some(g) => {
@@ -249,9 +287,25 @@ fn attach_now() -> *mut ThreadState {
     let s = attach_state();
     ATTACHING.with(|a| a.set(false));
     if !s.is_null() && s != DEAD {
+        // `busy`: a host signal handler that allocates while we hold the
+        // timers' lock must not reach it again through a flush.
+        set_busy(s, true);
         crate::cpu::start_thread(sys::gettid());
+        set_busy(s, false);
     }
     s
+}
+
+/// Sets the reentrancy flag that our own signal handler and nested calls
+/// check. The compiler fences keep the flag's stores where they are
+/// written: the handler runs on this same thread, so no CPU fence is needed.
+#[inline(always)]
+pub fn set_busy(t: *mut ThreadState, busy: bool) {
+    use std::sync::atomic::{compiler_fence, Ordering::SeqCst};
+    compiler_fence(SeqCst);
+    // SAFETY: owner-only field of the caller's own state.
+    unsafe { (*t).busy = busy };
+    compiler_fence(SeqCst);
 }
 
 fn attach_state() -> *mut ThreadState {
@@ -291,6 +345,7 @@ fn attach_state() -> *mut ThreadState {
         (*s).busy = false;
         (*s).seq_next = 0;
         (*s).seq_end = 0;
+        (*s).parked_len.store(0, Ordering::Relaxed);
         (*s).last_flush_ns = sys::coarse_ns();
         (*s).events_until_clock = CLOCK_EVERY;
         (*s).rng = (s as u64) ^ sys::coarse_ns() ^ 0x9E37_79B9_7F4A_7C15;
@@ -318,8 +373,7 @@ unsafe extern "C" fn on_thread_exit(p: *mut libc::c_void) {
     }
     // A CPU signal still in flight must not append (and maybe flush) while
     // this thread holds the buffer and file locks below: `busy` parks it.
-    // SAFETY: `s` is this thread's own state.
-    unsafe { (*s).busy = true };
+    set_busy(s, true);
     crate::cpu::stop_thread(sys::gettid());
     flush(s, false);
     CURRENT.with(|c| c.set(DEAD));
@@ -352,14 +406,9 @@ pub fn append(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, ad
             pos = EVENTS_HEADER;
         }
         if pos == EVENTS_HEADER {
-            let buf = &mut (*t).buf;
-            buf[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + 4].copy_from_slice(&(*t).index.to_le_bytes());
-            buf[CHUNK_HEADER_LEN + 4..EVENTS_HEADER].copy_from_slice(&seq.to_le_bytes());
-            (*t).prev_seq = seq;
-            (*t).prev_addr = 0;
-            (*t).prev_time = 0;
+            start_chunk(t, seq);
         }
-        let mut e = Encoder::new(&mut (*t).buf, pos);
+        let mut e = Encoder::new(tail(t, pos), 0);
         e.u8(kind);
         e.varint(seq.wrapping_sub((*t).prev_seq));
         e.varint(stack as u64);
@@ -367,22 +416,53 @@ pub fn append(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, ad
         e.varint(format::zigzag(addr.wrapping_sub((*t).prev_addr) as i64));
         (*t).prev_seq = seq;
         (*t).prev_addr = addr;
-        (*t).heap_events += 1;
-        (*t).events_until_clock -= 1;
+        (*t).heap_events.fetch_add(1, Ordering::Relaxed);
+        (*t).events_until_clock = (*t).events_until_clock.saturating_sub(1);
         if (*t).events_until_clock == 0 {
             (*t).events_until_clock = CLOCK_EVERY;
             let now = sys::coarse_ns();
             e.u8(tag::TIME);
             e.varint(now.saturating_sub((*t).prev_time));
             (*t).prev_time = now;
-            (*t).committed.store(e.pos(), Ordering::Release);
+            (*t).committed.store(pos + e.pos(), Ordering::Release);
             if now.wrapping_sub((*t).last_flush_ns) > FLUSH_INTERVAL_NS {
                 flush(t, false);
                 crate::cpu::scan_threads();
             }
         } else {
-            (*t).committed.store(e.pos(), Ordering::Release);
+            (*t).committed.store(pos + e.pos(), Ordering::Release);
         }
+    }
+}
+
+/// The unwritten tail of `t`'s buffer from `pos`, as a slice made from a
+/// raw pointer: an exit flusher on another thread may hold a slice of the
+/// committed prefix at the same time.
+///
+/// # Safety
+/// The caller owns the state (or holds the orphan append lock), and
+/// `pos <= BUF_LEN`.
+unsafe fn tail(t: *mut ThreadState, pos: usize) -> &'static mut [u8] {
+    // SAFETY: per the contract; the buffer is BUF_LEN bytes and stays mapped.
+    unsafe {
+        let base = std::ptr::addr_of_mut!((*t).buf) as *mut u8;
+        std::slice::from_raw_parts_mut(base.add(pos), BUF_LEN - pos)
+    }
+}
+
+/// Starts a new events chunk in `t`'s empty buffer.
+///
+/// # Safety
+/// As for `tail`; the buffer holds no committed events.
+unsafe fn start_chunk(t: *mut ThreadState, base_seq: u64) {
+    // SAFETY: per the contract.
+    unsafe {
+        let header = tail(t, CHUNK_HEADER_LEN);
+        header[..4].copy_from_slice(&(*t).index.to_le_bytes());
+        header[4..12].copy_from_slice(&base_seq.to_le_bytes());
+        (*t).prev_seq = base_seq;
+        (*t).prev_addr = 0;
+        (*t).prev_time = 0;
     }
 }
 
@@ -402,20 +482,15 @@ pub fn append_cpu(t: *mut ThreadState, stack: u32, count: u32, now: u64, can_flu
             pos = EVENTS_HEADER;
         }
         if pos == EVENTS_HEADER {
-            let buf = &mut (*t).buf;
-            buf[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + 4].copy_from_slice(&(*t).index.to_le_bytes());
-            buf[CHUNK_HEADER_LEN + 4..EVENTS_HEADER].copy_from_slice(&0u64.to_le_bytes());
-            (*t).prev_seq = 0;
-            (*t).prev_addr = 0;
-            (*t).prev_time = 0;
+            start_chunk(t, 0);
         }
-        let mut e = Encoder::new(&mut (*t).buf, pos);
+        let mut e = Encoder::new(tail(t, pos), 0);
         e.u8(tag::CPU);
         e.varint(stack as u64);
         e.varint(count as u64);
         e.varint(now.saturating_sub((*t).prev_time));
         (*t).prev_time = now.max((*t).prev_time);
-        (*t).committed.store(e.pos(), Ordering::Release);
+        (*t).committed.store(pos + e.pos(), Ordering::Release);
     }
 }
 
@@ -478,7 +553,10 @@ fn flush_now(t: *mut ThreadState, final_flush: bool) {
         let _g = (*t).lock.lock();
         let len = (*t).committed.load(Ordering::Acquire);
         if len > EVENTS_HEADER {
-            let chunk = &mut (&mut (*t).buf)[..len];
+            // A slice of the committed prefix only, made from a raw pointer:
+            // the owner may be writing past it at this moment.
+            let base = std::ptr::addr_of_mut!((*t).buf) as *mut u8;
+            let chunk = std::slice::from_raw_parts_mut(base, len);
             writer::write_events(chunk, final_flush);
         }
         if !final_flush {
@@ -523,7 +601,8 @@ pub fn reset_after_fork() {
             (*s).committed.store(EVENTS_HEADER, Ordering::Release);
             (*s).seq_next = 0;
             (*s).seq_end = 0;
-            (*s).heap_events = 0;
+            (*s).heap_events.store(0, Ordering::Relaxed);
+            (*s).parked_len.store(0, Ordering::Relaxed);
             if s != me && s != orphan() {
                 (*s).in_use.store(false, Ordering::Release);
             }

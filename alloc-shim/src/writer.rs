@@ -282,6 +282,7 @@ extern "C" fn at_exit() {
 }
 
 extern "C" fn before_fork() {
+    thread::set_current_busy(true);
     crate::cpu::FORKING.store(true, Ordering::Release);
     thread::lock_registry_for_fork();
     FILE_LOCK.lock_forever();
@@ -291,6 +292,7 @@ extern "C" fn after_fork_parent() {
     FILE_LOCK.force_unlock();
     thread::unlock_registry_after_fork();
     crate::cpu::FORKING.store(false, Ordering::Release);
+    thread::set_current_busy(false);
 }
 
 extern "C" fn after_fork_child() {
@@ -311,4 +313,5 @@ extern "C" fn after_fork_child() {
     crate::after_fork_child();
     FILE_LOCK.force_unlock();
     crate::cpu::FORKING.store(false, Ordering::Release);
+    thread::set_current_busy(false);
 }
