@@ -5,8 +5,11 @@
 //! editing the user's files:
 //! - `RUSTFLAGS` (or `CARGO_ENCODED_RUSTFLAGS`, which cargo prefers when
 //!   set) gets `-C force-frame-pointers=yes` appended;
-//! - `CARGO_PROFILE_<P>_DEBUG=line-tables-only` and `..._STRIP=none` for
-//!   the dev, release, test and bench profiles (and `--profile P`);
+//! - `CARGO_PROFILE_<P>_DEBUG=limited` and `..._STRIP=none` for the dev,
+//!   release, test and bench profiles (and `--profile P`): line tables,
+//!   and the linkage names that give inlined functions their full paths
+//!   (`app::build_index` rather than `build_index`), for a few percent of
+//!   binary size;
 //! - `CARGO_TARGET_DIR` is `<target dir>/lineprof`: the changed flags would
 //!   otherwise invalidate the user's normal build, and with a directory of
 //!   its own an unchanged tree is not rebuilt on the next call.
@@ -136,7 +139,7 @@ fn build_env(cargo_args: &[String]) -> Result<Vec<(String, String)>, String> {
     }
     for p in profiles {
         // The user's own setting, if they made one, wins.
-        for (key, value) in [("DEBUG", "line-tables-only"), ("STRIP", "none")] {
+        for (key, value) in [("DEBUG", "limited"), ("STRIP", "none")] {
             let var = format!("CARGO_PROFILE_{p}_{key}");
             if std::env::var_os(&var).is_none() {
                 env.push((var, value.into()));
