@@ -70,102 +70,7 @@ pub fn write_file_header(out: &mut [u8]) {
     out[12..16].copy_from_slice(&0u32.to_le_bytes());
 }
 
-/// CRC-32C (Castagnoli) of `data`: x86-64's `crc32` instruction where the
-/// CPU has SSE4.2 (nearly every x86-64 CPU since 2008), else a table eight
-/// bytes at a time. The writer checksums every chunk inside the profiled
-/// program, so this is part of the allocator's amortised cost.
-pub fn crc32(data: &[u8]) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_sse42() {
-            // SAFETY: the CPU supports SSE4.2 (checked above).
-            return unsafe { crc32c_hw(data) };
-        }
-    }
-    crc32c_sw(data)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_sse42() -> bool {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    // 0: not yet asked, 1: no, 2: yes. `is_x86_feature_detected!` itself
-    // caches too; this keeps the allocator's path to one load.
-    static HAS: AtomicU8 = AtomicU8::new(0);
-    match HAS.load(Ordering::Relaxed) {
-        0 => {
-            let yes = std::arch::is_x86_feature_detected!("sse4.2");
-            HAS.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-            yes
-        }
-        v => v == 2,
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse4.2")]
-unsafe fn crc32c_hw(data: &[u8]) -> u32 {
-    use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
-    let mut crc = !0u64;
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        crc = _mm_crc32_u64(crc, u64::from_le_bytes(c.try_into().unwrap()));
-    }
-    let mut crc = crc as u32;
-    for &b in chunks.remainder() {
-        crc = _mm_crc32_u8(crc, b);
-    }
-    !crc
-}
-
-fn crc32c_sw(data: &[u8]) -> u32 {
-    const T: [[u32; 256]; 8] = make_crc_tables();
-    let mut crc = !0u32;
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let lo = crc ^ u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        crc = T[7][(lo & 0xff) as usize]
-            ^ T[6][((lo >> 8) & 0xff) as usize]
-            ^ T[5][((lo >> 16) & 0xff) as usize]
-            ^ T[4][(lo >> 24) as usize]
-            ^ T[3][c[4] as usize]
-            ^ T[2][c[5] as usize]
-            ^ T[1][c[6] as usize]
-            ^ T[0][c[7] as usize];
-    }
-    for &b in chunks.remainder() {
-        crc = T[0][((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
-    }
-    !crc
-}
-
-/// Reflected CRC-32C polynomial.
-const POLY: u32 = 0x82F6_3B78;
-
-const fn make_crc_tables() -> [[u32; 256]; 8] {
-    let mut t = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 { POLY ^ (c >> 1) } else { c >> 1 };
-            k += 1;
-        }
-        t[0][i] = c;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 256 {
-        let mut k = 1;
-        while k < 8 {
-            let prev = t[k - 1][i];
-            t[k][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
-            k += 1;
-        }
-        i += 1;
-    }
-    t
-}
+pub use crate::crc::crc32;
 
 /// Fills in the chunk header in `chunk[..CHUNK_HEADER_LEN]` for the payload
 /// that follows it in `chunk[CHUNK_HEADER_LEN..]`.
@@ -683,30 +588,6 @@ pub fn decode_end(payload: &[u8]) -> Result<End, Malformed> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crc_matches_known_value() {
-        assert_eq!(crc32(b"123456789"), 0xE306_9283);
-        assert_eq!(crc32c_sw(b"123456789"), 0xE306_9283);
-        // Every length around the 8-byte stride: hardware, table and the
-        // bitwise definition agree.
-        let data: Vec<u8> = (0..100u32).map(|i| (i * 37 + 11) as u8).collect();
-        for n in 0..data.len() {
-            let mut crc = !0u32;
-            for &b in &data[..n] {
-                crc ^= b as u32;
-                for _ in 0..8 {
-                    crc = if crc & 1 != 0 {
-                        POLY ^ (crc >> 1)
-                    } else {
-                        crc >> 1
-                    };
-                }
-            }
-            assert_eq!(crc32c_sw(&data[..n]), !crc, "length {n}");
-            assert_eq!(crc32(&data[..n]), !crc, "length {n}");
-        }
-    }
 
     #[test]
     fn events_round_trip() {

@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 mod config;
 mod cpu;
+mod crc;
 pub mod format;
 mod measure;
 mod modules;
