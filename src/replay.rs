@@ -86,8 +86,10 @@ pub struct MaxLive {
     pub blocks: f64,
 }
 
-/// A fast hasher for heap addresses (FxHash's multiply): addresses are
-/// already well spread, so SipHash's DoS resistance only costs time here.
+/// A hasher for heap addresses that keeps neighbours together, so that the
+/// replay's table lookups hit the cache: the allocator hands out blocks
+/// close together and reuses a freed block soon. The table's 7-bit tags
+/// come from the address's low bits, so neighbours still differ there.
 #[derive(Default, Clone, Copy)]
 pub struct AddrHasher(u64);
 
@@ -101,7 +103,13 @@ impl Hasher for AddrHasher {
         }
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        let g = n >> 4;
+        // The 64 KiB window an address lies in is scattered by a strong
+        // multiplicative hash (so large, aligned blocks far apart spread
+        // over the table); within a window the address bits are kept, only
+        // XORed with the window's hash, so neighbours stay together.
+        let window = (g >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = (g ^ (window >> 32)) ^ (g << 57);
     }
 }
 
@@ -167,6 +175,7 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
         weight,
         group_of,
         live: AddrMap::default(),
+        events: &profile.heap_events,
         live_by_stack: vec![Live::default(); nstacks],
         live_by_group: vec![Live::default(); ngroups],
         max_live: vec![Live::default(); ngroups],
@@ -188,9 +197,10 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
         }
     }
     // Blocks never freed lived until the last event.
-    for b in st.live.values() {
+    for &at in st.live.values() {
+        let b = &events[at as usize];
         let w = st.weight.of(b.size);
-        out.per_stack[b.stack as usize].lifetime_events += w * (out.events - b.at) as f64;
+        out.per_stack[b.stack as usize].lifetime_events += w * (out.events - at) as f64;
     }
     let mut at_peak = st.live_by_stack.clone();
     if let Some(p) = st.peak_index {
@@ -234,20 +244,14 @@ struct Live {
     blocks: f64,
 }
 
-/// A block live during the replay: its size, allocating stack, and the
-/// index of its allocation event (for lifetimes).
-#[derive(Debug, Clone, Copy)]
-struct LiveBlock {
-    size: u64,
-    stack: u32,
-    at: u64,
-}
-
 /// What the replay keeps between events.
 struct State<'a> {
     weight: Weight,
     group_of: &'a [u32],
-    live: AddrMap<LiveBlock>,
+    /// Live blocks: address -> index of the event that allocated it (its
+    /// size and stack are in that event), 16 bytes an entry.
+    live: AddrMap<u64>,
+    events: &'a [HeapEvent],
     live_by_stack: Vec<Live>,
     live_by_group: Vec<Live>,
     max_live: Vec<Live>,
@@ -297,13 +301,9 @@ impl State<'_> {
         let w = self.weight.of(ev.size);
         per_stack[s].allocations += w;
         per_stack[s].allocated_bytes += w * ev.size as f64;
-        let block = LiveBlock {
-            size: ev.size,
-            stack: ev.stack,
-            at: i as u64,
-        };
-        if let Some(old) = self.live.insert(ev.addr, block) {
+        if let Some(old) = self.live.insert(ev.addr, i as u64) {
             // The free of the old block was lost: forget it.
+            let old = self.events[old as usize];
             self.change_live(old.stack, old.size, -1.0);
         }
         self.change_live(ev.stack, ev.size, 1.0);
@@ -320,12 +320,13 @@ impl State<'_> {
         let w = self.weight.of(ev.size);
         per_stack[s].frees += w;
         per_stack[s].freed_bytes += w * ev.size as f64;
-        let Some(block) = self.live.remove(&ev.addr) else {
+        let Some(at) = self.live.remove(&ev.addr) else {
             return false;
         };
+        let block = self.events[at as usize];
         self.change_live(block.stack, block.size, -1.0);
         self.freed_from[i] = block.stack;
-        let lifetime = (i as u64 - block.at) as f64;
+        let lifetime = (i as u64 - at) as f64;
         per_stack[block.stack as usize].lifetime_events += self.weight.of(block.size) * lifetime;
         true
     }
