@@ -284,6 +284,44 @@ fn stop_locked(tid: i32) {
     }
 }
 
+/// Closes `fd` if it still is a perf event: a host that closed it behind
+/// our back may have reused the number for a file of its own.
+fn close_perf_fd(fd: i32) {
+    let mut link = [0u8; 64];
+    let mut path = [0u8; 32];
+    let mut n = 0;
+    for &b in b"/proc/self/fd/" {
+        path[n] = b;
+        n += 1;
+    }
+    let mut digits = [0u8; 10];
+    let (mut v, mut d) = (fd as u32, 0);
+    loop {
+        digits[d] = b'0' + (v % 10) as u8;
+        d += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for k in (0..d).rev() {
+        path[n] = digits[k];
+        n += 1;
+    }
+    // SAFETY: `path` is NUL-terminated (zero-filled past `n`); readlink
+    // writes at most `link.len()` bytes.
+    let len = unsafe {
+        libc::readlink(
+            path.as_ptr() as *const libc::c_char,
+            link.as_mut_ptr() as *mut libc::c_char,
+            link.len(),
+        )
+    };
+    if len > 0 && link[..len as usize].ends_with(b"[perf_event]") {
+        sys::close(fd);
+    }
+}
+
 /// Marks a slot's handle as a perf event descriptor (else a timer id):
 /// the backend can fall back from perf to timers mid-run, so each slot
 /// remembers its own kind.
@@ -293,7 +331,7 @@ const PERF_HANDLE: usize = 1 << 63;
 /// (its slot is cleared under the lock first).
 fn release(handle: usize) {
     if handle & PERF_HANDLE != 0 {
-        sys::close((handle & !PERF_HANDLE) as i32);
+        close_perf_fd((handle & !PERF_HANDLE) as i32);
     } else {
         // SAFETY: `handle` came from timer_create.
         unsafe { libc::timer_delete(handle as libc::timer_t) };
@@ -384,7 +422,7 @@ pub fn after_fork_child() {
     for (t, id) in TIMER_TIDS.iter().zip(&TIMER_IDS) {
         let handle = id.swap(0, Ordering::Relaxed);
         if t.swap(0, Ordering::Relaxed) != 0 && handle & PERF_HANDLE != 0 {
-            sys::close((handle & !PERF_HANDLE) as i32);
+            close_perf_fd((handle & !PERF_HANDLE) as i32);
         }
     }
     start_thread(sys::gettid());

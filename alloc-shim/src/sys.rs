@@ -65,17 +65,50 @@ pub fn preserving_errno<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Creates (truncating) the profile file at the NUL-terminated `path`.
-pub fn create_file(path: &[u8]) -> Option<i32> {
+/// Opens the profile file at the NUL-terminated `path` for appending,
+/// emptying it first with `truncate`. The descriptor is moved to a high
+/// number, away from the low ones a host program expects to be its own.
+pub fn create_file(path: &[u8], truncate: bool) -> Option<i32> {
     let c = CStr::from_bytes_until_nul(path).ok()?;
-    // SAFETY: `c` is a valid NUL-terminated string.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_APPEND,
-            0o644,
-        )
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC | libc::O_APPEND;
+    let flags = if truncate {
+        flags | libc::O_TRUNC
+    } else {
+        flags
     };
-    (fd >= 0).then_some(fd)
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let fd = unsafe { libc::open(c.as_ptr(), flags, 0o644) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: duplicating and closing a descriptor we just opened.
+    let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 512) };
+    if high >= 0 {
+        close(fd);
+        return Some(high);
+    }
+    Some(fd)
+}
+
+/// The (device, inode, size) of the file open on `fd`.
+pub fn file_identity(fd: i32) -> Option<(u64, u64, u64)> {
+    // SAFETY: `st` is a valid out-pointer; a zeroed stat is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_dev, st.st_ino, st.st_size as u64))
+}
+
+/// The working directory into `buf`; returns its length (0 on failure).
+pub fn current_dir(buf: &mut [u8]) -> usize {
+    // SAFETY: getcwd writes at most `buf.len()` bytes, NUL included.
+    let p = unsafe { libc::getcwd(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if p.is_null() {
+        return 0;
+    }
+    buf.iter().position(|&b| b == 0).unwrap_or(0)
 }
 
 pub fn close(fd: i32) {

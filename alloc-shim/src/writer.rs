@@ -39,6 +39,11 @@ pub static TRUNCATED_STACKS: AtomicU64 = AtomicU64::new(0);
 
 static FILE_LOCK: SpinLock = SpinLock::new();
 static FD: AtomicI32 = AtomicI32::new(-1);
+/// Device and inode of the file open on `FD`: a host that closes every
+/// descriptor and opens its own files could be handed our number, and we
+/// must never write into its file.
+static FILE_DEV: AtomicU64 = AtomicU64::new(0);
+static FILE_INO: AtomicU64 = AtomicU64::new(0);
 static OPEN_FAILED: AtomicBool = AtomicBool::new(false);
 /// Set by the exit handler: from then on only it writes.
 static FINISHING: AtomicBool = AtomicBool::new(false);
@@ -87,8 +92,20 @@ pub fn init(cfg: &Config) -> bool {
     let p = region(&PATHS, 2 * PATH_MAX);
     let n = sys::executable_path(&mut p[..PATH_MAX]);
     EXE_LEN.store(n, Ordering::Release);
-    p[PATH_MAX..PATH_MAX + cfg.out_len].copy_from_slice(&cfg.out[..cfg.out_len]);
-    OUT_LEN.store(cfg.out_len, Ordering::Release);
+    // A relative path is taken from the working directory at start, as a
+    // user expects, even if the program changes directory before the
+    // first write.
+    let pattern = &mut p[PATH_MAX..2 * PATH_MAX];
+    let mut len = 0;
+    if cfg.out[0] != b'/' {
+        len = sys::current_dir(&mut pattern[..PATH_MAX - cfg.out_len - 2]);
+        if len > 0 {
+            pattern[len] = b'/';
+            len += 1;
+        }
+    }
+    pattern[len..len + cfg.out_len].copy_from_slice(&cfg.out[..cfg.out_len]);
+    OUT_LEN.store(len + cfg.out_len, Ordering::Release);
     SAMPLE_BYTES.store(cfg.sample_bytes, Ordering::Relaxed);
     CPU_HZ.store(cfg.cpu_hz, Ordering::Relaxed);
     DEPTH.store(cfg.max_depth, Ordering::Relaxed);
@@ -126,16 +143,35 @@ pub fn write_events(chunk: &mut [u8], final_flush: bool) {
 fn ensure_open() -> Option<i32> {
     let fd = FD.load(Ordering::Acquire);
     if fd >= 0 {
-        return Some(fd);
+        match sys::file_identity(fd) {
+            Some((dev, ino, _))
+                if dev == FILE_DEV.load(Ordering::Relaxed)
+                    && ino == FILE_INO.load(Ordering::Relaxed) =>
+            {
+                return Some(fd);
+            }
+            // Our descriptor was closed behind our back (and its number
+            // maybe reused): reopen the profile, never touch `fd` again.
+            _ => FD.store(-1, Ordering::Release),
+        }
+        return open(false);
     }
     if OPEN_FAILED.load(Ordering::Acquire) {
         return None;
     }
+    open(true)
+}
+
+/// Opens the profile (emptying it with `fresh`), writing the file header,
+/// metadata and modules if the file is empty. File lock held.
+fn open(fresh: bool) -> Option<i32> {
     let pid = PID.load(Ordering::Relaxed);
     let forked_from = FORKED_FROM.load(Ordering::Relaxed);
     let mut path = [0u8; PATH_MAX];
     config::expand_path(out_pattern(), pid, forked_from != 0, &mut path);
-    let Some(fd) = sys::create_file(&path) else {
+    let opened =
+        sys::create_file(&path, fresh).and_then(|fd| sys::file_identity(fd).map(|id| (fd, id)));
+    let Some((fd, (dev, ino, size))) = opened else {
         OPEN_FAILED.store(true, Ordering::Release);
         let end = path.iter().position(|&b| b == 0).unwrap_or(0);
         sys::stderr(b"lineprof: cannot create the profile file ");
@@ -143,13 +179,17 @@ fn ensure_open() -> Option<i32> {
         sys::stderr(b"; set LINEPROF_OUT to a writable path. This run is not profiled.\n");
         return None;
     };
+    FILE_DEV.store(dev, Ordering::Relaxed);
+    FILE_INO.store(ino, Ordering::Relaxed);
     FD.store(fd, Ordering::Release);
-    let mut header = [0u8; format::FILE_HEADER_LEN];
-    format::write_file_header(&mut header);
-    sys::write_all(fd, &header);
-    write_meta(fd, pid, forked_from);
-    let n = MODULES_USED.load(Ordering::Acquire);
-    write_chunk(fd, ChunkKind::Modules, &region(&MODULES, MODULES_LEN)[..n]);
+    if size == 0 {
+        let mut header = [0u8; format::FILE_HEADER_LEN];
+        format::write_file_header(&mut header);
+        sys::write_all(fd, &header);
+        write_meta(fd, pid, forked_from);
+        let n = MODULES_USED.load(Ordering::Acquire);
+        write_chunk(fd, ChunkKind::Modules, &region(&MODULES, MODULES_LEN)[..n]);
+    }
     Some(fd)
 }
 
