@@ -12,7 +12,7 @@ use std::path::Path;
 use super::text::{
     figure_cells, figure_headers, sort_title, top_functions, DEFAULT_TOP, LISTED_FUNCTIONS,
 };
-use super::{format_bytes, format_time, selected_lines, View};
+use super::{format_time, selected_lines, View};
 use crate::lines::{sort_lines, Figures, LineFigures, LineKind, SortKey, SourceFiles};
 use crate::report::Report;
 
@@ -130,18 +130,7 @@ fn summary(out: &mut String, r: &Report, command: &str) {
             r.run.sampling.alloc_sample_bytes
         );
     }
-    let t = &r.totals;
-    let mut rows = vec![
-        ("allocations", t.allocations.to_string()),
-        ("allocated", format_bytes(t.allocated_bytes)),
-        ("freed", format_bytes(t.freed_bytes)),
-        ("peak", format_bytes(t.peak_bytes)),
-        ("at exit", format_bytes(t.end_bytes)),
-    ];
-    if t.cpu_samples > 0 {
-        let cpu = format!("{} ({} samples)", format_time(t.cpu_time_ns), t.cpu_samples);
-        rows.push(("CPU time", cpu));
-    }
+    let rows = super::summary_rows(&r.totals);
     out.push_str("<table class=\"summary\">\n");
     for (name, value) in rows {
         let _ = writeln!(

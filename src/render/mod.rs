@@ -66,6 +66,22 @@ pub fn frame_label(f: &Frame) -> String {
 }
 
 /// `512 B`, `1.2 KiB`, `3.0 MiB`, `1.5 GiB`.
+/// The summary's (name, value) rows, shared by the text and HTML reports.
+pub fn summary_rows(t: &crate::report::Totals) -> Vec<(&'static str, String)> {
+    let mut rows = vec![
+        ("allocations", t.allocations.to_string()),
+        ("allocated", format_bytes(t.allocated_bytes)),
+        ("freed", format_bytes(t.freed_bytes)),
+        ("peak", format_bytes(t.peak_bytes)),
+        ("at exit", format_bytes(t.end_bytes)),
+    ];
+    if t.cpu_samples > 0 {
+        let cpu = format!("{} ({} samples)", format_time(t.cpu_time_ns), t.cpu_samples);
+        rows.push(("CPU time", cpu));
+    }
+    rows
+}
+
 pub fn format_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {

@@ -103,18 +103,7 @@ fn header(out: &mut String, r: &Report) {
             r.run.sampling.alloc_sample_bytes
         );
     }
-    let t = &r.totals;
-    let mut rows = vec![
-        ("allocations", t.allocations.to_string()),
-        ("allocated", format_bytes(t.allocated_bytes)),
-        ("freed", format_bytes(t.freed_bytes)),
-        ("peak", format_bytes(t.peak_bytes)),
-        ("at exit", format_bytes(t.end_bytes)),
-    ];
-    if t.cpu_samples > 0 {
-        let cpu = format!("{} ({} samples)", format_time(t.cpu_time_ns), t.cpu_samples);
-        rows.push(("CPU time", cpu));
-    }
+    let rows = super::summary_rows(&r.totals);
     out.push('\n');
     for (name, value) in rows {
         let _ = writeln!(out, "  {name:<12} {value}");
