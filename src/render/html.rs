@@ -9,11 +9,9 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use super::text::{
-    figure_cells, figure_headers, sort_title, top_functions, DEFAULT_TOP, LISTED_FUNCTIONS,
-};
-use super::{format_time, selected_lines, View};
-use crate::lines::{sort_lines, Figures, LineFigures, LineKind, SortKey, SourceFiles};
+use super::text::{figure_cells, figure_headers, sort_title};
+use super::{format_time, View};
+use crate::lines::{Figures, LineFigures, LineKind, SortKey, SourceFiles};
 use crate::report::Report;
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
@@ -67,36 +65,12 @@ pub fn render(report: &Report, view: &View, sources: &mut SourceFiles) -> String
         escape(&command)
     );
     summary(&mut out, report, &command);
-    let lines = selected_lines(report, view);
-    let top = view.top.unwrap_or(DEFAULT_TOP);
-    // As in the text report: memory and CPU time each get a table when the
-    // default sort is used on a profile with CPU samples.
-    let keys = if view.sort == SortKey::Allocated && report.totals.cpu_samples > 0 {
-        vec![SortKey::Allocated, SortKey::Cpu]
-    } else {
-        vec![view.sort]
-    };
-    let mut listed: Vec<(String, String)> = Vec::new();
-    for &key in &keys {
-        let mut ranked: Vec<LineFigures> = lines
-            .iter()
-            .filter(|l| key.value(&l.self_figures) != 0)
-            .cloned()
-            .collect();
-        sort_lines(&mut ranked, key);
-        ranked.truncate(top);
-        top_lines(&mut out, report, &ranked, key, view.filter.user_only);
-        for f in top_functions(&lines, key, top.min(LISTED_FUNCTIONS)) {
-            if !listed.contains(&f) {
-                listed.push(f);
-            }
-        }
+    let plan = super::plan(report, view);
+    for (key, ranked) in &plan.tables {
+        top_lines(&mut out, report, ranked, *key, view.filter.user_only);
     }
-    for (file, function) in listed {
-        let own: Vec<&LineFigures> = lines
-            .iter()
-            .filter(|l| l.file == file && l.function == function && l.line > 0)
-            .collect();
+    for own in &plan.listings {
+        let own: Vec<&LineFigures> = own.iter().collect();
         listing(&mut out, report, &own, sources);
     }
     let _ = write!(out, "<script>{SCRIPT}</script>\n</body></html>\n");

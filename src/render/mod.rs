@@ -66,6 +66,56 @@ pub fn frame_label(f: &Frame) -> String {
 }
 
 /// `512 B`, `1.2 KiB`, `3.0 MiB`, `1.5 GiB`.
+/// What a report for people shows, shared by the text and HTML renderers:
+/// one top-lines table per sort key (by default, with CPU samples, one by
+/// allocated bytes and one by CPU time), each a key and its ranked lines,
+/// and the functions that get a source listing, each as its lines.
+pub struct Plan {
+    pub tables: Vec<(SortKey, Vec<LineFigures>)>,
+    pub listings: Vec<Vec<LineFigures>>,
+}
+
+pub fn plan(report: &Report, view: &View) -> Plan {
+    let lines = selected_lines(report, view);
+    let top = view.top.unwrap_or(text::DEFAULT_TOP);
+    let keys = if view.sort == SortKey::Allocated && report.totals.cpu_samples > 0 {
+        vec![SortKey::Allocated, SortKey::Cpu]
+    } else {
+        vec![view.sort]
+    };
+    let mut tables = Vec::new();
+    let mut listed: Vec<(String, String)> = Vec::new();
+    for key in keys {
+        // Lines with only `total` figures show up in the listings instead.
+        let mut ranked: Vec<LineFigures> = lines
+            .iter()
+            .filter(|l| key.value(&l.self_figures) != 0)
+            .cloned()
+            .collect();
+        sort_lines(&mut ranked, key);
+        ranked.truncate(top);
+        tables.push((key, ranked));
+        for f in text::top_functions(&lines, key, top.min(text::LISTED_FUNCTIONS)) {
+            if !listed.contains(&f) {
+                listed.push(f);
+            }
+        }
+    }
+    // Line 0 is code the compiler attributes to no line: it has a row in
+    // the tables but no place in a listing.
+    let listings = listed
+        .into_iter()
+        .map(|(file, function)| {
+            lines
+                .iter()
+                .filter(|l| l.file == file && l.function == function && l.line > 0)
+                .cloned()
+                .collect()
+        })
+        .collect();
+    Plan { tables, listings }
+}
+
 /// The summary's (name, value) rows, shared by the text and HTML reports.
 pub fn summary_rows(t: &crate::report::Totals) -> Vec<(&'static str, String)> {
     let mut rows = vec![

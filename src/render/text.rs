@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use super::{format_bytes, format_signed_bytes, format_time, selected_lines, View};
+use super::{format_bytes, format_signed_bytes, format_time, View};
 use crate::lines::{Figures, LineFigures, LineKind, SortKey, SourceFiles};
 use crate::report::Report;
 
@@ -22,39 +22,12 @@ const EXCERPT_CHARS: usize = 60;
 pub fn render(report: &Report, view: &View, sources: &mut SourceFiles) -> String {
     let mut out = String::new();
     header(&mut out, report);
-    let lines = selected_lines(report, view);
-    let top = view.top.unwrap_or(DEFAULT_TOP);
-    // Memory and time in one report: by default, a profile with CPU samples
-    // gets a second table (and listings) ranked by CPU time.
-    let keys = if view.sort == SortKey::Allocated && report.totals.cpu_samples > 0 {
-        vec![SortKey::Allocated, SortKey::Cpu]
-    } else {
-        vec![view.sort]
-    };
-    let mut listed: Vec<(String, String)> = Vec::new();
-    for &key in &keys {
-        let mut ranked: Vec<LineFigures> = lines
-            .iter()
-            .filter(|l| key.value(&l.self_figures) != 0)
-            .cloned()
-            .collect();
-        // Lines with only `total` figures show up in the listings instead.
-        crate::lines::sort_lines(&mut ranked, key);
-        ranked.truncate(top);
-        top_lines(&mut out, &ranked, key, view, report.totals.cpu_time_ns);
-        for f in top_functions(&lines, key, top.min(LISTED_FUNCTIONS)) {
-            if !listed.contains(&f) {
-                listed.push(f);
-            }
-        }
+    let plan = super::plan(report, view);
+    for (key, ranked) in &plan.tables {
+        top_lines(&mut out, ranked, *key, view, report.totals.cpu_time_ns);
     }
-    for (file, function) in listed {
-        // Line 0 is code the compiler attributes to no line: it has a row in
-        // the tables but no place in a listing.
-        let own: Vec<&LineFigures> = lines
-            .iter()
-            .filter(|l| l.file == file && l.function == function && l.line > 0)
-            .collect();
+    for own in &plan.listings {
+        let own: Vec<&LineFigures> = own.iter().collect();
         listing(&mut out, report, &own, sources);
     }
     out
