@@ -100,6 +100,7 @@ fn pprof_decodes_with_exact_sums() {
             ("alloc_objects", "count"),
             ("alloc_space", "bytes"),
             ("inuse_space", "bytes"),
+            ("peak_space", "bytes"),
             ("cpu", "nanoseconds")
         ]
     );
@@ -108,6 +109,7 @@ fn pprof_decodes_with_exact_sums() {
     assert_eq!(Some(sum(0)), totals["allocations"].as_u64());
     assert_eq!(Some(sum(1)), totals["allocated_bytes"].as_u64());
     assert_eq!(Some(sum(2)), totals["end_bytes"].as_u64());
+    assert_eq!(Some(sum(3)), totals["peak_bytes"].as_u64());
     // The sample whose innermost user frame is peak.rs:12 allocated 1 MiB.
     let functions = pb::messages(&prof, 5);
     let locations = pb::messages(&prof, 4);
@@ -133,7 +135,7 @@ fn pprof_decodes_with_exact_sums() {
                 .any(|&l| describe(l) == "peak::f src/bin/peak.rs:12")
         })
         .expect("a sample through peak.rs:12");
-    assert_eq!(pb::ints(f_sample, 2)[..3], [1, MIB, 0]);
+    assert_eq!(pb::ints(f_sample, 2)[..4], [1, MIB, 0, MIB]);
     // Innermost first: the last location is the outermost frame.
     let ids = pb::ints(f_sample, 1);
     let main_at = ids
@@ -143,6 +145,77 @@ fn pprof_decodes_with_exact_sums() {
         .iter()
         .position(|&l| describe(l) == "peak::f src/bin/peak.rs:12");
     assert!(f_at < main_at, "{f_at:?} {main_at:?}");
+}
+
+/// `go tool pprof -top`'s flat column: bytes by the innermost frame's
+/// function, largest first, with the functions' file names.
+fn pprof_top(p: &Profiled) -> Vec<(String, String, u64)> {
+    let file = p.dir.path().join("top.pb.gz");
+    let out = lineprof(&[
+        "report",
+        p.profile.to_str().unwrap(),
+        "--format",
+        "pprof",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&std::fs::read(&file).unwrap()[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let prof = pb::fields(&raw);
+    let strings = pb::strings(&prof, 6);
+    let functions = pb::messages(&prof, 5);
+    let locations = pb::messages(&prof, 4);
+    let mut flat: std::collections::HashMap<(String, String), u64> = Default::default();
+    for sample in pb::messages(&prof, 2) {
+        let loc_id = pb::ints(&sample, 1)[0];
+        let loc = locations.iter().find(|l| pb::int(l, 1) == loc_id).unwrap();
+        let line = &pb::messages(loc, 4)[0];
+        let f = functions
+            .iter()
+            .find(|f| pb::int(f, 1) == pb::int(line, 1))
+            .unwrap();
+        let key = (
+            strings[pb::int(f, 2) as usize].clone(),
+            strings[pb::int(f, 4) as usize].clone(),
+        );
+        *flat.entry(key).or_default() += pb::ints(&sample, 2)[1];
+    }
+    let mut top: Vec<(String, String, u64)> = flat
+        .into_iter()
+        .map(|((f, file), v)| (f, file, v))
+        .collect();
+    top.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    top
+}
+
+#[test]
+fn pprof_top_starts_at_user_code() {
+    // vec_growth's bytes come through Vec::push and RawVec's growth;
+    // peak's through vec! (alloc::alloc): both are trimmed, as Go's
+    // heap profiles trim the runtime's malloc.
+    for (name, user) in [("vec_growth", "vec_growth::grow"), ("peak", "peak::f")] {
+        let p = profile(name, &[]);
+        let top = pprof_top(&p);
+        let top5 = &top[..top.len().min(5)];
+        assert_eq!(top5[0].0, user, "{top5:?}");
+        assert!(top5[0].1.starts_with("src/bin/"), "short path: {top5:?}");
+        for (function, file, _) in top5 {
+            for machinery in [
+                "alloc::alloc",
+                "RawVec",
+                "raw_vec",
+                "__rust_alloc",
+                "lineprof::",
+                "Vec<T",
+            ] {
+                assert!(!function.contains(machinery), "{function} in {top5:?}");
+            }
+            assert!(!file.starts_with("/rustc/"), "long std path in {top5:?}");
+        }
+    }
 }
 
 #[test]
@@ -230,7 +303,13 @@ fn html_is_one_escaped_page_with_the_figures() {
     let html = std::fs::read_to_string(&file).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.trim_end().ends_with("</html>"));
-    assert!(html.contains("<td>src/bin/peak.rs:12</td>"), "{html}");
+    // Linked to its row in f's listing.
+    assert!(
+        html.contains(">src/bin/peak.rs:12</a></td>")
+            && html.contains("-L12\"><td class=\"n\" data-v=\"12\">12</td>"),
+        "{html}"
+    );
+    assert!(html.contains("id=\"timeline\"") && html.contains("id=\"flame\""));
     // The source line, escaped; its exact figure for sorting, scaled for reading.
     assert!(
         html.contains("let big = black_box(vec![0u8; 1 &lt;&lt; 20]);"),
@@ -262,7 +341,7 @@ fn stored_runs_keep_their_stacks() {
     // Paths are relative to the workspace `lineprof run` ran in.
     let f = folded(&text)
         .into_iter()
-        .find(|(s, _)| s.contains("src/bin/peak.rs:12);"))
+        .find(|(s, _)| s.ends_with("src/bin/peak.rs:12)"))
         .unwrap_or_else(|| panic!("no stack through peak.rs:12:\n{text}"));
     assert_eq!(f.1, MIB);
     // Drop the stacks, as a run stored before they were kept.

@@ -210,6 +210,96 @@ pub fn display_file(file: &str, root: Option<&Path>) -> String {
     }
 }
 
+/// `file` as text, HTML and the stack formats show it (JSON keeps
+/// `display_file`'s form): workspace-relative for user code, `std/...`
+/// for the standard library (`/rustc/<hash>/library/alloc/src/vec/mod.rs`
+/// is `std/alloc/src/vec/mod.rs`), `crate-version/...` for a crate from
+/// the registry or one std vendors, `name@rev/...` for a git checkout.
+/// Other paths (a path dependency, C code) stay as they are.
+pub fn short_path(file: &str, root: Option<&Path>) -> String {
+    if let Some(r) = root {
+        if let Ok(rel) = Path::new(file).strip_prefix(r) {
+            return rel.to_string_lossy().into_owned();
+        }
+    }
+    // /rustc/<hash>/library/<rest>, or an installed rust-src.
+    if let Some(rest) = file.strip_prefix("/rustc/") {
+        if let Some((_, lib)) = rest.split_once("/library/") {
+            return format!("std/{lib}");
+        }
+    }
+    if let Some((_, lib)) = file.split_once("/rustlib/src/rust/library/") {
+        return format!("std/{lib}");
+    }
+    // /rust/deps/<crate-version>/<rest>: crates std vendors.
+    if let Some(rest) = file.strip_prefix("/rust/deps/") {
+        return rest.to_string();
+    }
+    if let Some((_, rest)) = file.split_once("/rustlib/src/rust/vendor/") {
+        return rest.to_string();
+    }
+    // .../registry/src/<index>/<crate-version>/<rest>
+    if let Some((_, rest)) = file.split_once("/registry/src/") {
+        if let Some((_, krate)) = rest.split_once('/') {
+            return krate.to_string();
+        }
+    }
+    // .../git/checkouts/<name-hash>/<rev>/<rest>
+    if let Some((_, rest)) = file.split_once("/git/checkouts/") {
+        let mut parts = rest.splitn(3, '/');
+        if let (Some(name), Some(rev), Some(rest)) = (parts.next(), parts.next(), parts.next()) {
+            let name = name.rsplit_once('-').map_or(name, |(n, _)| n);
+            return format!("{name}@{rev}/{rest}");
+        }
+    }
+    file.to_string()
+}
+
+/// The kind of a frame of a `StackTable` (whose user files are already
+/// relative to the workspace, so no root is needed): relative paths are
+/// user code, other Rust paths outside std a dependency.
+pub fn frame_kind(file: &str) -> LineKind {
+    match line_kind_in(file, None, cargo_home().as_deref()) {
+        LineKind::User if Path::new(file).is_absolute() => LineKind::Dependency,
+        kind => kind,
+    }
+}
+
+/// Whether an exported stack (pprof, folded stacks, DHAT) drops this frame
+/// when it leads the stack: the allocator's own machinery, as Go's heap
+/// profiles drop the runtime's malloc frames, so that the innermost frame
+/// is the code that asked for memory. That is lineprof and the
+/// `#[global_allocator]` plumbing, the `alloc` crate (`alloc::alloc`,
+/// `RawVec`, `Vec`, `String` and `Box` growth internals), `core::alloc`,
+/// and the growth paths of std's hash tables (hashbrown's `RawTable`).
+/// `file` is as in a `Frame` (std paths as in the debug info).
+pub fn is_export_trimmed(file: &str, function: &str) -> bool {
+    let loc = Location {
+        file: file.to_string(),
+        line: 0,
+        function: function.to_string(),
+    };
+    if is_allocator_frame(&loc) {
+        return true;
+    }
+    if !is_std_file(file) {
+        return false;
+    }
+    let lib = short_path(file, None);
+    lib.starts_with("std/alloc/")
+        || lib.starts_with("std/core/src/alloc/")
+        || (lib.starts_with("hashbrown-") && lib.contains("/src/raw/"))
+}
+
+/// How many frames at the innermost end of an exported stack to drop
+/// (`trimmed(i)` tells whether frame `i`, innermost first, is machinery).
+/// A stack that is all machinery keeps its outermost frame, so no event
+/// loses its stack entirely.
+pub fn export_trim_len(len: usize, trimmed: impl Fn(usize) -> bool) -> usize {
+    let n = (0..len).take_while(|&i| trimmed(i)).count();
+    n.min(len.saturating_sub(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,5 +422,82 @@ mod tests {
         let mut stack = vec![4, 0, 4];
         trim_stack(&mut stack, &locations);
         assert_eq!(stack, vec![4, 0, 4]);
+    }
+
+    #[test]
+    fn short_paths_read() {
+        let root = Path::new("/w");
+        assert_eq!(short_path("/w/src/main.rs", Some(root)), "src/main.rs");
+        assert_eq!(short_path("src/main.rs", Some(root)), "src/main.rs");
+        assert_eq!(
+            short_path(
+                "/rustc/90b35a6239c3d8bdabc530a6a0816f7ff89a0aaf/library/alloc/src/vec/mod.rs",
+                None
+            ),
+            "std/alloc/src/vec/mod.rs"
+        );
+        assert_eq!(
+            short_path(
+                "/home/u/.rustup/toolchains/x/lib/rustlib/src/rust/library/std/src/io.rs",
+                None
+            ),
+            "std/std/src/io.rs"
+        );
+        assert_eq!(
+            short_path("/rust/deps/hashbrown-0.15.2/src/raw/mod.rs", None),
+            "hashbrown-0.15.2/src/raw/mod.rs"
+        );
+        assert_eq!(
+            short_path("/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/regex-1.11.1/src/lib.rs", None),
+            "regex-1.11.1/src/lib.rs"
+        );
+        assert_eq!(
+            short_path(
+                "/root/.cargo/git/checkouts/foo-0a1b2c/5e6f7a8/src/lib.rs",
+                None
+            ),
+            "foo@5e6f7a8/src/lib.rs"
+        );
+        assert_eq!(
+            short_path("/elsewhere/lib.rs", Some(root)),
+            "/elsewhere/lib.rs"
+        );
+        assert_eq!(short_path("", Some(root)), "");
+    }
+
+    #[test]
+    fn exports_trim_leading_allocator_machinery() {
+        let h = "/rustc/abc/library";
+        assert!(is_export_trimmed(
+            &format!("{h}/alloc/src/alloc.rs"),
+            "alloc::alloc::alloc"
+        ));
+        assert!(is_export_trimmed(
+            &format!("{h}/alloc/src/raw_vec.rs"),
+            "alloc::raw_vec::RawVec<T,A>::grow_one"
+        ));
+        assert!(is_export_trimmed(
+            &format!("{h}/alloc/src/vec/mod.rs"),
+            "alloc::vec::Vec<T,A>::push"
+        ));
+        assert!(is_export_trimmed(
+            "/rust/deps/hashbrown-0.15.2/src/raw/mod.rs",
+            "hashbrown::raw::RawTable<T,A>::reserve_rehash"
+        ));
+        assert!(is_export_trimmed("", "__rustc::__rust_alloc"));
+        assert!(is_export_trimmed(
+            "/w/alloc-shim/src/lib.rs",
+            "lineprof::Tracking::alloc"
+        ));
+        assert!(!is_export_trimmed(
+            &format!("{h}/std/src/collections/hash/map.rs"),
+            "std::collections::hash::map::HashMap<K,V,S>::insert"
+        ));
+        assert!(!is_export_trimmed("src/main.rs", "app::main"));
+        assert!(!is_export_trimmed("", "memcpy"));
+        let machinery = [true, true, false, true];
+        assert_eq!(export_trim_len(4, |i| machinery[i]), 2);
+        assert_eq!(export_trim_len(2, |_| true), 1);
+        assert_eq!(export_trim_len(0, |_| true), 0);
     }
 }

@@ -57,6 +57,10 @@ pub struct Profile {
     pub truncated_at: Option<u64>,
     /// Sequence numbers with no event (lost when the process died).
     pub missing_events: u64,
+    /// Clock readings (monotonic ns) the threads wrote every so many heap
+    /// events: `(n, time_ns)`, where `n` heap events of `heap_events` came
+    /// before the reading. Sorted by `n`, with times made non-decreasing.
+    pub time_marks: Vec<(u64, u64)>,
 }
 
 impl Profile {
@@ -144,6 +148,7 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
             }
             ChunkKind::Events => {
                 let mut bad_seq = false;
+                let mut last_seq = None;
                 let thread = chunk
                     .payload
                     .get(..4)
@@ -159,17 +164,27 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
                         stack,
                         size,
                         addr,
-                    } => ordered.put(seq, thread, addr, size, stack, HeapEventKind::Alloc),
+                    } => {
+                        last_seq = Some(seq);
+                        ordered.put(seq, thread, addr, size, stack, HeapEventKind::Alloc)
+                    }
                     Event::Free {
                         seq,
                         stack,
                         size,
                         addr,
-                    } => ordered.put(seq, thread, addr, size, stack, HeapEventKind::Free),
+                    } => {
+                        last_seq = Some(seq);
+                        ordered.put(seq, thread, addr, size, stack, HeapEventKind::Free)
+                    }
                     Event::Cpu { stack, count, .. } => {
                         profile.cpu_samples.push(CpuSample { stack, count })
                     }
-                    Event::Time { .. } => {}
+                    Event::Time { time_ns } => {
+                        if let Some(seq) = last_seq {
+                            ordered.marks.push((seq, thread, time_ns));
+                        }
+                    }
                 })
                 .map_err(|m| corrupt(m.0))?;
                 if bad_seq {
@@ -189,8 +204,9 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
         });
     }
     let expected = profile.end.map(|e| e.events);
-    let (events, missing) = ordered.finish(expected);
+    let (events, missing, marks) = ordered.finish(expected);
     profile.heap_events = events;
+    profile.time_marks = marks;
     profile.missing_events = missing;
     Ok(profile)
 }
@@ -252,6 +268,8 @@ struct EventOrder {
     dense: Vec<HeapEvent>,
     filled: u64,
     clocked: Vec<(u64, u32, HeapEvent)>,
+    /// Clock readings after the event of order number `seq` on `thread`.
+    marks: Vec<(u64, u32, u64)>,
 }
 
 const HOLE: HeapEvent = HeapEvent {
@@ -297,8 +315,10 @@ impl EventOrder {
 
     /// The events in order without holes, and how many events are missing:
     /// fewer than `expected` (the writer's count of recorded events), or,
-    /// without it, the holes below the highest block number seen.
-    fn finish(mut self, expected: Option<u64>) -> (Vec<HeapEvent>, u64) {
+    /// without it, the holes below the highest block number seen; and the
+    /// time marks as (events before the reading, time), see
+    /// `Profile::time_marks`.
+    fn finish(mut self, expected: Option<u64>) -> (Vec<HeapEvent>, u64, Vec<(u64, u64)>) {
         let last = self
             .dense
             .iter()
@@ -313,12 +333,49 @@ impl EventOrder {
             None => last as u64 - self.filled,
         };
         self.dense.truncate(last);
+        // A mark after dense event `seq` comes after the events up to it,
+        // holes not counted.
+        let mut marks = Vec::with_capacity(self.marks.len());
+        let (mut dense_marks, clocked_marks): (Vec<_>, Vec<_>) = self
+            .marks
+            .iter()
+            .partition(|&&(seq, _, _)| seq & CLOCK_MARK == 0);
+        dense_marks.sort_unstable();
+        let (mut upto, mut before) = (0usize, 0u64);
+        for &(seq, _, time) in &dense_marks {
+            let seq = seq as usize;
+            if seq >= self.dense.len() {
+                break;
+            }
+            while upto <= seq {
+                before += u64::from(self.dense[upto].kind != HeapEventKind::Hole);
+                upto += 1;
+            }
+            marks.push((before, time));
+        }
         self.dense.retain(|e| e.kind != HeapEventKind::Hole);
         self.clocked
             .sort_unstable_by_key(|&(clock, thread, _)| (clock, thread));
+        let base = self.dense.len() as u64;
+        for &(clock, thread, time) in &clocked_marks {
+            if let Ok(i) = self
+                .clocked
+                .binary_search_by_key(&(clock, thread), |&(c, t, _)| (c, t))
+            {
+                marks.push((base + i as u64 + 1, time));
+            }
+        }
+        marks.sort_unstable();
+        // Threads' coarse clocks may disagree by a tick: keep time moving
+        // forward along the event order.
+        let mut latest = 0;
+        for m in &mut marks {
+            latest = latest.max(m.1);
+            m.1 = latest;
+        }
         let mut events = self.dense;
         events.extend(self.clocked.into_iter().map(|(_, _, e)| e));
-        (events, missing)
+        (events, missing, marks)
     }
 }
 

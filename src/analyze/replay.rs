@@ -13,6 +13,8 @@
 //! kept in `f64`, which is exact for integer sums below 2^53 (unsampled).
 
 use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::analyze::profile::{HeapEvent, HeapEventKind, Profile};
@@ -76,6 +78,10 @@ pub struct Replay {
     pub events: u64,
     /// Index of the event at which the heap peaked, if it ever held bytes.
     pub peak_event: Option<u64>,
+    /// For each heap event that frees a known block, the stack that
+    /// allocated it (`u32::MAX` otherwise): what `timeline` needs to replay
+    /// live bytes again without the address map.
+    pub freed_from: Vec<u32>,
 }
 
 /// The largest live bytes of a group of stacks over the run, and its live
@@ -223,6 +229,7 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
     totals.end_bytes = st.live_total.max(0.0);
     out.totals = totals;
     out.peak_event = st.peak_index.map(|p| p as u64);
+    out.freed_from = std::mem::take(&mut st.freed_from);
     out.max_live = st
         .max_live
         .iter()
@@ -385,6 +392,135 @@ fn add_cpu(profile: &Profile, per_stack: &mut Vec<StackFigures>) {
     }
 }
 
+/// Live heap over the run, at most `MAX_POINTS` points: the events are cut
+/// into equal buckets and each bucket gives its moment of most live bytes
+/// (so the global peak is a point, exactly) and its last moment (so a drop
+/// shows), with the bytes of each of a few chosen lines live then.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// Heap events in the run: the x axis when there are no time marks.
+    pub events: u64,
+    /// The chosen lines, as `by_line` of every point is ordered; bytes
+    /// live but not allocated by them are the rest of `live_bytes`.
+    pub lines: Vec<TimelineLine>,
+    pub points: Vec<TimelinePoint>,
+}
+
+/// A line whose share of the live heap the timeline draws.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineLine {
+    pub file: String,
+    pub line: u32,
+    pub function: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// Heap events replayed up to this moment (1 = after the first).
+    pub event: u64,
+    /// Nanoseconds since the profile's first clock mark, interpolated
+    /// between marks; absent when the profile has fewer than two marks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ns: Option<u64>,
+    pub live_bytes: u64,
+    /// Live bytes allocated by each of `Timeline::lines`.
+    pub by_line: Vec<u64>,
+}
+
+/// Most points a timeline has.
+pub const MAX_POINTS: usize = 1000;
+
+/// The timeline of a replayed profile. `category_of[stack]` is the index in
+/// `lines` of the line a raw stack's bytes are drawn under (`u32::MAX` or
+/// missing: the rest).
+pub fn timeline(
+    profile: &Profile,
+    replay: &Replay,
+    lines: Vec<TimelineLine>,
+    category_of: &[u32],
+) -> Timeline {
+    let events = &profile.heap_events;
+    let weight = Weight::new(profile.meta.sample_bytes);
+    let ncat = lines.len();
+    let cat = |stack: u32| {
+        category_of
+            .get(stack as usize)
+            .map(|&c| c as usize)
+            .filter(|&c| c < ncat)
+    };
+    let bucket = events.len().div_ceil(MAX_POINTS / 2).max(1);
+    let mut live = 0.0f64;
+    let mut by_cat = vec![0.0f64; ncat];
+    let mut best: Option<(f64, usize, Vec<f64>)> = None;
+    let mut points = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        let bytes = weight.of(ev.size) * ev.size as f64;
+        let change = match ev.kind {
+            HeapEventKind::Alloc => Some((ev.stack, bytes)),
+            HeapEventKind::Free => match replay.freed_from.get(i) {
+                Some(&s) if s != NONE => Some((s, -bytes)),
+                _ => None,
+            },
+            HeapEventKind::Hole => None,
+        };
+        if let Some((stack, delta)) = change {
+            live += delta;
+            if let Some(c) = cat(stack) {
+                by_cat[c] += delta;
+            }
+        }
+        if best.as_ref().is_none_or(|b| live > b.0) {
+            best = Some((live, i, by_cat.clone()));
+        }
+        if (i + 1) % bucket == 0 || i + 1 == events.len() {
+            let r = |v: f64| v.max(0.0).round() as u64;
+            let point = |at: usize, bytes: f64, cats: &[f64]| TimelinePoint {
+                event: at as u64 + 1,
+                time_ns: None,
+                live_bytes: r(bytes),
+                by_line: cats.iter().map(|&c| r(c)).collect(),
+            };
+            if let Some((bytes, at, cats)) = best.take() {
+                points.push(point(at, bytes, &cats));
+                if at != i {
+                    points.push(point(i, live, &by_cat));
+                }
+            }
+        }
+    }
+    if profile.time_marks.len() >= 2 {
+        for p in &mut points {
+            p.time_ns = Some(time_at(&profile.time_marks, p.event));
+        }
+    }
+    Timeline {
+        events: events.len() as u64,
+        lines,
+        points,
+    }
+}
+
+/// The time after `event` heap events, from the clock marks (events
+/// before the reading, monotonic ns), interpolated linearly and relative
+/// to the first mark; clamped outside the marks.
+fn time_at(marks: &[(u64, u64)], event: u64) -> u64 {
+    let t0 = marks[0].1;
+    let i = marks.partition_point(|&(n, _)| n < event);
+    if i == 0 {
+        return 0;
+    }
+    if i == marks.len() {
+        return marks[i - 1].1 - t0;
+    }
+    let ((n0, ta), (n1, tb)) = (marks[i - 1], marks[i]);
+    let frac = if n1 > n0 {
+        (event - n0) as f64 / (n1 - n0) as f64
+    } else {
+        0.0
+    };
+    ta - t0 + ((tb - ta) as f64 * frac) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,5 +654,84 @@ mod tests {
         assert_eq!(r.totals.end_bytes, 0.0);
         // Generous even for a debug build; release is ~20x faster.
         assert!(t.elapsed().as_secs() < 10, "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn timeline_keeps_the_peak_and_the_lines_share() {
+        let mut p = ProfileBytes::new(0, 1000);
+        p.stacks(0, &[&[1], &[2], &[3]]);
+        p.events(
+            1,
+            0,
+            &[
+                Ev::Alloc(0, 0, 100, 0xa), // line 0: 100 live
+                Ev::Alloc(1, 1, 50, 0xb),  // the rest: 150 live
+                Ev::Free(2, 2, 100, 0xa),  // 50 live
+                Ev::Alloc(3, 0, 200, 0xc), // the peak: 250, 200 of line 0
+                Ev::Free(4, 2, 200, 0xc),  // 50
+            ],
+        );
+        p.end(5);
+        let prof = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
+        let r = replay(&prof);
+        let line = TimelineLine {
+            file: "src/main.rs".into(),
+            line: 3,
+            function: "app::f".into(),
+        };
+        let t = timeline(&prof, &r, vec![line], &[0]);
+        assert_eq!(t.events, 5);
+        let got: Vec<(u64, u64, Vec<u64>)> = t
+            .points
+            .iter()
+            .map(|p| (p.event, p.live_bytes, p.by_line.clone()))
+            .collect();
+        // One point per event (5 events, far below MAX_POINTS).
+        assert_eq!(
+            got,
+            [
+                (1, 100, vec![100]),
+                (2, 150, vec![100]),
+                (3, 50, vec![0]),
+                (4, 250, vec![200]),
+                (5, 50, vec![0])
+            ]
+        );
+        assert_eq!(r.peak_event, Some(3));
+        // Many events: at most MAX_POINTS points, and the peak survives.
+        let mut prof = crate::analyze::profile::Profile {
+            stacks: vec![vec![1]],
+            ..Default::default()
+        };
+        for i in 0..5000u64 {
+            let kind = if i % 2 == 0 {
+                HeapEventKind::Alloc
+            } else {
+                HeapEventKind::Free
+            };
+            let size = if i == 3000 { 9999 } else { 8 };
+            let size = if i == 3001 { 9999 } else { size };
+            prof.heap_events.push(HeapEvent {
+                addr: 0x10 + (i / 2) * 16,
+                size,
+                stack: 0,
+                kind,
+            });
+        }
+        let r = replay(&prof);
+        let t = timeline(&prof, &r, vec![], &[]);
+        assert!(t.points.len() <= MAX_POINTS, "{}", t.points.len());
+        let top = t.points.iter().map(|p| p.live_bytes).max();
+        assert_eq!(top, Some(9999));
+        assert_eq!(r.totals.peak_bytes, 9999.0);
+    }
+
+    #[test]
+    fn time_is_interpolated_between_marks() {
+        let marks = [(10, 1_000), (20, 3_000)];
+        assert_eq!(time_at(&marks, 5), 0);
+        assert_eq!(time_at(&marks, 10), 0);
+        assert_eq!(time_at(&marks, 15), 1_000);
+        assert_eq!(time_at(&marks, 25), 2_000);
     }
 }

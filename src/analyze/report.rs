@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analyze::lines::{self, LineFigures, SourceFiles};
 use crate::analyze::profile::{self, Profile};
-use crate::analyze::replay::{self, StackFigures};
+use crate::analyze::replay::{self, StackFigures, Timeline, TimelineLine};
 use crate::analyze::stacks::{self, StackTable};
 use crate::analyze::symbolize;
 use crate::error::{Error, Result};
@@ -36,6 +36,10 @@ pub struct Report {
     /// for stored runs written before they kept stacks.
     #[serde(skip)]
     pub stacks: Option<StackTable>,
+    /// Live heap over the run; absent for stored runs written before it
+    /// was kept.
+    #[serde(skip)]
+    pub timeline: Option<Timeline>,
 }
 
 /// The `run` object of JSON schema 1.
@@ -129,6 +133,7 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
         });
     let mut sources = SourceFiles::new(root.clone());
     let lines = lines::aggregate(&replay, &symbols, root.as_deref(), &mut sources);
+    let timeline = live_heap_timeline(&profile, &replay, &symbols, &lines, root.as_deref());
     let mut warnings = symbols.warnings.clone();
     warnings.extend(profile.warnings());
     Ok(Report {
@@ -140,8 +145,62 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
             pid: profile.meta.pid,
             ..stacks::stack_table(&replay, &symbols, &group_of, &groups, root.as_deref())
         }),
+        timeline: Some(timeline),
         root,
     })
+}
+
+/// Lines whose share of the live heap the timeline draws.
+const TIMELINE_LINES: usize = 5;
+
+/// The timeline with the share of the lines that held the most at the
+/// peak (by `self` peak bytes: each stack's bytes go to one line).
+fn live_heap_timeline(
+    profile: &Profile,
+    replay: &replay::Replay,
+    symbols: &symbolize::Symbols,
+    lines: &[LineFigures],
+    root: Option<&Path>,
+) -> Timeline {
+    let mut top: Vec<&LineFigures> = lines
+        .iter()
+        .filter(|l| l.self_figures.peak_bytes > 0)
+        .collect();
+    top.sort_by(|a, b| {
+        b.self_figures
+            .peak_bytes
+            .cmp(&a.self_figures.peak_bytes)
+            .then_with(|| (&a.file, a.line).cmp(&(&b.file, b.line)))
+    });
+    top.truncate(TIMELINE_LINES);
+    let chosen: Vec<TimelineLine> = top
+        .iter()
+        .map(|l| TimelineLine {
+            file: l.file.clone(),
+            line: l.line,
+            function: l.function.clone(),
+        })
+        .collect();
+    let category_of_location: Vec<u32> = symbols
+        .locations
+        .iter()
+        .map(|loc| {
+            let file = crate::analyze::classify::display_file(&loc.file, root);
+            chosen
+                .iter()
+                .position(|c| c.line == loc.line && c.function == loc.function && c.file == file)
+                .map_or(u32::MAX, |i| i as u32)
+        })
+        .collect();
+    let category_of: Vec<u32> = symbols
+        .stacks
+        .iter()
+        .map(|stack| {
+            crate::analyze::classify::attribution(stack, &symbols.locations)
+                .map_or(u32::MAX, |a| category_of_location[stack[a] as usize])
+        })
+        .collect();
+    replay::timeline(profile, replay, chosen, &category_of)
 }
 
 fn run_info(p: &Profile, estimated: bool) -> RunInfo {

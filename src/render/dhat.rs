@@ -59,8 +59,10 @@ fn frame_string(f: &Frame) -> String {
     format!("0x0: {} ({file}:{}:0)", f.function, f.line)
 }
 
-/// The DHAT file, pretty-printed like dhat-rs's.
+/// The DHAT file, pretty-printed like dhat-rs's, with stacks as
+/// `super::export_table` makes them (allocator frames dropped, short paths).
 pub fn render(report: &Report, table: &StackTable) -> String {
+    let table = &super::export_table(table);
     let mut ftbl = vec!["[root]".to_string()];
     ftbl.extend(table.frames.iter().map(frame_string));
     let pps = table

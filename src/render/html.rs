@@ -1,37 +1,43 @@
-//! A self-contained HTML report (no external resources): the summary, the
-//! top-lines tables and per-function source listings of the text report,
-//! with columns that sort on click (a few lines of inline script).
+//! A self-contained HTML report (no external resources, no network): the
+//! summary, a chart of live heap over the run with the peak marked, an
+//! interactive flame graph (icicle) of the stacks, the top-lines and
+//! function tables, and per-function source listings with the figures as
+//! a heat scale. A toggle switches between your code and all code.
 //!
-//! Every string from the profile (paths, function names, source text,
-//! the command line) is escaped; sorting reads each cell's `data-v`, the
-//! exact figure, not the unit-scaled text.
+//! The page is built from sections (`summary`, `timeline_section`,
+//! `flame_section`, `tables_section`, `listings_section`), each a function
+//! writing its own `<section>`, so other views can slot in between.
+//!
+//! Every string from the profile (paths, function names, source text, the
+//! command line) is escaped; the flame graph and the timeline read their
+//! data from one `application/json` block in which `<` is written `\u003c`,
+//! so source text can never close a script. Sorting reads each cell's
+//! `data-v`, the exact figure, not the unit-scaled text.
+//!
+//! The flame graph is hand-written (report.js) rather than inferno's SVG:
+//! inferno makes one standalone SVG per count, with its own script and
+//! document-wide ids, so the four figures (allocated, peak, allocations,
+//! CPU) would be four embedded documents whose zoom and search do not share
+//! state with each other or with the user/all toggle; one tree with all
+//! four figures, drawn by ~150 lines of script, does.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use super::text::{figure_cells, figure_headers, sort_title};
-use super::{format_time, View};
-use crate::analyze::lines::{Figures, LineFigures, LineKind, SortKey, SourceFiles};
+use serde::Serialize;
+
+use super::text::{figure_cells, figure_headers, sort_title, INCREMENT_NOTE};
+use super::{format_time, FunctionFigures, Listing, ListingRow, Plan, View};
+use crate::analyze::classify::{frame_kind, short_path};
+use crate::analyze::lines::{Figures, LineFigures, LineFilter, LineKind, SortKey, SourceFiles};
 use crate::analyze::report::Report;
 
-const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
-h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.6em}\
-table{border-collapse:collapse;margin:.5em 0}\
-th,td{padding:2px 8px;border-bottom:1px solid #ddd;white-space:nowrap}\
-th{background:#f3f3f3;position:sticky;top:0}\
-table.sortable th{cursor:pointer}td.n{text-align:right;font-variant-numeric:tabular-nums}\
-td.src,code{font-family:ui-monospace,monospace;white-space:pre}\
-.warn{color:#a40}.dim{color:#888}";
+const STYLE: &str = include_str!("html/report.css");
+const SCRIPT: &str = include_str!("html/report.js");
 
-/// Sorts a table's rows by the clicked column: numbers by `data-v`,
-/// descending first; text ascending first.
-const SCRIPT: &str = "document.querySelectorAll('table.sortable th').forEach((th,i)=>{\
-th.addEventListener('click',()=>{const tb=th.closest('table').tBodies[0];\
-const num=tb.rows.length&&tb.rows[0].cells[i].dataset.v!==undefined;\
-const dir=th.dataset.dir=th.dataset.dir==='1'?'-1':'1';const s=num?-dir:dir;\
-const key=r=>num?parseFloat(r.cells[i].dataset.v):r.cells[i].textContent;\
-[...tb.rows].sort((a,b)=>{const x=key(a),y=key(b);return (x<y?-1:x>y?1:0)*s})\
-.forEach(r=>tb.appendChild(r));});});";
+/// Rows of the function table.
+const FUNCTION_ROWS: usize = 50;
 
 /// `&`, `<`, `>`, `"` and `'` as entities: safe in text and in quoted
 /// attribute values.
@@ -57,30 +63,58 @@ pub fn render(report: &Report, view: &View, sources: &mut SourceFiles) -> String
     } else {
         report.run.command.join(" ")
     };
+    let focus = if view.filter.user_only { "user" } else { "all" };
     let mut out = String::new();
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>lineprof: {}</title><style>{STYLE}</style></head><body>\n",
+         <title>lineprof: {}</title><style>{STYLE}</style></head>\
+         <body data-focus=\"{focus}\">\n",
         escape(&command)
     );
     summary(&mut out, report, &command);
-    let plan = super::plan(report, view);
-    for (key, ranked) in &plan.tables {
-        top_lines(&mut out, report, ranked, *key, view.filter.user_only);
-    }
-    for own in &plan.listings {
-        let own: Vec<&LineFigures> = own.iter().collect();
-        listing(&mut out, report, &own, sources);
-    }
+    timeline_section(&mut out, report);
+    flame_section(&mut out, report);
+    let user = super::plan(report, &with_focus(view, true));
+    let all = super::plan(report, &with_focus(view, false));
+    let ids = listing_ids(&user, &all);
+    tables_section(&mut out, report, &user, &all, &ids, view.sort);
+    listings_section(&mut out, report, &[&user, &all], &ids, sources);
+    let _ = writeln!(
+        out,
+        "<script type=\"application/json\" id=\"lineprof-data\">{}</script>",
+        page_data(report)
+    );
     let _ = write!(out, "<script>{SCRIPT}</script>\n</body></html>\n");
     out
+}
+
+fn with_focus(view: &View, user_only: bool) -> View {
+    View {
+        filter: LineFilter {
+            user_only,
+            ..view.filter.clone()
+        },
+        ..view.clone()
+    }
+}
+
+/// (file, function) -> listing number, over both views' listings.
+type ListingIds = HashMap<(String, String), usize>;
+
+fn listing_ids(user: &Plan, all: &Plan) -> ListingIds {
+    let mut ids = ListingIds::new();
+    for l in user.listings.iter().chain(&all.listings) {
+        let n = ids.len();
+        ids.entry((l.file.clone(), l.function.clone())).or_insert(n);
+    }
+    ids
 }
 
 fn summary(out: &mut String, r: &Report, command: &str) {
     let _ = writeln!(
         out,
-        "<h1>lineprof report: <code>{}</code></h1>",
+        "<header><h1>lineprof report: <code>{}</code></h1>",
         escape(command)
     );
     let mut run = format!(
@@ -104,9 +138,8 @@ fn summary(out: &mut String, r: &Report, command: &str) {
             r.run.sampling.alloc_sample_bytes
         );
     }
-    let rows = super::summary_rows(&r.totals);
     out.push_str("<table class=\"summary\">\n");
-    for (name, value) in rows {
+    for (name, value) in super::summary_rows(&r.totals) {
         let _ = writeln!(
             out,
             "<tr><th>{name}</th><td class=\"n\">{}</td></tr>",
@@ -114,6 +147,114 @@ fn summary(out: &mut String, r: &Report, command: &str) {
         );
     }
     out.push_str("</table>\n");
+    out.push_str(
+        "<p class=\"focus-toggle\">Show: \
+         <label><input type=\"radio\" name=\"focus\" value=\"user\"> your code</label> \
+         <label><input type=\"radio\" name=\"focus\" value=\"all\"> all code</label></p>\n",
+    );
+    let _ = writeln!(
+        out,
+        "<p class=\"note\">{}</p></header>",
+        escape(INCREMENT_NOTE)
+    );
+}
+
+fn timeline_section(out: &mut String, r: &Report) {
+    out.push_str("<section id=\"timeline-section\"><h2>Live heap over the run</h2>\n");
+    match &r.timeline {
+        Some(t) if !t.points.is_empty() => out.push_str(
+            "<svg id=\"timeline\" viewBox=\"0 0 960 240\" role=\"img\" \
+             aria-label=\"live heap bytes over the run\"></svg>\
+             <div id=\"timeline-legend\"></div>\n",
+        ),
+        Some(_) => out.push_str("<p class=\"dim\">(no heap events)</p>\n"),
+        None => out.push_str(
+            "<p class=\"dim\">(this stored run was kept before lineprof stored the live-heap series)</p>\n",
+        ),
+    }
+    out.push_str("</section>\n");
+}
+
+fn flame_section(out: &mut String, r: &Report) {
+    out.push_str("<section id=\"flame-section\"><h2>Flame graph</h2>\n");
+    if r.stacks.is_none() {
+        out.push_str(
+            "<p class=\"dim\">(this stored run keeps per-line figures only, no stacks)</p></section>\n",
+        );
+        return;
+    }
+    out.push_str(
+        "<p class=\"controls\"><label>Figure <select id=\"flame-metric\">\
+         <option value=\"0\">allocated bytes</option>\
+         <option value=\"1\">bytes live at peak</option>\
+         <option value=\"2\">allocations</option>\
+         <option value=\"3\">CPU time</option></select></label> \
+         <input id=\"flame-search\" type=\"search\" placeholder=\"search functions and files\"> \
+         <button id=\"flame-reset\" type=\"button\">reset zoom</button> \
+         <span id=\"flame-match\" class=\"dim\"></span></p>\n\
+         <p class=\"dim\">Callers on top, callees below; width is the figure. \
+         Click a frame to zoom, the top bar to zoom out. The allocator's own frames are left out.</p>\n\
+         <div id=\"flame\"></div><div id=\"flame-detail\" class=\"dim\"></div></section>\n",
+    );
+}
+
+fn tables_section(
+    out: &mut String,
+    r: &Report,
+    user: &Plan,
+    all: &Plan,
+    ids: &ListingIds,
+    sort: SortKey,
+) {
+    out.push_str("<section id=\"tables\">\n");
+    for (plan, class) in [(user, "only-user"), (all, "only-all")] {
+        let _ = writeln!(out, "<div class=\"{class}\">");
+        for (key, ranked) in &plan.tables {
+            let scope = if class == "only-user" {
+                let c = super::coverage(r, *key);
+                let rest = (c.total - c.user - c.dependency).max(0);
+                let _ = writeln!(
+                    out,
+                    "<p class=\"coverage\">Your code: {} of {}; dependencies {}, the standard library and code on no line {}.</p>",
+                    super::percent(c.user, c.total),
+                    sort_title(*key),
+                    super::percent(c.dependency, c.total),
+                    super::percent(rest, c.total)
+                );
+                " in your code"
+            } else {
+                ""
+            };
+            let title = format!(
+                "Top {} lines by self {}{scope}",
+                ranked.len(),
+                sort_title(*key)
+            );
+            lines_table(out, r, &title, ranked, ids);
+            if class == "only-user" {
+                if let Some((_, deps)) = plan.dependency_tables.iter().find(|(k, _)| k == key) {
+                    let title = format!(
+                        "Top {} dependency lines by self {} (your code holds less than half)",
+                        deps.len(),
+                        sort_title(*key)
+                    );
+                    lines_table(out, r, &title, deps, ids);
+                }
+            }
+        }
+        if let Some(table) = &r.stacks {
+            let mut functions: Vec<FunctionFigures> = super::function_figures(table)
+                .into_iter()
+                .filter(|f| class == "only-all" || f.kind == LineKind::User)
+                .filter(|f| !f.self_figures.is_zero() || !f.total.is_zero())
+                .collect();
+            super::sort_functions(&mut functions, sort);
+            functions.truncate(FUNCTION_ROWS);
+            functions_table(out, r, &functions, ids, sort);
+        }
+        out.push_str("</div>\n");
+    }
+    out.push_str("</section>\n");
 }
 
 /// The exact figures behind `figure_cells`, in the same order.
@@ -137,105 +278,374 @@ fn figure_values(f: &Figures, has_cpu: bool, cpu_total: u64) -> Vec<f64> {
     v
 }
 
-/// Number cells of one row: the text report's cells with exact `data-v`.
-fn number_cells(out: &mut String, f: &Figures, has_cpu: bool, cpu_total: u64) {
+/// Number cells of one row: the text report's cells with exact `data-v`,
+/// and with `heat` (each column's largest value) a background whose
+/// strength is the cell's share of it.
+fn number_cells(
+    out: &mut String,
+    f: &Figures,
+    has_cpu: bool,
+    cpu_total: u64,
+    heat: Option<&[f64]>,
+) {
     let cells = figure_cells(f, has_cpu, cpu_total);
-    for (text, v) in cells.iter().zip(figure_values(f, has_cpu, cpu_total)) {
-        let _ = write!(out, "<td class=\"n\" data-v=\"{v}\">{}</td>", escape(text));
+    for (i, (text, v)) in cells
+        .iter()
+        .zip(figure_values(f, has_cpu, cpu_total))
+        .enumerate()
+    {
+        let style = match heat.and_then(|h| h.get(i)) {
+            Some(&max) if max > 0.0 && v > 0.0 => {
+                format!(
+                    " style=\"background:rgba(235,95,20,{:.3})\"",
+                    0.06 + 0.6 * v / max
+                )
+            }
+            _ => String::new(),
+        };
+        let _ = write!(
+            out,
+            "<td class=\"n\" data-v=\"{v}\"{style}>{}</td>",
+            escape(text)
+        );
     }
 }
 
+/// Header cells; Increment and At exit say what they mean on hover.
 fn header_row(out: &mut String, first: &[&str], has_cpu: bool, last: &[&str]) {
     out.push_str("<thead><tr>");
     for h in first.iter().chain(&figure_headers(has_cpu)).chain(last) {
-        let _ = write!(out, "<th>{}</th>", escape(h));
+        let title = match *h {
+            "Increment" => " title=\"allocated minus freed while the line ran: what it kept; memory other code frees later still counts\"",
+            "At exit" => " title=\"still allocated when the program ended: the leaks\"",
+            "Peak" => " title=\"allocated here and live at the process's heap peak\"",
+            _ => "",
+        };
+        let _ = write!(out, "<th{title}>{}</th>", escape(h));
     }
     out.push_str("</tr></thead>\n<tbody>\n");
 }
 
-fn top_lines(out: &mut String, r: &Report, lines: &[LineFigures], key: SortKey, user_only: bool) {
-    let scope = if user_only {
-        " in your code (<code>--focus all</code> shows every line)"
-    } else {
-        ""
-    };
-    let _ = writeln!(
-        out,
-        "<h2>Top {} lines by self {}{scope}</h2>",
-        lines.len(),
-        sort_title(key)
-    );
+fn filter_box(out: &mut String) {
+    out.push_str("<input class=\"filter\" type=\"search\" placeholder=\"filter rows\">\n");
+}
+
+fn listing_link(ids: &ListingIds, file: &str, function: &str, line: Option<u32>) -> Option<String> {
+    let id = ids.get(&(file.to_string(), function.to_string()))?;
+    Some(match line {
+        Some(n) => format!("#listing-{id}-L{n}"),
+        None => format!("#listing-{id}"),
+    })
+}
+
+fn lines_table(out: &mut String, r: &Report, title: &str, lines: &[LineFigures], ids: &ListingIds) {
+    let _ = writeln!(out, "<h2>{}</h2>", escape(title));
     if lines.is_empty() {
         out.push_str("<p class=\"dim\">(no lines with figures)</p>\n");
         return;
     }
     let has_cpu = r.totals.cpu_samples > 0;
-    out.push_str("<table class=\"sortable\">");
+    filter_box(out);
+    out.push_str("<table class=\"sortable lines\">");
     header_row(out, &[], has_cpu, &["Line", "Function", "Source"]);
     for l in lines {
-        out.push_str("<tr>");
-        number_cells(out, &l.self_figures, has_cpu, r.totals.cpu_time_ns);
+        let _ = write!(out, "<tr data-kind=\"{}\">", kind_name(l.kind));
+        number_cells(out, &l.self_figures, has_cpu, r.totals.cpu_time_ns, None);
         let place = if l.file.is_empty() {
             "??".to_string()
         } else {
-            format!("{}:{}", l.file, l.line)
+            format!("{}:{}", short_path(&l.file, None), l.line)
+        };
+        let place = match listing_link(ids, &l.file, &l.function, Some(l.line)) {
+            Some(href) => format!("<a href=\"{href}\">{}</a>", escape(&place)),
+            None => escape(&place),
+        };
+        let function = match listing_link(ids, &l.file, &l.function, None) {
+            Some(href) => format!("<a href=\"{href}\">{}</a>", escape(&l.function)),
+            None => escape(&l.function),
         };
         let source = l.source.as_deref().map_or("", str::trim);
         let _ = writeln!(
             out,
-            "<td>{}</td><td>{}</td><td class=\"src\">{}</td></tr>",
-            escape(&place),
-            escape(&l.function),
+            "<td>{place}</td><td class=\"fn\">{function}</td><td class=\"src\">{}</td></tr>",
             escape(source)
         );
     }
     out.push_str("</tbody></table>\n");
 }
 
-/// One function's source from its first to its last line with figures,
-/// with `total` figures (callees included), as memory_profiler shows it.
-fn listing(out: &mut String, r: &Report, own: &[&LineFigures], sources: &mut SourceFiles) {
-    let (Some(first), Some(last)) = (
-        own.iter().map(|l| l.line).min(),
-        own.iter().map(|l| l.line).max(),
-    ) else {
-        return;
-    };
-    let (file, function, kind) = (&own[0].file, &own[0].function, own[0].kind);
+fn functions_table(
+    out: &mut String,
+    r: &Report,
+    functions: &[FunctionFigures],
+    ids: &ListingIds,
+    key: SortKey,
+) {
     let _ = writeln!(
         out,
-        "<h2><code>{}</code> <span class=\"dim\">({}, figures include callees)</span></h2>",
-        escape(function),
-        escape(file)
+        "<h2>Top {} functions by self {} <span class=\"dim\">(self: the function's own lines; total: with callees)</span></h2>",
+        functions.len(),
+        sort_title(key)
     );
+    if functions.is_empty() {
+        out.push_str("<p class=\"dim\">(no functions with figures)</p>\n");
+        return;
+    }
     let has_cpu = r.totals.cpu_samples > 0;
-    let full_path = match (&r.root, kind) {
-        (Some(root), LineKind::User) => root.join(file),
-        _ => Path::new(file).to_path_buf(),
-    };
-    out.push_str("<table class=\"sortable listing\">");
-    header_row(out, &["Line #"], has_cpu, &["Line Contents"]);
-    let columns = figure_headers(has_cpu).len();
-    for n in first..=last {
-        let with_figures = own.iter().find(|l| l.line == n);
-        let text = with_figures
-            .and_then(|l| l.source.clone())
-            .or_else(|| sources.line(&full_path, n).map(str::to_string))
-            .unwrap_or_default();
-        let _ = write!(out, "<tr><td class=\"n\" data-v=\"{n}\">{n}</td>");
-        match with_figures {
-            Some(l) => number_cells(out, &l.total, has_cpu, r.totals.cpu_time_ns),
-            // Zero for sorting, blank to read: the line did nothing.
-            None => (0..columns).for_each(|_| out.push_str("<td class=\"n\" data-v=\"0\"></td>")),
+    filter_box(out);
+    out.push_str("<table class=\"sortable functions\"><thead><tr>");
+    let headers = figure_headers(has_cpu);
+    for h in &headers {
+        let _ = write!(out, "<th>Self {}</th>", escape(h));
+    }
+    for h in [
+        "Total Allocated",
+        "Total Peak",
+        "Total Allocs",
+        "Function",
+        "File",
+    ] {
+        let _ = write!(out, "<th>{h}</th>");
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    for f in functions {
+        let _ = write!(out, "<tr data-kind=\"{}\">", kind_name(f.kind));
+        number_cells(out, &f.self_figures, has_cpu, r.totals.cpu_time_ns, None);
+        let t = &f.total;
+        for (v, text) in [
+            (t.allocated_bytes, super::format_bytes(t.allocated_bytes)),
+            (t.peak_bytes, super::format_bytes(t.peak_bytes)),
+            (t.allocations, t.allocations.to_string()),
+        ] {
+            let _ = write!(out, "<td class=\"n\" data-v=\"{v}\">{text}</td>");
         }
-        let _ = writeln!(out, "<td class=\"src\">{}</td></tr>", escape(&text));
+        let name = match listing_link(ids, &f.file, &f.function, None) {
+            Some(href) => format!("<a href=\"{href}\">{}</a>", escape(&f.function)),
+            None => escape(&f.function),
+        };
+        let _ = writeln!(
+            out,
+            "<td class=\"fn\">{name}</td><td>{}</td></tr>",
+            escape(&short_path(&f.file, None))
+        );
     }
     out.push_str("</tbody></table>\n");
+}
+
+fn listings_section(
+    out: &mut String,
+    r: &Report,
+    plans: &[&Plan],
+    ids: &ListingIds,
+    sources: &mut SourceFiles,
+) {
+    out.push_str("<section id=\"listings\">\n");
+    let mut done = vec![false; ids.len()];
+    for plan in plans {
+        for l in &plan.listings {
+            let id = ids[&(l.file.clone(), l.function.clone())];
+            if !std::mem::replace(&mut done[id], true) {
+                listing(out, r, l, id, sources);
+            }
+        }
+    }
+    out.push_str("</section>\n");
+}
+
+/// One function's listing with `total` figures (callees included), as
+/// memory_profiler shows it, each figure column a heat scale.
+fn listing(out: &mut String, r: &Report, l: &Listing, id: usize, sources: &mut SourceFiles) {
+    let class = if l.kind == LineKind::User {
+        ""
+    } else {
+        " only-all"
+    };
+    let _ = writeln!(
+        out,
+        "<div class=\"listing-box{class}\"><h2 id=\"listing-{id}\"><code>{}</code> \
+         <span class=\"dim\">({}, figures include callees)</span></h2>",
+        escape(&l.function),
+        escape(&short_path(&l.file, None))
+    );
+    let has_cpu = r.totals.cpu_samples > 0;
+    let full_path = match (&r.root, l.kind) {
+        (Some(root), LineKind::User) => root.join(&l.file),
+        _ => Path::new(&l.file).to_path_buf(),
+    };
+    let columns = figure_headers(has_cpu).len();
+    let mut heat = vec![0.0f64; columns];
+    for row in &l.rows {
+        if let ListingRow::Line(_, Some(f)) = row {
+            for (h, v) in
+                heat.iter_mut()
+                    .zip(figure_values(&f.total, has_cpu, r.totals.cpu_time_ns))
+            {
+                *h = h.max(v);
+            }
+        }
+    }
+    out.push_str("<table class=\"sortable listing\">");
+    header_row(out, &["Line #"], has_cpu, &["Line Contents"]);
+    for row in &l.rows {
+        match row {
+            ListingRow::Line(n, figures) => {
+                let text = figures
+                    .as_ref()
+                    .and_then(|f| f.source.clone())
+                    .or_else(|| sources.line(&full_path, *n).map(str::to_string))
+                    .unwrap_or_default();
+                let _ = write!(
+                    out,
+                    "<tr id=\"listing-{id}-L{n}\"><td class=\"n\" data-v=\"{n}\">{n}</td>"
+                );
+                match figures {
+                    Some(f) => {
+                        number_cells(out, &f.total, has_cpu, r.totals.cpu_time_ns, Some(&heat))
+                    }
+                    // Zero for sorting, blank to read: the line did nothing.
+                    None => (0..columns)
+                        .for_each(|_| out.push_str("<td class=\"n\" data-v=\"0\"></td>")),
+                }
+                let _ = writeln!(out, "<td class=\"src\">{}</td></tr>", escape(&text));
+            }
+            ListingRow::Gap(n) => {
+                out.push_str("<tr class=\"gap\"><td class=\"n\" data-v=\"0\">…</td>");
+                (0..columns).for_each(|_| out.push_str("<td class=\"n\" data-v=\"0\"></td>"));
+                let _ = writeln!(
+                    out,
+                    "<td class=\"dim\">({n} lines without figures)</td></tr>"
+                );
+            }
+        }
+    }
+    out.push_str("</tbody></table>\n");
+    if l.left_out > 0 {
+        let _ = writeln!(
+            out,
+            "<p class=\"dim\">{} more lines with smaller figures left out (<code>--function</code> lists them in the table).</p>",
+            l.left_out
+        );
+    }
+    out.push_str("</div>\n");
+}
+
+fn kind_name(k: LineKind) -> &'static str {
+    match k {
+        LineKind::User => "user",
+        LineKind::Dependency => "dependency",
+        LineKind::Std => "std",
+    }
+}
+
+/// What report.js draws: the stacks as exported (allocator frames
+/// trimmed, short paths), frames outermost first, with the four figures
+/// of the flame graph's selector; and the timeline.
+#[derive(Serialize)]
+struct PageData {
+    totals: crate::analyze::report::Totals,
+    /// `[function, file, line, kind]`, kind 0 user, 1 dependency, 2 std.
+    frames: Vec<(String, String, u32, u8)>,
+    /// `[frames outermost first, [allocated, peak, allocations, cpu ns]]`.
+    stacks: Vec<(Vec<u32>, [u64; 4])>,
+    timeline: Option<TimelineData>,
+}
+
+#[derive(Serialize)]
+struct TimelineData {
+    /// Whether `x` is time in ns (else heap events).
+    timed: bool,
+    events: u64,
+    /// `function (file:line)` of each drawn line.
+    lines: Vec<String>,
+    /// `[x, live bytes, [bytes of each line]]`.
+    points: Vec<(u64, u64, Vec<u64>)>,
+}
+
+fn page_data(r: &Report) -> String {
+    let (mut frames, mut stacks) = (Vec::new(), Vec::new());
+    if let Some(table) = &r.stacks {
+        // Kinds come from the paths as stored (short paths look relative).
+        let kinds: HashMap<(String, u32, &str), LineKind> = table
+            .frames
+            .iter()
+            .map(|f| {
+                let key = (short_path(&f.file, None), f.line, f.function.as_str());
+                (key, frame_kind(&f.file))
+            })
+            .collect();
+        let exported = super::export_table(table);
+        frames = exported
+            .frames
+            .iter()
+            .map(|f| {
+                let key = (f.file.clone(), f.line, f.function.as_str());
+                let kind = match kinds.get(&key).copied().unwrap_or(LineKind::Std) {
+                    LineKind::User => 0,
+                    LineKind::Dependency => 1,
+                    LineKind::Std => 2,
+                };
+                (f.function.clone(), f.file.clone(), f.line, kind)
+            })
+            .collect();
+        stacks = exported
+            .stacks
+            .iter()
+            .map(|s| {
+                let f = &s.figures;
+                let frames = s.frames.iter().rev().copied().collect();
+                (
+                    frames,
+                    [
+                        f.allocated_bytes,
+                        f.peak_bytes,
+                        f.allocations,
+                        f.cpu_time_ns,
+                    ],
+                )
+            })
+            .collect();
+    }
+    let timeline = r.timeline.as_ref().map(|t| {
+        let timed = t.points.iter().all(|p| p.time_ns.is_some());
+        TimelineData {
+            timed,
+            events: t.events,
+            lines: t
+                .lines
+                .iter()
+                .map(|l| format!("{} ({}:{})", l.function, short_path(&l.file, None), l.line))
+                .collect(),
+            points: t
+                .points
+                .iter()
+                .map(|p| {
+                    let x = if timed {
+                        p.time_ns.unwrap_or(0)
+                    } else {
+                        p.event
+                    };
+                    (x, p.live_bytes, p.by_line.clone())
+                })
+                .collect(),
+        }
+    });
+    let data = PageData {
+        totals: r.totals,
+        frames,
+        stacks,
+        timeline,
+    };
+    // Plain data always serializes. `<` as an escape keeps `</script>` (in
+    // a function name or path) from ending the block.
+    serde_json::to_string(&data)
+        .unwrap_or_else(|_| "{}".into())
+        .replace('<', "\\u003c")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analyze::stacks::{Frame, StackRow, StackTable};
     use crate::render::testing::report;
 
     #[test]
@@ -254,21 +664,37 @@ mod tests {
             line: 7,
             function: "app::<impl Foo<'a>>::f".into(),
             kind: LineKind::User,
-            source: Some("    let v = a < b && c > \"d\";".into()),
+            source: Some("    let v = \"</script><script>alert(1)</script>\" < b;".into()),
             self_figures: figures,
             total: figures,
         }];
+        r.stacks = Some(StackTable {
+            frames: vec![Frame {
+                file: "src/main.rs".into(),
+                line: 7,
+                function: "app::</script>".into(),
+            }],
+            stacks: vec![StackRow {
+                frames: vec![0],
+                figures,
+                ..StackRow::default()
+            }],
+            ..StackTable::default()
+        });
         let html = render(&r, &View::default(), &mut SourceFiles::default());
         assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
         assert!(html.contains("./app &lt;script&gt;"), "{html}");
-        assert!(!html.contains("<script>\"") && html.matches("<script>").count() == 1);
-        assert!(html.contains("let v = a &lt; b &amp;&amp; c &gt; &quot;d&quot;;"));
+        // Two scripts of our own: the data block and the code.
+        assert_eq!(html.matches("<script").count(), 2, "{html}");
+        assert_eq!(html.matches("</script>").count(), 2, "{html}");
+        assert!(html.contains("&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("app::&lt;impl Foo&lt;&#39;a&gt;&gt;::f"));
         assert!(html.contains("<td class=\"n\" data-v=\"4096\">4.0 KiB</td>"));
-        // The listing row of line 7 and the top-lines row.
-        assert!(html.contains("<td class=\"n\" data-v=\"7\">7</td>"));
+        // The listing row of line 7, linked from the top-lines table.
+        assert!(html.contains("<tr id=\"listing-0-L7\"><td class=\"n\" data-v=\"7\">7</td>"));
+        assert!(html.contains("<a href=\"#listing-0-L7\">src/main.rs:7</a>"));
         assert!(
-            !html.contains("src=") && !html.contains("href="),
+            !html.contains("src=") && !html.contains("href=\"http") && !html.contains("url("),
             "no external resources"
         );
     }

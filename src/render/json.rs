@@ -86,6 +86,7 @@ mod tests {
             warnings: vec![],
             root: None,
             stacks: None,
+            timeline: None,
         };
         let v: serde_json::Value =
             serde_json::from_str(&render(&report, &View::default())).unwrap();

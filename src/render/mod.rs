@@ -9,7 +9,7 @@ pub mod json;
 pub mod pprof;
 pub mod text;
 
-use crate::analyze::lines::{sort_lines, LineFigures, LineFilter, SortKey};
+use crate::analyze::lines::{sort_lines, Figures, LineFigures, LineFilter, LineKind, SortKey};
 use crate::analyze::report::Report;
 use crate::analyze::stacks::{Frame, StackTable};
 use crate::error::{Error, Result};
@@ -65,14 +65,43 @@ pub fn frame_label(f: &Frame) -> String {
     }
 }
 
-/// `512 B`, `1.2 KiB`, `3.0 MiB`, `1.5 GiB`.
 /// What a report for people shows, shared by the text and HTML renderers:
 /// one top-lines table per sort key (by default, with CPU samples, one by
-/// allocated bytes and one by CPU time), each a key and its ranked lines,
-/// and the functions that get a source listing, each as its lines.
+/// allocated bytes and one by CPU time), each a key and its ranked lines;
+/// when the view shows only your code and it holds less than half of a
+/// table's figure, the top dependency lines of that key too; and the
+/// functions that get a source listing.
 pub struct Plan {
     pub tables: Vec<(SortKey, Vec<LineFigures>)>,
-    pub listings: Vec<Vec<LineFigures>>,
+    /// (key, top dependency lines), empty unless the user view hides most.
+    pub dependency_tables: Vec<(SortKey, Vec<LineFigures>)>,
+    pub listings: Vec<Listing>,
+}
+
+/// Dependency lines listed when your code holds little.
+pub const DEPENDENCY_TOP: usize = 10;
+/// A listing spanning more lines than this shows only the lines with
+/// figures and `LISTING_CONTEXT` lines around each, the rest as gaps.
+pub const LISTING_SPAN: u32 = 60;
+const LISTING_CONTEXT: u32 = 2;
+/// Most lines with figures a listing shows (the largest by the key).
+pub const LISTING_LINES: usize = 40;
+
+/// One function's source listing: its rows in line order.
+pub struct Listing {
+    pub file: String,
+    pub function: String,
+    pub kind: crate::analyze::lines::LineKind,
+    pub rows: Vec<ListingRow>,
+    /// Lines with figures not shown (the listing's smallest by the key).
+    pub left_out: usize,
+}
+
+pub enum ListingRow {
+    /// A source line, with its figures if it has any.
+    Line(u32, Option<Box<LineFigures>>),
+    /// This many source lines without figures (or left out) not shown.
+    Gap(u32),
 }
 
 pub fn plan(report: &Report, view: &View) -> Plan {
@@ -84,6 +113,7 @@ pub fn plan(report: &Report, view: &View) -> Plan {
         vec![view.sort]
     };
     let mut tables = Vec::new();
+    let mut dependency_tables = Vec::new();
     let mut listed: Vec<(String, String)> = Vec::new();
     for key in keys {
         // Lines with only `total` figures show up in the listings instead.
@@ -95,6 +125,27 @@ pub fn plan(report: &Report, view: &View) -> Plan {
         sort_lines(&mut ranked, key);
         ranked.truncate(top);
         tables.push((key, ranked));
+        if view.filter.user_only {
+            let c = coverage(report, key);
+            if c.total > 0 && c.user * 2 < c.total {
+                let all = View {
+                    filter: LineFilter {
+                        user_only: false,
+                        ..view.filter.clone()
+                    },
+                    ..view.clone()
+                };
+                let mut deps: Vec<LineFigures> = selected_lines(report, &all)
+                    .into_iter()
+                    .filter(|l| l.kind == LineKind::Dependency && key.value(&l.self_figures) > 0)
+                    .collect();
+                sort_lines(&mut deps, key);
+                deps.truncate(DEPENDENCY_TOP);
+                if !deps.is_empty() {
+                    dependency_tables.push((key, deps));
+                }
+            }
+        }
         for f in text::top_functions(&lines, key, top.min(text::LISTED_FUNCTIONS)) {
             if !listed.contains(&f) {
                 listed.push(f);
@@ -105,15 +156,253 @@ pub fn plan(report: &Report, view: &View) -> Plan {
     // the tables but no place in a listing.
     let listings = listed
         .into_iter()
-        .map(|(file, function)| {
-            lines
+        .filter_map(|(file, function)| {
+            let own: Vec<LineFigures> = lines
                 .iter()
                 .filter(|l| l.file == file && l.function == function && l.line > 0)
                 .cloned()
-                .collect()
+                .collect();
+            listing(own, view.sort)
         })
         .collect();
-    Plan { tables, listings }
+    Plan {
+        tables,
+        dependency_tables,
+        listings,
+    }
+}
+
+/// The rows of one function's listing: every line from the first to the
+/// last with figures when that is short, else the lines with figures (the
+/// `LISTING_LINES` largest by `key`'s total) with a little context.
+fn listing(mut own: Vec<LineFigures>, key: SortKey) -> Option<Listing> {
+    let first = own.first()?.clone();
+    let mut left_out = 0;
+    if own.len() > LISTING_LINES {
+        own.sort_by_key(|l| std::cmp::Reverse(key.value(&l.total)));
+        left_out = own.len() - LISTING_LINES;
+        own.truncate(LISTING_LINES);
+    }
+    own.sort_by_key(|l| l.line);
+    let (lo, hi) = (own[0].line, own[own.len() - 1].line);
+    let shown = |n: u32| {
+        hi - lo < LISTING_SPAN || own.iter().any(|l| l.line.abs_diff(n) <= LISTING_CONTEXT)
+    };
+    let mut rows = Vec::new();
+    let mut gap = 0;
+    let mut next = own.iter().peekable();
+    for n in lo..=hi {
+        let figures = match next.peek() {
+            Some(l) if l.line == n => next.next().cloned().map(Box::new),
+            _ => None,
+        };
+        if figures.is_none() && !shown(n) {
+            gap += 1;
+            continue;
+        }
+        if gap > 0 {
+            rows.push(ListingRow::Gap(gap));
+            gap = 0;
+        }
+        rows.push(ListingRow::Line(n, figures));
+    }
+    Some(Listing {
+        file: first.file,
+        function: first.function,
+        kind: first.kind,
+        rows,
+        left_out,
+    })
+}
+
+/// How much of a figure (by `self`) your code and the dependencies hold,
+/// against the process total; the rest is in the standard library or on
+/// no line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Coverage {
+    pub user: i128,
+    pub dependency: i128,
+    pub total: i128,
+}
+
+pub fn coverage(report: &Report, key: SortKey) -> Coverage {
+    let t = &report.totals;
+    let total = Figures {
+        allocations: t.allocations,
+        allocated_bytes: t.allocated_bytes,
+        frees: t.frees,
+        freed_bytes: t.freed_bytes,
+        increment_bytes: t.allocated_bytes as i64 - t.freed_bytes as i64,
+        peak_bytes: t.peak_bytes,
+        end_bytes: t.end_bytes,
+        cpu_samples: t.cpu_samples,
+        cpu_time_ns: t.cpu_time_ns,
+    };
+    let sum = |kind: LineKind| {
+        report
+            .lines
+            .iter()
+            .filter(|l| l.kind == kind)
+            .map(|l| key.value(&l.self_figures))
+            .sum()
+    };
+    Coverage {
+        user: sum(LineKind::User),
+        dependency: sum(LineKind::Dependency),
+        total: key.value(&total),
+    }
+}
+
+/// `part` as a percentage of `whole`, with two decimals below 1%.
+pub fn percent(part: i128, whole: i128) -> String {
+    if whole <= 0 {
+        return "0%".into();
+    }
+    let p = part as f64 * 100.0 / whole as f64;
+    if p > 0.0 && p < 1.0 {
+        format!("{p:.2}%")
+    } else {
+        format!("{p:.0}%")
+    }
+}
+
+/// The stacks as the export formats (pprof, folded stacks, DHAT) write
+/// them, like Go's heap profiles: the allocator's own frames at the
+/// innermost end dropped (`classify::is_export_trimmed`), short paths
+/// (`classify::short_path`), and stacks that became equal merged.
+pub fn export_table(table: &StackTable) -> StackTable {
+    use crate::analyze::classify::{export_trim_len, is_export_trimmed, short_path};
+    use std::collections::HashMap;
+    let trimmed: Vec<bool> = table
+        .frames
+        .iter()
+        .map(|f| is_export_trimmed(&f.file, &f.function))
+        .collect();
+    let mut out = StackTable {
+        events: table.events,
+        peak_event: table.peak_event,
+        pid: table.pid,
+        ..StackTable::default()
+    };
+    let mut frame_ids: HashMap<u32, u32> = HashMap::new();
+    let mut row_of: HashMap<Vec<u32>, usize> = HashMap::new();
+    for row in &table.stacks {
+        let cut = export_trim_len(row.frames.len(), |i| trimmed[row.frames[i] as usize]);
+        let frames: Vec<u32> = row.frames[cut..]
+            .iter()
+            .map(|&f| {
+                *frame_ids.entry(f).or_insert_with(|| {
+                    let old = &table.frames[f as usize];
+                    out.frames.push(Frame {
+                        file: short_path(&old.file, None),
+                        ..old.clone()
+                    });
+                    (out.frames.len() - 1) as u32
+                })
+            })
+            .collect();
+        match row_of.get(&frames) {
+            Some(&i) => {
+                let merged = &mut out.stacks[i];
+                add_figures(&mut merged.figures, &row.figures);
+                merged.peak_blocks += row.peak_blocks;
+                merged.end_blocks += row.end_blocks;
+                // Maxima of two stacks at different moments: their sum
+                // bounds the merged stack's, as dh_view sums them in its tree.
+                merged.max_bytes += row.max_bytes;
+                merged.max_blocks += row.max_blocks;
+                merged.lifetime_events += row.lifetime_events;
+            }
+            None => {
+                row_of.insert(frames.clone(), out.stacks.len());
+                out.stacks.push(crate::analyze::stacks::StackRow {
+                    frames,
+                    ..row.clone()
+                });
+            }
+        }
+    }
+    out
+}
+
+fn add_figures(a: &mut Figures, b: &Figures) {
+    a.allocations += b.allocations;
+    a.allocated_bytes += b.allocated_bytes;
+    a.frees += b.frees;
+    a.freed_bytes += b.freed_bytes;
+    a.increment_bytes += b.increment_bytes;
+    a.peak_bytes += b.peak_bytes;
+    a.end_bytes += b.end_bytes;
+    a.cpu_samples += b.cpu_samples;
+    a.cpu_time_ns += b.cpu_time_ns;
+}
+
+/// One function's figures, from the stacks: `self` over the stacks whose
+/// attribution frame is in it, `total` over the stacks it is on (once per
+/// stack, also under recursion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionFigures {
+    pub function: String,
+    /// The file of its first frame seen (as in `Frame`).
+    pub file: String,
+    pub kind: LineKind,
+    pub self_figures: Figures,
+    pub total: Figures,
+}
+
+/// Every function with a figure, by `self` allocated bytes, descending.
+pub fn function_figures(table: &StackTable) -> Vec<FunctionFigures> {
+    use crate::analyze::classify::{frame_kind, is_attributable, Location};
+    use std::collections::HashMap;
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut out: Vec<FunctionFigures> = Vec::new();
+    let attributable: Vec<bool> = table
+        .frames
+        .iter()
+        .map(|f| {
+            is_attributable(&Location {
+                file: f.file.clone(),
+                line: f.line,
+                function: f.function.clone(),
+            })
+        })
+        .collect();
+    for row in &table.stacks {
+        let mut seen: Vec<usize> = Vec::new();
+        let attribution = row.frames.iter().position(|&f| attributable[f as usize]);
+        for (depth, &f) in row.frames.iter().enumerate() {
+            let frame = &table.frames[f as usize];
+            let i = *index.entry(frame.function.as_str()).or_insert_with(|| {
+                out.push(FunctionFigures {
+                    function: frame.function.clone(),
+                    file: frame.file.clone(),
+                    kind: frame_kind(&frame.file),
+                    self_figures: Figures::default(),
+                    total: Figures::default(),
+                });
+                out.len() - 1
+            });
+            if Some(depth) == attribution {
+                add_figures(&mut out[i].self_figures, &row.figures);
+            }
+            if !seen.contains(&i) {
+                seen.push(i);
+                add_figures(&mut out[i].total, &row.figures);
+            }
+        }
+    }
+    sort_functions(&mut out, SortKey::Allocated);
+    out
+}
+
+/// By `self` figure of `key`, then `total`, descending; then by name.
+pub fn sort_functions(functions: &mut [FunctionFigures], key: SortKey) {
+    functions.sort_by(|a, b| {
+        key.value(&b.self_figures)
+            .cmp(&key.value(&a.self_figures))
+            .then(key.value(&b.total).cmp(&key.value(&a.total)))
+            .then_with(|| a.function.cmp(&b.function))
+    });
 }
 
 /// The summary's (name, value) rows, shared by the text and HTML reports.
@@ -132,6 +421,7 @@ pub fn summary_rows(t: &crate::analyze::report::Totals) -> Vec<(&'static str, St
     rows
 }
 
+/// `512 B`, `1.2 KiB`, `3.0 MiB`, `1.5 GiB`.
 pub fn format_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
@@ -203,6 +493,7 @@ pub mod testing {
             warnings: vec![],
             root: None,
             stacks: None,
+            timeline: None,
         }
     }
 }
@@ -222,5 +513,119 @@ mod tests {
         assert_eq!(format_time(12_300), "12.3 µs");
         assert_eq!(format_time(340_200_000), "340.2 ms");
         assert_eq!(format_time(1_500_000_000), "1.5 s");
+    }
+
+    fn line(n: u32, kind: LineKind, bytes: u64) -> LineFigures {
+        let f = Figures {
+            allocations: 1,
+            allocated_bytes: bytes,
+            increment_bytes: bytes as i64,
+            ..Figures::default()
+        };
+        LineFigures {
+            file: if kind == LineKind::User {
+                "src/main.rs".into()
+            } else {
+                "/r/registry/src/i/dep-1.0/src/lib.rs".into()
+            },
+            line: n,
+            function: if kind == LineKind::User {
+                "app::huge".into()
+            } else {
+                "dep::f".into()
+            },
+            kind,
+            source: None,
+            self_figures: f,
+            total: f,
+        }
+    }
+
+    #[test]
+    fn huge_listings_are_cut_with_counts() {
+        // Lines 1..=100 with figures every 2nd line up to 90, then 2000.
+        let mut own: Vec<LineFigures> = (1..=45)
+            .map(|i| line(i * 2, LineKind::User, i as u64))
+            .collect();
+        own.push(line(2000, LineKind::User, 1000));
+        let l = listing(own, SortKey::Allocated).unwrap();
+        // 46 lines with figures, the 6 smallest (2, 4, .., 12) left out.
+        assert_eq!(l.left_out, 6);
+        let shown: Vec<u32> = l
+            .rows
+            .iter()
+            .filter_map(|r| match r {
+                ListingRow::Line(n, Some(_)) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(shown.len(), LISTING_LINES);
+        assert_eq!((shown[0], shown[shown.len() - 1]), (14, 2000));
+        // Between 90 and 2000: two lines of context each side, one gap.
+        let gaps: Vec<u32> = l
+            .rows
+            .iter()
+            .filter_map(|r| match r {
+                ListingRow::Gap(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gaps, [2000 - 90 - 1 - 4]);
+        // A short function is listed whole.
+        let l = listing(
+            vec![line(3, LineKind::User, 1), line(9, LineKind::User, 1)],
+            SortKey::Allocated,
+        )
+        .unwrap();
+        assert_eq!(l.rows.len(), 7);
+    }
+
+    #[test]
+    fn the_user_view_says_what_it_shows_and_lists_dependencies() {
+        let mut r = testing::report();
+        r.totals.allocated_bytes = 10_000;
+        r.lines = vec![
+            line(5, LineKind::User, 6),
+            line(7, LineKind::Dependency, 9000),
+        ];
+        let c = coverage(&r, SortKey::Allocated);
+        assert_eq!(
+            c,
+            Coverage {
+                user: 6,
+                dependency: 9000,
+                total: 10_000
+            }
+        );
+        assert_eq!(percent(c.user, c.total), "0.06%");
+        assert_eq!(percent(c.dependency, c.total), "90%");
+        let view = View {
+            filter: LineFilter {
+                user_only: true,
+                ..LineFilter::default()
+            },
+            ..View::default()
+        };
+        let p = plan(&r, &view);
+        assert_eq!(p.tables[0].1.len(), 1);
+        assert_eq!(p.dependency_tables.len(), 1);
+        assert_eq!(p.dependency_tables[0].1[0].function, "dep::f");
+        let text = text::render(
+            &r,
+            &view,
+            &mut crate::analyze::lines::SourceFiles::default(),
+        );
+        assert!(
+            text.contains("your code: 0.06% of allocated bytes; dependencies 90%"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Top 1 dependency lines by self allocated bytes"),
+            "{text}"
+        );
+        // With most of it in your code, no dependency table.
+        r.lines[0] = line(5, LineKind::User, 9000);
+        r.lines[1] = line(7, LineKind::Dependency, 6);
+        assert!(plan(&r, &view).dependency_tables.is_empty());
     }
 }

@@ -15,17 +15,25 @@ use crate::analyze::report::Report;
 use crate::analyze::stacks::{StackRow, StackTable};
 
 /// (type, unit) of each sample value, in order.
-pub const SAMPLE_TYPES: [(&str, &str); 4] = [
+pub const SAMPLE_TYPES: [(&str, &str); 5] = [
     ("alloc_objects", "count"),
     ("alloc_space", "bytes"),
     // Live at exit: pprof's in-use space of a heap profile taken at exit.
     ("inuse_space", "bytes"),
+    // Live at the process's heap peak (t-gmax): `-sample_index=peak_space`.
+    ("peak_space", "bytes"),
     ("cpu", "nanoseconds"),
 ];
 
-fn sample_values(row: &StackRow) -> [u64; 4] {
+fn sample_values(row: &StackRow) -> [u64; 5] {
     let f = &row.figures;
-    [f.allocations, f.allocated_bytes, f.end_bytes, f.cpu_time_ns]
+    [
+        f.allocations,
+        f.allocated_bytes,
+        f.end_bytes,
+        f.peak_bytes,
+        f.cpu_time_ns,
+    ]
 }
 
 /// Field numbers of profile.proto.
@@ -119,8 +127,11 @@ impl Strings {
     }
 }
 
-/// The uncompressed `Profile` message.
+/// The uncompressed `Profile` message, with stacks as
+/// `super::export_table` makes them (allocator frames dropped, short
+/// paths), as Go's heap profiles are.
 pub fn encode(report: &Report, table: &StackTable) -> Vec<u8> {
+    let table = &super::export_table(table);
     let mut strings = Strings::new();
     let mut p = Message::default();
     for (kind, unit) in SAMPLE_TYPES {
@@ -374,9 +385,9 @@ mod tests {
         assert_eq!(s(int(&p, field::DEFAULT_SAMPLE_TYPE)), "alloc_space");
         let samples = messages(&p, field::SAMPLE);
         assert_eq!(ints(&samples[0], 1), [1, 2]);
-        assert_eq!(ints(&samples[0], 2), [2, 300, 100, 0]);
+        assert_eq!(ints(&samples[0], 2), [2, 300, 100, 0, 0]);
         assert_eq!(ints(&samples[1], 1), [3, 2]);
-        assert_eq!(ints(&samples[1], 2), [0, 0, 0, 3_000_000]);
+        assert_eq!(ints(&samples[1], 2), [0, 0, 0, 0, 3_000_000]);
         // Two lines of app::f share one function.
         let functions = messages(&p, field::FUNCTION);
         assert_eq!(functions.len(), 2);

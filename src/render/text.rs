@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use super::{format_bytes, format_signed_bytes, format_time, View};
+use super::{format_bytes, format_signed_bytes, format_time, Listing, ListingRow, View};
+use crate::analyze::classify::short_path;
 use crate::analyze::lines::{Figures, LineFigures, LineKind, SortKey, SourceFiles};
 use crate::analyze::report::Report;
 
@@ -24,13 +25,48 @@ pub fn render(report: &Report, view: &View, sources: &mut SourceFiles) -> String
     header(&mut out, report);
     let plan = super::plan(report, view);
     for (key, ranked) in &plan.tables {
+        if view.filter.user_only {
+            let _ = write!(out, "\n{}", coverage_sentence(report, *key));
+        }
         top_lines(&mut out, ranked, *key, view, report.totals.cpu_time_ns);
+        if let Some((_, deps)) = plan.dependency_tables.iter().find(|(k, _)| k == key) {
+            dependency_lines(&mut out, deps, *key, report.totals.cpu_time_ns);
+        }
     }
-    for own in &plan.listings {
-        let own: Vec<&LineFigures> = own.iter().collect();
-        listing(&mut out, report, &own, sources);
+    for l in &plan.listings {
+        listing(&mut out, report, l, sources);
     }
+    let _ = write!(out, "\n{INCREMENT_NOTE}\n");
     out
+}
+
+/// What Increment and At exit mean, under every report that shows them:
+/// a line whose memory another line freed later keeps its increment.
+pub const INCREMENT_NOTE: &str = "Increment is what a line allocated minus what it freed itself (what it kept while it ran); \
+memory that other code frees later still counts here. At exit is what was still allocated when the program ended: the leaks.";
+
+/// `your code: 0.06% of allocated bytes; dependencies 81%, the standard
+/// library and code on no line 19% (--focus all shows every line)`.
+pub fn coverage_sentence(report: &Report, key: SortKey) -> String {
+    let c = super::coverage(report, key);
+    let rest = c.total - c.user - c.dependency;
+    format!(
+        "your code: {} of {}; dependencies {}, the standard library and code on no line {} (--focus all shows every line)\n",
+        super::percent(c.user, c.total),
+        sort_title(key),
+        super::percent(c.dependency, c.total),
+        super::percent(rest.max(0), c.total)
+    )
+}
+
+fn dependency_lines(out: &mut String, lines: &[LineFigures], key: SortKey, cpu_total_ns: u64) {
+    let _ = writeln!(
+        out,
+        "\nTop {} dependency lines by self {} (your code holds less than half):",
+        lines.len(),
+        sort_title(key)
+    );
+    lines_table(out, lines, cpu_total_ns);
 }
 
 fn header(out: &mut String, r: &Report) {
@@ -102,9 +138,8 @@ fn top_lines(
     view: &View,
     cpu_total_ns: u64,
 ) {
-    let has_cpu = cpu_total_ns > 0;
     let scope = if view.filter.user_only {
-        " in your code (--focus all shows every line)"
+        " in your code"
     } else {
         ""
     };
@@ -118,6 +153,11 @@ fn top_lines(
         out.push_str("  (no lines with figures)\n");
         return;
     }
+    lines_table(out, lines, cpu_total_ns);
+}
+
+fn lines_table(out: &mut String, lines: &[LineFigures], cpu_total_ns: u64) {
+    let has_cpu = cpu_total_ns > 0;
     let mut headers = figure_headers(has_cpu);
     headers.push("Line");
     let rows: Vec<Vec<String>> = lines
@@ -135,7 +175,7 @@ fn describe_line(l: &LineFigures) -> String {
     let place = if l.file.is_empty() {
         "??".to_string()
     } else {
-        format!("{}:{}", l.file, l.line)
+        format!("{}:{}", short_path(&l.file, None), l.line)
     };
     let mut s = format!("{place}  {}", l.function);
     if let Some(src) = l.source.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -205,40 +245,57 @@ pub(super) fn top_functions(
         .collect()
 }
 
-/// One function's source from its first to its last line with figures.
-fn listing(out: &mut String, r: &Report, own: &[&LineFigures], sources: &mut SourceFiles) {
-    let (Some(first), Some(last)) = (
-        own.iter().map(|l| l.line).min(),
-        own.iter().map(|l| l.line).max(),
-    ) else {
-        return;
-    };
-    let (file, function, kind) = (&own[0].file, &own[0].function, own[0].kind);
-    let _ = writeln!(out, "\n{function}  ({file}, figures include callees)");
+/// One function's listing: source lines with `total` figures, gaps of
+/// lines without figures in long functions shown as `...`.
+fn listing(out: &mut String, r: &Report, l: &Listing, sources: &mut SourceFiles) {
+    let _ = writeln!(
+        out,
+        "\n{}  ({}, figures include callees)",
+        l.function,
+        short_path(&l.file, None)
+    );
     let has_cpu = r.totals.cpu_samples > 0;
     let mut headers = vec!["Line #"];
     headers.extend(figure_headers(has_cpu));
     headers.push("Line Contents");
-    let full_path = match (&r.root, kind) {
-        (Some(root), LineKind::User) => root.join(file),
-        _ => Path::new(file).to_path_buf(),
+    let full_path = match (&r.root, l.kind) {
+        (Some(root), LineKind::User) => root.join(&l.file),
+        _ => Path::new(&l.file).to_path_buf(),
     };
     let mut rows = Vec::new();
-    for n in first..=last {
-        let with_figures = own.iter().find(|l| l.line == n);
-        let text = with_figures
-            .and_then(|l| l.source.clone())
-            .or_else(|| sources.line(&full_path, n).map(str::to_string))
-            .unwrap_or_default();
-        let mut row = vec![n.to_string()];
-        match with_figures {
-            Some(l) => row.extend(figure_cells(&l.total, has_cpu, r.totals.cpu_time_ns)),
-            None => row.extend(figure_headers(has_cpu).iter().map(|_| String::new())),
+    for row in &l.rows {
+        let mut cells = Vec::new();
+        match row {
+            ListingRow::Line(n, figures) => {
+                let text = figures
+                    .as_ref()
+                    .and_then(|f| f.source.clone())
+                    .or_else(|| sources.line(&full_path, *n).map(str::to_string))
+                    .unwrap_or_default();
+                cells.push(n.to_string());
+                match figures {
+                    Some(f) => cells.extend(figure_cells(&f.total, has_cpu, r.totals.cpu_time_ns)),
+                    None => cells.extend(figure_headers(has_cpu).iter().map(|_| String::new())),
+                }
+                cells.push(text);
+            }
+            ListingRow::Gap(n) => {
+                cells.push("...".into());
+                cells.extend(figure_headers(has_cpu).iter().map(|_| String::new()));
+                cells.push(format!("({n} lines without figures)"));
+            }
         }
-        row.push(text);
-        rows.push(row);
+        rows.push(cells);
     }
     table(out, &headers, &rows, true);
+    if l.left_out > 0 {
+        let _ = writeln!(
+            out,
+            "({} more lines with smaller figures left out; --function '{}' lists them in the table)",
+            l.left_out,
+            l.function
+        );
+    }
 }
 
 /// Writes an aligned table: every column but the last right-aligned, the
@@ -353,6 +410,7 @@ mod tests {
             warnings: vec!["profile has no end record".into()],
             root: None,
             stacks: None,
+            timeline: None,
         };
         let text = render(&report, &View::default(), &mut SourceFiles::default());
         let expected = "\
@@ -378,6 +436,7 @@ Line #  Allocated    Freed  Increment     Peak  At exit  Allocs  Line Contents
      4
      5    1.0 MiB  1.0 MiB        0 B      0 B  1.0 MiB       1      let b = vec![0u8; 1 << 20];
 ";
+        let expected = format!("{expected}\n{INCREMENT_NOTE}\n");
         assert_eq!(text, expected, "\n{text}");
     }
 }

@@ -514,6 +514,7 @@ mod tests {
             warnings: vec![],
             root: None,
             stacks: None,
+            timeline: None,
         };
         let diff = diff(&report(&old), &report(&new));
         assert_eq!(diff.lines[0].status, Status::Changed);

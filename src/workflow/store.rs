@@ -19,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use crate::analyze::lines::LineFigures;
+use crate::analyze::replay::Timeline;
 use crate::analyze::report::{rfc3339, Report, RunInfo, Totals};
 use crate::analyze::stacks::StackTable;
 use crate::error::{Error, Result};
@@ -58,6 +59,9 @@ struct Stored {
     /// Added within schema 1: runs stored before it have none.
     #[serde(default)]
     stacks: Option<StackTable>,
+    /// Added within schema 1, as `stacks`.
+    #[serde(default)]
+    timeline: Option<Timeline>,
 }
 
 /// Stacks larger than this (compact JSON) are not stored: the run stays a
@@ -184,13 +188,15 @@ impl Store {
             // today's text of a file that may have changed since.
             root: None,
             stacks: s.stacks,
+            timeline: s.timeline,
         })
     }
 }
 
-/// The schema-1 JSON report plus a `stacks` field, written compactly on
-/// one line (thousands of short arrays would otherwise take a line per
-/// number). Readers of schema 1 ignore fields they do not know.
+/// The schema-1 JSON report plus `stacks` and `timeline` fields, each
+/// written compactly on one line (thousands of short arrays would
+/// otherwise take a line per number). Readers of schema 1 ignore fields
+/// they do not know.
 fn stored_text(report: &Report) -> String {
     let mut text = render::json::render(report, &render::View::default());
     let stacks = report
@@ -198,11 +204,22 @@ fn stored_text(report: &Report) -> String {
         .as_ref()
         .and_then(|s| serde_json::to_string(s).ok())
         .filter(|s| s.len() <= MAX_STORED_STACKS);
+    let timeline = report
+        .timeline
+        .as_ref()
+        .and_then(|t| serde_json::to_string(t).ok());
+    let extra: Vec<(&str, String)> = [("stacks", stacks), ("timeline", timeline)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
     let body_end = text.trim_end().len();
-    if let (Some(stacks), Some(b'}')) = (stacks, text.as_bytes().get(body_end.wrapping_sub(1))) {
+    if !extra.is_empty() && text.as_bytes().get(body_end.wrapping_sub(1)) == Some(&b'}') {
         let close = text[..body_end - 1].trim_end().len();
         text.truncate(close);
-        text.push_str(&format!(",\n  \"stacks\": {stacks}\n}}\n"));
+        for (key, value) in extra {
+            text.push_str(&format!(",\n  \"{key}\": {value}"));
+        }
+        text.push_str("\n}\n");
     }
     text
 }
@@ -332,11 +349,23 @@ mod tests {
             peak_event: Some(1),
             pid: 9,
         });
+        report.timeline = Some(Timeline {
+            events: 2,
+            lines: vec![],
+            points: vec![crate::analyze::replay::TimelinePoint {
+                event: 1,
+                time_ns: Some(5),
+                live_bytes: 7,
+                by_line: vec![],
+            }],
+        });
         let text = stored_text(&report);
         // The document keeps its pretty lines; the stacks are one line.
         assert_eq!(text.lines().filter(|l| l.contains("\"stacks\"")).count(), 1);
         let stored: Stored = serde_json::from_str(&text).unwrap();
         assert_eq!(stored.stacks, report.stacks);
+        assert_eq!(stored.timeline, report.timeline);
+        report.timeline = None;
         // A run stored before stacks were kept has none, and still loads.
         report.stacks = None;
         let old: Stored = serde_json::from_str(&stored_text(&report)).unwrap();
