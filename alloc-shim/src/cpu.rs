@@ -30,18 +30,15 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
+use crate::coord::{self, DROPPED_SAMPLES, FORKING};
 use crate::spin::SpinLock;
-use crate::{stack, stacks, sys, thread, writer};
+use crate::{stack, stacks, sys, thread};
 
 static SIGNO: AtomicI32 = AtomicI32::new(0);
 /// Whether threads get perf events (true) or POSIX CPU timers (false).
 static USE_PERF: AtomicBool = AtomicBool::new(false);
 static PERIOD_NS: AtomicU64 = AtomicU64::new(0);
 static ENABLED: AtomicBool = AtomicBool::new(false);
-pub static DROPPED_SAMPLES: AtomicU64 = AtomicU64::new(0);
-/// Set around `fork` so a handler never waits for the file lock that the
-/// forking thread holds.
-pub static FORKING: AtomicBool = AtomicBool::new(false);
 
 /// The handler that was installed for our signal before us.
 static OLD_ACTION: AtomicUsize = AtomicUsize::new(0);
@@ -86,6 +83,11 @@ pub fn init(hz: u32, perf: bool) {
     SIGNO.store(signo, Ordering::Relaxed);
     PERIOD_NS.store(1_000_000_000 / hz as u64, Ordering::Relaxed);
     ENABLED.store(true, Ordering::Release);
+    coord::set_hooks(coord::ThreadHooks {
+        started: start_thread,
+        exiting: stop_thread,
+        periodic: scan_threads,
+    });
 }
 
 pub fn enabled() -> bool {
@@ -457,7 +459,7 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
         chain(sig, info, ctx);
         return;
     };
-    if !crate::active() {
+    if !coord::active() {
         return;
     }
     sys::preserving_errno(|| {
@@ -486,7 +488,7 @@ fn sample(uc: &libc::ucontext_t, weight: u32) {
         if sp < (*t).stack_lo || sp >= (*t).stack_hi {
             thread::refresh_bounds(t, sp);
         }
-        let depth = writer::DEPTH.load(Ordering::Relaxed);
+        let depth = coord::DEPTH.load(Ordering::Relaxed);
         let frames = &mut (&mut (*t).cpu_frames)[..depth];
         // The interrupted PC is not a return address: store PC + 1 so the
         // reader's "return address - 1" lands on it.

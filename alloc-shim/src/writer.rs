@@ -1,6 +1,6 @@
 //! The profile file: created lazily at the first flush (so that a child that
 //! forks and immediately execs leaves no file behind), appended to in whole
-//! chunks under lineprof's own file lock, finished by an `atexit` handler.
+//! chunks under lineprof's own file lock, finished by the exit handler (`lifecycle`).
 //! A `fork` child starts a file of its own, under its own pid, holding only
 //! what it does after the fork.
 //!
@@ -12,30 +12,10 @@ use std::sync::atomic::{
 };
 
 use crate::config::{self, Config, PATH_MAX};
+use crate::coord::{CPU_HZ, DEPTH, SAMPLE_BYTES};
 use crate::format::{self, ChunkKind, Encoder, CHUNK_HEADER_LEN};
 use crate::spin::SpinLock;
-use crate::{modules, stacks, sys, thread};
-
-/// Global order of heap events: one number per event, taken after an
-/// allocation returns and before a free, so a reused address always
-/// orders its free before its next allocation. On a cache line of its own:
-/// every thread writes it on every event, and must not drag the read-mostly
-/// settings next to it from core to core.
-pub static SEQ: Padded<AtomicU64> = Padded(AtomicU64::new(0));
-
-#[repr(align(128))]
-pub struct Padded<T>(pub T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-pub static SAMPLE_BYTES: AtomicU64 = AtomicU64::new(0);
-pub static CPU_HZ: AtomicU32 = AtomicU32::new(0);
-pub static DEPTH: AtomicUsize = AtomicUsize::new(config::DEFAULT_DEPTH);
-pub static TRUNCATED_STACKS: AtomicU64 = AtomicU64::new(0);
+use crate::{modules, stacks, sys};
 
 static FILE_LOCK: SpinLock = SpinLock::new();
 static FD: AtomicI32 = AtomicI32::new(-1);
@@ -113,15 +93,6 @@ pub fn init(cfg: &Config) -> bool {
     START_NS.store(sys::unix_ns(), Ordering::Relaxed);
     let used = modules::encode(region(&MODULES, MODULES_LEN), exe());
     MODULES_USED.store(used, Ordering::Release);
-    // SAFETY: registering plain `extern "C"` functions with no arguments.
-    unsafe {
-        libc::atexit(at_exit);
-        libc::pthread_atfork(
-            Some(before_fork),
-            Some(after_fork_parent),
-            Some(after_fork_child),
-        );
-    }
     true
 }
 
@@ -135,7 +106,7 @@ pub fn write_events(chunk: &mut [u8], final_flush: bool) {
     }
     let Some(fd) = ensure_open() else { return };
     write_new_stacks(fd, false);
-    thread::seal(chunk);
+    format::seal_chunk(ChunkKind::Events, chunk);
     sys::write_all(fd, chunk);
 }
 
@@ -266,92 +237,75 @@ fn write_new_stacks(fd: i32, everything: bool) {
     }
 }
 
-/// The `atexit` handler: fresh module list, every thread's buffer, all
-/// stacks, and the `End` chunk.
-extern "C" fn at_exit() {
-    if !crate::begin_finish() {
-        return;
-    }
-    sys::preserving_errno(|| {
-        {
-            let _g = FILE_LOCK.lock();
-            FINISHING.store(true, Ordering::Release);
-        }
-        // A fresh module list (libraries opened since start), collected
-        // while holding no lock of ours. A forked child keeps the parent's
-        // list: the loader's lock may have been held by a thread that the
-        // fork left behind.
-        if FORKED_FROM.load(Ordering::Relaxed) == 0 {
-            let tmp = sys::map_zeroed(MODULES_LEN);
-            if !tmp.is_null() {
-                // SAFETY: `tmp` is our fresh mapping of MODULES_LEN bytes.
-                let buf = unsafe { std::slice::from_raw_parts_mut(tmp, MODULES_LEN) };
-                let n = modules::encode(buf, exe());
-                {
-                    let _g = FILE_LOCK.lock();
-                    region(&MODULES, MODULES_LEN)[..n].copy_from_slice(&buf[..n]);
-                    MODULES_USED.store(n, Ordering::Release);
-                }
-                // SAFETY: our own mapping, no longer used.
-                unsafe { libc::munmap(tmp as *mut libc::c_void, MODULES_LEN) };
-            }
-        }
-        thread::for_each_state(|s| thread::flush(s, true));
-        let _g = FILE_LOCK.lock();
-        let Some(fd) = ensure_open() else { return };
-        let n = MODULES_USED.load(Ordering::Acquire);
-        write_chunk(fd, ChunkKind::Modules, &region(&MODULES, MODULES_LEN)[..n]);
-        write_new_stacks(fd, true);
-        let end = format::End {
-            events: thread::events_recorded(),
-            dropped: thread::DROPPED.load(Ordering::Relaxed),
-            stacks: stacks::count() as u64,
-            truncated_stacks: TRUNCATED_STACKS.load(Ordering::Relaxed),
-            end_unix_ns: sys::unix_ns(),
-        };
-        let scratch = region(&SCRATCH, SCRATCH_LEN);
-        let mut e = Encoder::new(scratch, CHUNK_HEADER_LEN);
-        format::encode_end(&mut e, &end);
-        let len = e.pos();
-        format::seal_chunk(ChunkKind::End, &mut scratch[..len]);
-        sys::write_all(fd, &scratch[..len]);
-        sys::close(fd);
-        FD.store(-1, Ordering::Release);
-        OPEN_FAILED.store(true, Ordering::Release); // nothing more is written
-    });
+/// From now on only the exit handler's final flushes are written.
+pub fn begin_finishing() {
+    let _g = FILE_LOCK.lock();
+    FINISHING.store(true, Ordering::Release);
 }
 
-extern "C" fn before_fork() {
-    thread::set_current_busy(true);
-    crate::cpu::FORKING.store(true, Ordering::Release);
-    thread::lock_registry_for_fork();
+/// A fresh module list (libraries opened since start), collected while
+/// holding no lock of ours. A forked child keeps the parent's list: the
+/// loader's lock may have been held by a thread that the fork left behind.
+pub fn refresh_modules() {
+    if FORKED_FROM.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    let tmp = sys::map_zeroed(MODULES_LEN);
+    if tmp.is_null() {
+        return;
+    }
+    // SAFETY: `tmp` is our fresh mapping of MODULES_LEN bytes.
+    let buf = unsafe { std::slice::from_raw_parts_mut(tmp, MODULES_LEN) };
+    let n = modules::encode(buf, exe());
+    {
+        let _g = FILE_LOCK.lock();
+        region(&MODULES, MODULES_LEN)[..n].copy_from_slice(&buf[..n]);
+        MODULES_USED.store(n, Ordering::Release);
+    }
+    // SAFETY: our own mapping, no longer used.
+    unsafe { libc::munmap(tmp as *mut libc::c_void, MODULES_LEN) };
+}
+
+/// Ends the file: the module list, all stacks, and the `End` chunk; then
+/// nothing more is written.
+pub fn finish(end: &format::End) {
+    let _g = FILE_LOCK.lock();
+    let Some(fd) = ensure_open() else { return };
+    let n = MODULES_USED.load(Ordering::Acquire);
+    write_chunk(fd, ChunkKind::Modules, &region(&MODULES, MODULES_LEN)[..n]);
+    write_new_stacks(fd, true);
+    let scratch = region(&SCRATCH, SCRATCH_LEN);
+    let mut e = Encoder::new(scratch, CHUNK_HEADER_LEN);
+    format::encode_end(&mut e, end);
+    let len = e.pos();
+    format::seal_chunk(ChunkKind::End, &mut scratch[..len]);
+    sys::write_all(fd, &scratch[..len]);
+    sys::close(fd);
+    FD.store(-1, Ordering::Release);
+    OPEN_FAILED.store(true, Ordering::Release);
+}
+
+/// `fork` prepare: no chunk is half-written while the process is copied.
+pub fn lock_for_fork() {
     FILE_LOCK.lock_forever();
 }
 
-extern "C" fn after_fork_parent() {
+pub fn unlock_after_fork_parent() {
     FILE_LOCK.force_unlock();
-    thread::unlock_registry_after_fork();
-    crate::cpu::FORKING.store(false, Ordering::Release);
-    thread::set_current_busy(false);
 }
 
-extern "C" fn after_fork_child() {
+/// In a `fork` child: the parent's file stays the parent's; the child's
+/// file, under its own pid, is started at its first flush.
+pub fn after_fork_child() {
     let parent = PID.load(Ordering::Relaxed);
     let fd = FD.swap(-1, Ordering::AcqRel);
     if fd >= 0 {
-        sys::close(fd); // the parent's file stays the parent's
+        sys::close(fd);
     }
     PID.store(sys::getpid(), Ordering::Relaxed);
     FORKED_FROM.store(parent, Ordering::Relaxed);
     START_NS.store(sys::unix_ns(), Ordering::Relaxed);
     OPEN_FAILED.store(false, Ordering::Release);
     STACKS_WRITTEN.store(0, Ordering::Relaxed);
-    SEQ.store(0, Ordering::Relaxed);
-    thread::DROPPED.store(0, Ordering::Relaxed);
-    TRUNCATED_STACKS.store(0, Ordering::Relaxed);
-    thread::reset_after_fork();
-    crate::after_fork_child();
     FILE_LOCK.force_unlock();
-    crate::cpu::FORKING.store(false, Ordering::Release);
-    thread::set_current_busy(false);
 }
