@@ -64,6 +64,10 @@ pub static DEPTH: AtomicUsize = AtomicUsize::new(config::DEFAULT_DEPTH);
 pub static TRUNCATED_STACKS: AtomicU64 = AtomicU64::new(0);
 /// Heap events not recorded (stack table full, sampling table full).
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Heap events of the host's own signal handlers that landed while lineprof
+/// was busy on the same thread (not recorded: the thread's state was
+/// mid-update).
+pub static REENTRANT_DROPPED: AtomicU64 = AtomicU64::new(0);
 /// CPU samples not recorded.
 pub static DROPPED_SAMPLES: AtomicU64 = AtomicU64::new(0);
 

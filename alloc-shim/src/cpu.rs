@@ -159,6 +159,9 @@ const PERF_FLAG_FD_CLOEXEC: u64 = 1 << 3;
 const F_SETSIG: i32 = 10;
 const F_SETOWN_EX: i32 = 15;
 const F_OWNER_TID: i32 = 0;
+/// `si_code` of a POSIX timer's signal (libc has it only from 0.2.170; the
+/// shim builds with 0.2.158, which users' lock files pin).
+const SI_TIMER: i32 = -2;
 /// `si_code` of a signal raised for I/O readiness, as perf overflows are.
 const POLL_IN: i32 = 1;
 /// ... and the code of the last overflow of a refresh count.
@@ -197,6 +200,12 @@ fn open_perf_event(tid: i32) -> Option<i32> {
     if fd < 0 {
         return None;
     }
+    // Out of the host's descriptor range; where the limit leaves no room
+    // there, no perf event (timers hold no descriptor).
+    let Some(fd) = sys::move_above_limit(fd) else {
+        sys::close(fd);
+        return None;
+    };
     #[repr(C)]
     struct OwnerEx {
         kind: i32,
@@ -449,7 +458,7 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
     // 128 bytes; the layout above matches Linux's for both codes we accept,
     // and which fields mean what is decided by the code.
     let si = unsafe { &*(info as *const SigInfo) };
-    let weight = if si.code == libc::SI_TIMER && si.value == cookie() {
+    let weight = if si.code == SI_TIMER && si.value == cookie() {
         1 + si.word[1].max(0) as u32
     } else if (si.code == POLL_IN || si.code == POLL_HUP) && is_our_fd(si.value as i32) {
         // The event disabled itself after this overflow; arm it again.

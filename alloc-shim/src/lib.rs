@@ -156,6 +156,7 @@ fn start_now() -> bool {
                 thread::init_clock();
                 cpu::init(cfg.cpu_hz, cfg.cpu_perf);
                 lifecycle::install();
+                sys::pin_this_object();
                 ACTIVE
             } else {
                 sys::stderr(
@@ -269,6 +270,9 @@ fn record(kind: u8, addr: usize, size: usize) {
     // signal handler on this thread re-entering while we work.
     unsafe {
         if (*t).busy {
+            // A host signal handler allocating while lineprof (maybe its
+            // CPU handler) is mid-update on this thread: counted, reported.
+            coord::REENTRANT_DROPPED.fetch_add(1, Ordering::Relaxed);
             return;
         }
         thread::set_busy(t, true);
@@ -309,7 +313,9 @@ fn record_realloc(
     let t = thread::current();
     // SAFETY: as in `record`.
     if !thread::is_dead(t) && unsafe { (*t).busy } {
-        return f(); // re-entered from a signal handler: not recorded
+        // Re-entered from a signal handler: not recorded, counted.
+        coord::REENTRANT_DROPPED.fetch_add(2, Ordering::Relaxed);
+        return f();
     }
     let mean = coord::SAMPLE_BYTES.load(Ordering::Relaxed);
     let (free_old, alloc_new) = if mean == 0 {

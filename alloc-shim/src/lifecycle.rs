@@ -31,12 +31,14 @@ extern "C" fn at_exit() {
         writer::begin_finishing();
         writer::refresh_modules();
         thread::for_each_state(|s| thread::flush(s, true));
-        writer::finish(&format::End {
+        writer::finish(&mut format::End {
             events: thread::events_recorded(),
             dropped: coord::DROPPED.load(Ordering::Relaxed),
             stacks: stacks::count() as u64,
             truncated_stacks: coord::TRUNCATED_STACKS.load(Ordering::Relaxed),
             end_unix_ns: sys::unix_ns(),
+            reentrant_dropped: coord::REENTRANT_DROPPED.load(Ordering::Relaxed),
+            ..Default::default()
         });
     });
 }
@@ -58,6 +60,7 @@ extern "C" fn after_fork_parent() {
 extern "C" fn after_fork_child() {
     coord::DROPPED.store(0, Ordering::Relaxed);
     coord::TRUNCATED_STACKS.store(0, Ordering::Relaxed);
+    coord::REENTRANT_DROPPED.store(0, Ordering::Relaxed);
     thread::reset_after_fork();
     cpu::after_fork_child();
     writer::after_fork_child();
