@@ -213,6 +213,15 @@ pub fn pin_this_object() {
     if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
         return;
     }
+    // The main program is never unloaded; pinning it would only cost a
+    // malloc inside the loader.
+    // SAFETY: getauxval has no preconditions; `main` is a valid out-pointer
+    // and dladdr only reads the address.
+    let mut main: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let entry = unsafe { libc::getauxval(libc::AT_ENTRY) } as *const libc::c_void;
+    if unsafe { libc::dladdr(entry, &mut main) } != 0 && main.dli_fbase == info.dli_fbase {
+        return;
+    }
     // SAFETY: `dli_fname` is the loader's NUL-terminated path of a loaded
     // object; NOLOAD never loads anything new. The handle is kept (never
     // closed), which is the point.

@@ -137,9 +137,23 @@ fn write_error_text(errno: u32) -> String {
     }
 }
 
+/// Reads a whole file that must be a regular one: a path recorded in a
+/// profile may name a device (`/dev/zero`, `/dev/urandom`) or a pipe, whose
+/// reading never ends.
+pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a device, pipe or directory); give the path of the program's executable file",
+        ));
+    }
+    std::fs::read(path)
+}
+
 /// Reads and decodes the profile at `path`.
 pub fn read_profile(path: &Path) -> Result<Profile> {
-    let data = std::fs::read(path).map_err(|e| Error::io(path, "read the profile", e))?;
+    let data = read_regular(path).map_err(|e| Error::io(path, "read the profile", e))?;
     parse_profile(&data, path)
 }
 
