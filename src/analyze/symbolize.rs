@@ -250,15 +250,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Opens the profiled executable: it must exist, match the recorded build-id
-/// and carry line tables.
+/// Opens the profiled executable: it must exist, be a regular file, match
+/// the recorded build-id and carry line tables.
 fn open_executable(
     m: &Module,
     profile: &Path,
     warnings: &mut Vec<String>,
 ) -> Result<(Loader, Vec<(u64, String)>)> {
     let path = PathBuf::from(String::from_utf8_lossy(&m.path).into_owned());
-    let data = std::fs::read(&path).map_err(|e| match e.kind() {
+    let data = super::profile::read_regular(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::BinaryMissing {
             binary: path.clone(),
             profile: profile.to_path_buf(),
@@ -301,7 +301,7 @@ fn open_library(m: &Module, warnings: &mut Vec<String>) -> Option<(Loader, Vec<(
     if path.is_empty() || path.starts_with('[') || path.contains("linux-vdso") {
         return None;
     }
-    let data = std::fs::read(&path).ok()?;
+    let data = super::profile::read_regular(Path::new(&path)).ok()?;
     let obj = object::File::parse(&*data).ok()?;
     let now = obj.build_id().ok().flatten().unwrap_or_default();
     if !m.build_id.is_empty() && now != m.build_id.as_slice() {
