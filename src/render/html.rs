@@ -210,27 +210,26 @@ fn tables_section(
     for (plan, class) in [(user, "only-user"), (all, "only-all")] {
         let _ = writeln!(out, "<div class=\"{class}\">");
         for (key, ranked) in &plan.tables {
-            let scope = if class == "only-user" {
+            let (scope, note) = if class == "only-user" {
                 let c = super::coverage(r, *key);
                 let rest = (c.total - c.user - c.dependency).max(0);
-                let _ = writeln!(
-                    out,
-                    "<p class=\"coverage\">Your code: {} of {}; dependencies {}, the standard library and code on no line {}.</p>",
+                let note = format!(
+                    "Your code: {} of {}; dependencies {}, the standard library and code on no line {}.",
                     super::percent(c.user, c.total),
                     sort_title(*key),
                     super::percent(c.dependency, c.total),
                     super::percent(rest, c.total)
                 );
-                " in your code"
+                (" in your code", note)
             } else {
-                ""
+                ("", String::new())
             };
             let title = format!(
                 "Top {} lines by self {}{scope}",
                 ranked.len(),
                 sort_title(*key)
             );
-            lines_table(out, r, &title, ranked, ids);
+            lines_table(out, r, &title, &note, ranked, ids);
             if class == "only-user" {
                 if let Some((_, deps)) = plan.dependency_tables.iter().find(|(k, _)| k == key) {
                     let title = format!(
@@ -238,7 +237,7 @@ fn tables_section(
                         deps.len(),
                         sort_title(*key)
                     );
-                    lines_table(out, r, &title, deps, ids);
+                    lines_table(out, r, &title, "", deps, ids);
                 }
             }
         }
@@ -338,8 +337,20 @@ fn listing_link(ids: &ListingIds, file: &str, function: &str, line: Option<u32>)
     })
 }
 
-fn lines_table(out: &mut String, r: &Report, title: &str, lines: &[LineFigures], ids: &ListingIds) {
+/// A top-lines table under `title`, with `note` (how much of the figure
+/// the view holds) between them.
+fn lines_table(
+    out: &mut String,
+    r: &Report,
+    title: &str,
+    note: &str,
+    lines: &[LineFigures],
+    ids: &ListingIds,
+) {
     let _ = writeln!(out, "<h2>{}</h2>", escape(title));
+    if !note.is_empty() {
+        let _ = writeln!(out, "<p class=\"coverage\">{}</p>", escape(note));
+    }
     if lines.is_empty() {
         out.push_str("<p class=\"dim\">(no lines with figures)</p>\n");
         return;

@@ -259,7 +259,9 @@ pub fn percent(part: i128, whole: i128) -> String {
         return "0%".into();
     }
     let p = part as f64 * 100.0 / whole as f64;
-    if p > 0.0 && p < 1.0 {
+    if p > 0.0 && p < 0.005 {
+        "<0.01%".into()
+    } else if p > 0.0 && p < 1.0 {
         format!("{p:.2}%")
     } else {
         format!("{p:.0}%")

@@ -170,6 +170,9 @@ const check = (ok, what) => {
     check(requests.length === 0, `no network requests${requests.length ? ': ' + requests.join(' ') : ''}`);
 
     if (screenshot) {
+      // A fresh page, as a reader first sees it (the checks sorted tables).
+      await page.reload({ waitUntil: 'load' });
+      await page.setViewport({ width: 1300, height: 1500 });
       await page.evaluate(() => window.scrollTo(0, 0));
       await page.screenshot({ path: screenshot, fullPage: false });
       console.log('screenshot ' + screenshot);
