@@ -159,6 +159,12 @@ pub fn init_clock() {
     );
 }
 
+/// Whether the time-stamp counter is invariant and the kernel keeps time
+/// with it (set by `init_clock`).
+pub fn tsc_ok() -> bool {
+    TSC_OK.load(Ordering::Relaxed)
+}
+
 /// Marks the calling thread's state (if it has one) as inside lineprof,
 /// around `fork`: a host signal handler that allocates then must not try
 /// to flush while the fork handlers hold the file lock.

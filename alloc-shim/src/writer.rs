@@ -139,6 +139,44 @@ pub fn write_events(chunk: &mut [u8], final_flush: bool) {
     sys::write_all(fd, chunk);
 }
 
+/// Writes chunks of `kind` whose payloads `fill` encodes into the scratch
+/// space, one after another while it returns true (more to come). With
+/// `wait` false the file lock is only tried: a caller that may run inside
+/// a signal handler of the host must not wait for a lock its own thread
+/// may hold. `final_flush`: the exit handler is writing.
+pub fn write_chunks(
+    kind: ChunkKind,
+    final_flush: bool,
+    wait: bool,
+    mut fill: impl FnMut(&mut Encoder<'_>) -> bool,
+) {
+    let _g = if wait {
+        FILE_LOCK.lock()
+    } else {
+        match FILE_LOCK.try_lock() {
+            Some(g) => g,
+            None => return,
+        }
+    };
+    if FINISHING.load(Ordering::Acquire) && !final_flush {
+        return;
+    }
+    let Some(fd) = ensure_open() else { return };
+    let scratch = region(&SCRATCH, SCRATCH_LEN);
+    loop {
+        let mut e = Encoder::new(scratch, CHUNK_HEADER_LEN);
+        let more = fill(&mut e);
+        let len = e.pos();
+        if len > CHUNK_HEADER_LEN {
+            format::seal_chunk(kind, &mut scratch[..len]);
+            sys::write_all(fd, &scratch[..len]);
+        }
+        if !more {
+            return;
+        }
+    }
+}
+
 /// Opens the file on first use. File lock held.
 fn ensure_open() -> Option<i32> {
     let fd = FD.load(Ordering::Acquire);
@@ -297,6 +335,7 @@ extern "C" fn at_exit() {
             }
         }
         thread::for_each_state(|s| thread::flush(s, true));
+        crate::timers::write_all_at_exit();
         let _g = FILE_LOCK.lock();
         let Some(fd) = ensure_open() else { return };
         let n = MODULES_USED.load(Ordering::Acquire);
