@@ -727,8 +727,16 @@ mod tests {
             calls: 2,
             ticks: 900,
             lines: vec![
-                TimedLine { line: 11, hits: 2, ticks: 100 },
-                TimedLine { line: 12, hits: 22, ticks: 800 },
+                TimedLine {
+                    line: 11,
+                    hits: 2,
+                    ticks: 100,
+                },
+                TimedLine {
+                    line: 12,
+                    hits: 22,
+                    ticks: 800,
+                },
             ],
         };
         let head = TimedFunctionHead {

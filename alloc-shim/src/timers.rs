@@ -136,7 +136,10 @@ impl Counters {
 
 #[inline(always)]
 fn bump(c: &AtomicU64, by: u64) {
-    c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    c.store(
+        c.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
 }
 
 /// One thread's counters.
@@ -540,7 +543,9 @@ pub fn write_all_at_exit() {
 /// every count starts again from zero; the calls open on the forking thread
 /// stay open. Other threads are gone: their tables are released.
 pub fn after_fork_child() {
-    let mine = TABLE.try_with(|h| h.0.get()).unwrap_or(std::ptr::null_mut());
+    let mine = TABLE
+        .try_with(|h| h.0.get())
+        .unwrap_or(std::ptr::null_mut());
     TABLES_LOCK.force_unlock();
     FUNCTIONS_LOCK.force_unlock();
     UNTIMED_CALLS.store(0, Ordering::Relaxed);

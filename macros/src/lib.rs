@@ -307,7 +307,11 @@ mod tests {
         out.split("__lineprof_call . line (")
             .skip(1)
             .map(|rest| {
-                let digits: String = rest.trim().chars().take_while(char::is_ascii_digit).collect();
+                let digits: String = rest
+                    .trim()
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
                 let n: usize = digits.parse().unwrap();
                 lines[n - 1]
             })

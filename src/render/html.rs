@@ -257,6 +257,8 @@ mod tests {
             source: Some("    let v = a < b && c > \"d\";".into()),
             self_figures: figures,
             total: figures,
+            hits: None,
+            time_ns: None,
         }];
         let html = render(&r, &View::default(), &mut SourceFiles::default());
         assert!(html.starts_with("<!DOCTYPE html>"), "{html}");

@@ -9,6 +9,7 @@ pub mod json;
 pub mod pprof;
 pub mod text;
 
+use crate::analyze::functions::FunctionFigures;
 use crate::analyze::lines::{sort_lines, LineFigures, LineFilter, SortKey};
 use crate::analyze::report::Report;
 use crate::analyze::stacks::{Frame, StackTable};
@@ -43,6 +44,47 @@ pub fn selected_lines(report: &Report, view: &View) -> Vec<LineFigures> {
         .collect();
     sort_lines(&mut lines, view.sort);
     lines
+}
+
+/// The functions of `report` that `view`'s function and file filters keep,
+/// sorted by the key (`self` figures; calls and wall time for `hits` and
+/// `time`), before `--top`.
+pub fn selected_functions(report: &Report, view: &View) -> Vec<FunctionFigures> {
+    let mut functions: Vec<FunctionFigures> = report
+        .functions
+        .iter()
+        .filter(|f| {
+            view.filter
+                .function
+                .as_ref()
+                .is_none_or(|r| r.is_match(&f.function))
+                && view
+                    .filter
+                    .file
+                    .as_ref()
+                    .is_none_or(|r| r.is_match(&f.file))
+        })
+        .cloned()
+        .collect();
+    sort_functions(&mut functions, view.sort, false);
+    functions
+}
+
+/// Sorts functions by a figure, descending: `self` or, with `cumulative`,
+/// `total`; `hits` sorts by calls and `time` by wall time.
+pub fn sort_functions(functions: &mut [FunctionFigures], key: SortKey, cumulative: bool) {
+    let value = |f: &FunctionFigures| match key {
+        SortKey::Hits => f.calls.unwrap_or(0) as i128,
+        SortKey::Time => f.time_ns.unwrap_or(0) as i128,
+        _ if cumulative => key.value(&f.total),
+        _ => key.value(&f.self_figures),
+    };
+    functions.sort_by(|a, b| {
+        value(b)
+            .cmp(&value(a))
+            .then(key.value(&b.total).cmp(&key.value(&a.total)))
+            .then_with(|| (&a.file, a.line, &a.function).cmp(&(&b.file, b.line, &b.function)))
+    });
 }
 
 /// The per-stack figures the stack formats need, or the error saying why
@@ -201,6 +243,7 @@ pub mod testing {
             totals: Totals::default(),
             lines: vec![],
             warnings: vec![],
+            functions: vec![],
             root: None,
             stacks: None,
         }

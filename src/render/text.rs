@@ -92,6 +92,8 @@ pub(super) fn sort_title(key: SortKey) -> &'static str {
         SortKey::End => "bytes live at exit",
         SortKey::Allocations => "allocations",
         SortKey::Cpu => "CPU time",
+        SortKey::Hits => "hits",
+        SortKey::Time => "wall time",
     }
 }
 
@@ -304,6 +306,8 @@ mod tests {
             source: Some(src.into()),
             self_figures: s,
             total: t,
+            hits: None,
+            time_ns: None,
         }
     }
 
@@ -351,6 +355,7 @@ mod tests {
                 ),
             ],
             warnings: vec!["profile has no end record".into()],
+            functions: vec![],
             root: None,
             stacks: None,
         };
