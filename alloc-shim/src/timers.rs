@@ -501,12 +501,20 @@ fn encode_function(e: &mut Encoder<'_>, table: &Table, id: usize) -> bool {
         return false;
     }
     let reported = (1..slots).filter(|&i| f.lines[i] != 0).count();
+    // Slot 0, from the call's start to its first line, is the guard's own
+    // set-up: not the function's time (which is then its lines' time).
+    // SAFETY: every block has slot 0 (the attribute's table starts with it).
+    let setup = if slots > 0 {
+        unsafe { &*c.lines() }.ticks.load(Ordering::Relaxed)
+    } else {
+        0
+    };
     let head = TimedFunctionHead {
         path,
         file,
         line: f.line,
         calls,
-        ticks: c.ticks.load(Ordering::Relaxed),
+        ticks: c.ticks.load(Ordering::Relaxed).saturating_sub(setup),
         lines: reported,
     };
     format::encode_timed_function(e, &head);

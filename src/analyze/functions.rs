@@ -110,6 +110,22 @@ fn timer_file(file: &str, root: Option<&Path>) -> String {
     }
 }
 
+/// Whether a symbolized function name and a marked function's path name
+/// the same function: equal, or one a `::`-suffix of the other (inlined
+/// functions lose their path in line-tables-only debug info).
+pub fn same_function(symbolized: &str, path: &str) -> bool {
+    let suffix = |long: &str, short: &str| {
+        long.len() > short.len()
+            && long.ends_with(short)
+            && long[..long.len() - short.len()].ends_with("::")
+    };
+    symbolized == path || suffix(path, symbolized) || suffix(symbolized, path)
+}
+
+fn add_figures(into: &mut Figures, from: &Figures) {
+    add(into, from);
+}
+
 /// Puts the timers on the lines and functions: each timed line gets
 /// `hits` and `time_ns` (a line of its own when it has no other figure),
 /// each marked function `calls` and `time_ns`.
@@ -122,6 +138,22 @@ pub fn add_timers(
 ) {
     for t in timed {
         let file = timer_file(&t.file, root);
+        // Other spellings of the function become the marked path.
+        let mut merged: Option<FunctionFigures> = None;
+        functions.retain(|f| {
+            if f.file != file || !same_function(&f.function, &t.path) {
+                return true;
+            }
+            match &mut merged {
+                Some(m) => {
+                    add_figures(&mut m.self_figures, &f.self_figures);
+                    add_figures(&mut m.total, &f.total);
+                }
+                None => merged = Some(f.clone()),
+            }
+            false
+        });
+        functions.extend(merged);
         let function = match functions.iter_mut().find(|f| f.function == t.path) {
             Some(f) => f,
             None => {
@@ -145,6 +177,12 @@ pub fn add_timers(
             Some(r) if Path::new(&t.file).is_relative() => r.join(&t.file),
             _ => Path::new(&t.file).to_path_buf(),
         };
+        for l in lines.iter_mut() {
+            if l.file == file && l.function != t.path && same_function(&l.function, &t.path) {
+                l.function = t.path.clone();
+            }
+        }
+        merge_duplicate_lines(lines, &t.path);
         for &(n, hits, time_ns) in &t.lines {
             let at = lines
                 .iter()
@@ -169,6 +207,27 @@ pub fn add_timers(
             l.hits = Some(hits);
             l.time_ns = Some(time_ns);
         }
+    }
+}
+
+/// Sums lines of `function` that the renaming made equal (same file and
+/// line).
+fn merge_duplicate_lines(lines: &mut Vec<LineFigures>, function: &str) {
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].function == function {
+            if let Some(j) = (0..i).find(|&j| {
+                lines[j].function == function
+                    && lines[j].file == lines[i].file
+                    && lines[j].line == lines[i].line
+            }) {
+                let dup = lines.swap_remove(i);
+                add(&mut lines[j].self_figures, &dup.self_figures);
+                add(&mut lines[j].total, &dup.total);
+                continue;
+            }
+        }
+        i += 1;
     }
 }
 
@@ -229,6 +288,15 @@ fn add(a: &mut Figures, b: &Figures) {
 mod tests {
     use super::*;
     use crate::analyze::stacks::{Frame, StackRow};
+
+    #[test]
+    fn spellings_of_one_function() {
+        assert!(same_function("app::work", "app::work"));
+        assert!(same_function("work", "app::work"));
+        assert!(same_function("Counter::bump", "app::Counter::bump"));
+        assert!(!same_function("ork", "app::work"));
+        assert!(!same_function("app::work::{closure#0}", "app::work"));
+    }
 
     #[test]
     fn edges_join_adjacent_distinct_functions_once_per_stack() {
