@@ -237,3 +237,57 @@ fn async_fn_is_a_compile_error() {
     );
     assert!(err.contains("src/main.rs:2"), "{err}");
 }
+
+#[test]
+fn function_view_sorted_by_wall_time_with_callers() {
+    let p = profile("timers", &[]);
+    let path = p.profile.to_str().unwrap();
+    let out = lineprof(&[
+        "report",
+        path,
+        "--by",
+        "function",
+        "--sort",
+        "time",
+        "--callers",
+        "sleepy$",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let rows: Vec<&str> = text.lines().collect();
+    let head: Vec<&str> = rows[2].split_whitespace().take(5).collect();
+    assert_eq!(
+        head,
+        ["ncalls", "walltime", "percall", "tottime", "cumtime"],
+        "{text}"
+    );
+    assert!(rows[2].ends_with("filename:lineno(function)"), "{text}");
+    // The 100 ms function first: one call, its memory beside its time.
+    assert_eq!(rows[3].split_whitespace().next(), Some("1"), "{text}");
+    assert!(
+        rows[3].ends_with("src/bin/timers.rs:140(timers::sleepy)"),
+        "{text}"
+    );
+    let callers = text
+        .split("timers::sleepy was called by:\n")
+        .nth(1)
+        .unwrap();
+    let edge = callers.lines().nth(1).unwrap();
+    assert!(
+        edge.starts_with("<-") && edge.ends_with("timers::main"),
+        "{text}"
+    );
+    // The JSON `functions` array has the memory of the same function.
+    let report = p.report().json;
+    let sleepy = function(&report, "timers::sleepy");
+    assert_eq!(sleepy["calls"], 1);
+    assert!(sleepy["self"]["allocated_bytes"].as_u64().unwrap() >= 5000);
+    // --callers belongs to the function view.
+    let out = lineprof(&["report", path, "--callers", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("add --by function"),
+        "{}",
+        stderr(&out)
+    );
+}

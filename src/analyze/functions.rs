@@ -153,7 +153,10 @@ pub fn add_timers(
             }
             false
         });
-        functions.extend(merged);
+        if let Some(mut m) = merged {
+            m.function = t.path.clone();
+            functions.push(m);
+        }
         let function = match functions.iter_mut().find(|f| f.function == t.path) {
             Some(f) => f,
             None => {

@@ -4,6 +4,7 @@
 
 pub mod collapsed;
 pub mod dhat;
+pub mod functions;
 pub mod html;
 pub mod json;
 pub mod pprof;
