@@ -150,6 +150,17 @@ fn text_listing_in_line_profiler_layout() {
     assert_eq!(cells(listing[7]), "15 10");
     assert_eq!(cells(listing[8]), "16 }");
     assert_eq!(cells(listing[9]), "17 1");
+    // The HTML page has the same listing.
+    let out = lineprof(&["report", p.profile.to_str().unwrap(), "--format", "html"]);
+    let html = stdout(&out);
+    assert!(
+        html.contains("Function: timers::count_loop at line 12"),
+        "{html}"
+    );
+    assert!(html.contains("<th>Hits</th><th>Time</th><th>Per Hit</th><th>% Time</th>"));
+    assert!(
+        html.contains("<td class=\"n\" data-v=\"14\">14</td><td class=\"n\" data-v=\"11\">11</td>")
+    );
     // --sort hits: the loop lines of the two threads' function first.
     let out = lineprof(&["report", p.profile.to_str().unwrap(), "--sort", "hits"]);
     let text = stdout(&out);
