@@ -27,6 +27,7 @@ pub mod classify;
 pub mod frame_pointers;
 pub mod functions;
 pub mod lines;
+pub mod names;
 pub mod profile;
 pub mod replay;
 pub mod report;
