@@ -28,8 +28,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::text::{figure_cells, figure_headers, sort_title, INCREMENT_NOTE};
-use super::{format_time, FunctionFigures, Listing, ListingRow, Plan, View};
+use super::{format_time, Listing, ListingRow, Plan, View};
 use crate::analyze::classify::{frame_kind, short_path};
+use crate::analyze::functions::FunctionFigures;
 use crate::analyze::lines::{Figures, LineFigures, LineFilter, LineKind, SortKey, SourceFiles};
 use crate::analyze::report::Report;
 
@@ -79,6 +80,7 @@ pub fn render(report: &Report, view: &View, sources: &mut SourceFiles) -> String
     let all = super::plan(report, &with_focus(view, false));
     let ids = listing_ids(&user, &all);
     tables_section(&mut out, report, &user, &all, &ids, view.sort);
+    timed_section(&mut out, report, view, sources);
     listings_section(&mut out, report, &[&user, &all], &ids, sources);
     let _ = writeln!(
         out,
@@ -241,16 +243,16 @@ fn tables_section(
                 }
             }
         }
-        if let Some(table) = &r.stacks {
-            let mut functions: Vec<FunctionFigures> = super::function_figures(table)
-                .into_iter()
-                .filter(|f| class == "only-all" || f.kind == LineKind::User)
-                .filter(|f| !f.self_figures.is_zero() || !f.total.is_zero())
-                .collect();
-            super::sort_functions(&mut functions, sort);
-            functions.truncate(FUNCTION_ROWS);
-            functions_table(out, r, &functions, ids, sort);
-        }
+        let mut functions: Vec<FunctionFigures> = r
+            .functions
+            .iter()
+            .filter(|f| class == "only-all" || frame_kind(&f.file) == LineKind::User)
+            .filter(|f| !f.self_figures.is_zero() || !f.total.is_zero())
+            .cloned()
+            .collect();
+        super::sort_functions(&mut functions, sort, false);
+        functions.truncate(FUNCTION_ROWS);
+        functions_table(out, r, &functions, ids, sort);
         out.push_str("</div>\n");
     }
     out.push_str("</section>\n");
@@ -420,7 +422,7 @@ fn functions_table(
     }
     out.push_str("</tr></thead>\n<tbody>\n");
     for f in functions {
-        let _ = write!(out, "<tr data-kind=\"{}\">", kind_name(f.kind));
+        let _ = write!(out, "<tr data-kind=\"{}\">", kind_name(frame_kind(&f.file)));
         number_cells(out, &f.self_figures, has_cpu, r.totals.cpu_time_ns, None);
         let t = &f.total;
         for (v, text) in [
@@ -441,6 +443,19 @@ fn functions_table(
         );
     }
     out.push_str("</tbody></table>\n");
+}
+
+/// line_profiler's listings of the `#[lineprof::profile]` functions.
+fn timed_section(out: &mut String, r: &Report, view: &View, sources: &mut SourceFiles) {
+    let timed = super::timed_listings(r, view, sources);
+    if timed.is_empty() {
+        return;
+    }
+    out.push_str("<section id=\"timed\">\n");
+    for t in &timed {
+        timed_listing(out, r, t);
+    }
+    out.push_str("</section>\n");
 }
 
 fn listings_section(
@@ -653,6 +668,44 @@ fn page_data(r: &Report) -> String {
         .replace('<', "\\u003c")
 }
 
+/// A marked function's line_profiler listing (see the text renderer).
+fn timed_listing(out: &mut String, r: &Report, t: &super::TimedListing) {
+    let _ = writeln!(
+        out,
+        "<h2><code>{}</code> <span class=\"dim\">at line {}</span></h2>\n<pre>{}</pre>",
+        escape(&t.function),
+        t.line,
+        escape(&super::text::timed_head(t))
+    );
+    let has_cpu = r.totals.cpu_samples > 0;
+    out.push_str("<table class=\"sortable listing\">");
+    header_row(
+        out,
+        &["Line #", "Hits", "Time", "Per Hit", "% Time"],
+        has_cpu,
+        &["Line Contents"],
+    );
+    let columns = figure_headers(has_cpu).len();
+    for row in &t.rows {
+        let _ = write!(out, "<tr><td class=\"n\" data-v=\"{0}\">{0}</td>", row.line);
+        let values = [
+            row.hits.unwrap_or(0),
+            row.time_ns,
+            row.hits.map_or(0, |h| row.time_ns / h.max(1)),
+            row.time_ns,
+        ];
+        for (cell, v) in super::text::timer_cells(t, row).iter().zip(values) {
+            let _ = write!(out, "<td class=\"n\" data-v=\"{v}\">{cell}</td>");
+        }
+        match &row.figures {
+            Some(f) => number_cells(out, f, has_cpu, r.totals.cpu_time_ns, None),
+            None => (0..columns).for_each(|_| out.push_str("<td class=\"n\" data-v=\"0\"></td>")),
+        }
+        let _ = writeln!(out, "<td class=\"src\">{}</td></tr>", escape(&row.source));
+    }
+    out.push_str("</tbody></table>\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -678,6 +731,8 @@ mod tests {
             source: Some("    let v = \"</script><script>alert(1)</script>\" < b;".into()),
             self_figures: figures,
             total: figures,
+            hits: None,
+            time_ns: None,
         }];
         r.stacks = Some(StackTable {
             frames: vec![Frame {
