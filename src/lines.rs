@@ -86,6 +86,7 @@ pub struct LineFigures {
 /// Whether `file` belongs to the Rust standard library.
 pub fn is_std_file(file: &str) -> bool {
     file.starts_with("/rustc/")
+        || file.starts_with("/rust/deps/")
         || file.contains("/library/core/")
         || file.contains("/library/alloc/")
         || file.contains("/library/std/")
@@ -112,15 +113,37 @@ pub fn display_file(file: &str, root: Option<&Path>) -> String {
     }
 }
 
-/// The attribution frame of a stack: index into `stack`.
+/// The attribution frame of a stack: index into `stack`. For heap figures
+/// a stack with none falls back to its innermost frame.
 fn attribution(stack: &[u32], locations: &[Location]) -> Option<usize> {
-    stack
+    cpu_attribution(stack, locations).or(if stack.is_empty() { None } else { Some(0) })
+}
+
+/// The attribution frame for CPU time: the innermost frame outside the
+/// standard library, C code (no line table) and lineprof; none for a stack
+/// without one (unattributed).
+fn cpu_attribution(stack: &[u32], locations: &[Location]) -> Option<usize> {
+    stack.iter().position(|&id| {
+        let loc = &locations[id as usize];
+        loc.is_resolved() && !is_std_file(&loc.file) && !is_lineprof_frame(loc)
+    })
+}
+
+/// CPU time of the stacks that have no CPU attribution frame.
+pub fn unattributed_cpu_ns(replay: &Replay, symbols: &Symbols) -> f64 {
+    replay
+        .per_stack
         .iter()
-        .position(|&id| {
-            let loc = &locations[id as usize];
-            loc.is_resolved() && !is_std_file(&loc.file) && !is_lineprof_frame(loc)
+        .enumerate()
+        .filter(|(sid, fig)| {
+            fig.cpu_time_ns > 0.0
+                && symbols
+                    .stacks
+                    .get(*sid)
+                    .is_none_or(|st| cpu_attribution(st, &symbols.locations).is_none())
         })
-        .or(if stack.is_empty() { None } else { Some(0) })
+        .map(|(_, fig)| fig.cpu_time_ns)
+        .sum()
 }
 
 /// Figures per line for every line with a non-zero figure, in no particular
@@ -144,7 +167,11 @@ pub fn aggregate(
             continue;
         };
         if let Some(a) = attribution(stack, &symbols.locations) {
-            self_raw[stack[a] as usize].add(fig);
+            let mut f = *fig;
+            if cpu_attribution(stack, &symbols.locations) != Some(a) {
+                (f.cpu_samples, f.cpu_time_ns) = (0.0, 0.0);
+            }
+            self_raw[stack[a] as usize].add(&f);
         }
         for &id in stack {
             if seen[id as usize] != sid + 1 {

@@ -16,6 +16,7 @@ mod run;
 mod stacks;
 mod store;
 mod symbolize;
+mod unwind;
 mod unwind_check;
 
 use std::io::IsTerminal;

@@ -13,7 +13,7 @@ use crate::lines::{self, LineFigures, SourceFiles};
 use crate::profile::{self, Profile};
 use crate::replay::{self, StackFigures};
 use crate::stacks::{self, StackTable};
-use crate::symbolize;
+use crate::{symbolize, unwind};
 
 /// Everything a renderer shows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +83,23 @@ pub struct Totals {
     pub end_bytes: u64,
     pub cpu_samples: u64,
     pub cpu_time_ns: u64,
+    /// CPU time of samples taken while lineprof recorded an event: on no
+    /// line, and not in `cpu_time_ns`.
+    #[serde(default)]
+    pub profiler_cpu_time_ns: u64,
+    /// CPU time (in `cpu_time_ns`) of stacks with no frame outside the
+    /// standard library, C code and lineprof: on no line.
+    #[serde(default)]
+    pub unattributed_cpu_time_ns: u64,
+    /// Samples of `unattributed_cpu_time_ns` whose stack could not be
+    /// recovered (no call-frame information, a frame outside the stack
+    /// copy).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unrecovered_cpu_samples: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Totals {
@@ -97,6 +114,9 @@ impl Totals {
             end_bytes: f.end_bytes,
             cpu_samples: f.cpu_samples,
             cpu_time_ns: f.cpu_time_ns,
+            profiler_cpu_time_ns: 0,
+            unattributed_cpu_time_ns: 0,
+            unrecovered_cpu_samples: 0,
         }
     }
 }
@@ -111,7 +131,8 @@ pub fn report_from_profile(path: &Path) -> Result<Report> {
 /// fails when the target directory lives in another workspace
 /// (`CARGO_TARGET_DIR`).
 pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Report> {
-    let profile = profile::read_profile(path)?;
+    let mut profile = profile::read_profile(path)?;
+    let recovery = unwind::recover_cpu_stacks(&mut profile);
     let symbols = symbolize::symbolize(&profile)?;
     let (group_of, groups) = stacks::group_stacks(&symbols.stacks);
     let replay = replay::replay_grouped(&profile, &group_of);
@@ -127,9 +148,29 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
     let lines = lines::aggregate(&replay, &symbols, root.as_deref(), &mut sources);
     let mut warnings = symbols.warnings.clone();
     warnings.extend(profile.warnings());
+    warnings.extend(recovery.warnings.iter().cloned());
+    let mut totals = Totals::from_raw(&replay.totals);
+    totals.profiler_cpu_time_ns = replay.profiler_cpu_time_ns.round() as u64;
+    totals.unattributed_cpu_time_ns = lines::unattributed_cpu_ns(&replay, &symbols).round() as u64;
+    totals.unrecovered_cpu_samples = recovery.unrecovered;
+    if recovery.unrecovered > 0 {
+        warnings.push(format!(
+            "{} of {} CPU samples in code without frame pointers could not be unwound; \
+             they keep the frame-pointer stack, which may miss their direct caller",
+            recovery.unrecovered,
+            recovery.unrecovered + recovery.recovered
+        ));
+    }
+    if recovery.cut_stacks > 0 {
+        warnings.push(format!(
+            "{} CPU stacks were cut at a frame outside every loaded module's code \
+             (a frame-pointer chain broken by code built without frame pointers)",
+            recovery.cut_stacks
+        ));
+    }
     Ok(Report {
         run: run_info(&profile, replay.estimated),
-        totals: Totals::from_raw(&replay.totals),
+        totals,
         lines,
         warnings,
         stacks: Some(StackTable {

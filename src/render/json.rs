@@ -96,7 +96,9 @@ mod tests {
         assert_eq!(l["kind"], "user");
         assert_eq!(l["self"]["allocated_bytes"], 10);
         assert_eq!(l["total"]["increment_bytes"], 0);
-        assert_eq!(v["totals"].as_object().unwrap().len(), 8);
+        assert_eq!(v["totals"].as_object().unwrap().len(), 10);
+        assert_eq!(v["totals"]["profiler_cpu_time_ns"], 0);
+        assert_eq!(v["totals"]["unattributed_cpu_time_ns"], 0);
         assert_eq!(l["self"].as_object().unwrap().len(), 9);
     }
 }
