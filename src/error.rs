@@ -38,7 +38,12 @@ pub enum Error {
     /// A command-line value is invalid (bad regex, ...).
     Usage { detail: String },
     /// A stored run was written by a newer lineprof.
-    NewerStore { path: PathBuf, schema: u64 },
+    NewerStore {
+        path: PathBuf,
+        schema: u64,
+        /// The newest schema this lineprof reads.
+        supported: u32,
+    },
     /// A stored run cannot be parsed.
     BadStoredRun { path: PathBuf, detail: String },
     /// A run argument names no stored run; `detail` says what was tried.
@@ -129,11 +134,14 @@ impl fmt::Display for Error {
                 binary.display()
             ),
             Error::Usage { detail } => write!(f, "{detail}"),
-            Error::NewerStore { path, schema } => write!(
+            Error::NewerStore {
+                path,
+                schema,
+                supported,
+            } => write!(
                 f,
-                "{}: stored run has schema {schema}, newer than this lineprof understands (schema {}); upgrade the lineprof CLI",
+                "{}: stored run has schema {schema}, newer than this lineprof understands (schema {supported}); upgrade the lineprof CLI",
                 path.display(),
-                crate::render::json::SCHEMA
             ),
             Error::BadStoredRun { path, detail } => write!(
                 f,

@@ -1,36 +1,16 @@
-//! `lineprof`: the analysis CLI. This file parses flags and dispatches;
-//! the work happens in the modules below.
+//! `lineprof`: the analysis CLI. This file parses flags and dispatches to
+//! the library (`lineprof_cli`); the work happens there.
 
-mod check;
-mod diff;
-mod error;
-mod git;
-mod history;
-mod lines;
-mod output;
-mod profile;
-mod render;
-mod replay;
-mod report;
-mod run;
-mod stacks;
-mod store;
-mod symbolize;
-mod unwind;
-mod unwind_check;
-
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use regex::Regex;
+use clap::{Parser, Subcommand};
 
-use crate::error::{Error, Result};
-use crate::lines::{LineFilter, LineKind, SortKey, SourceFiles};
-use crate::render::View;
-use crate::report::{Report, ReportSource};
-use crate::store::Store;
+use lineprof_cli::analyze::lines::SortKey;
+use lineprof_cli::error::{Error, Result};
+use lineprof_cli::workflow::show::{Focus, ReportFormat};
+use lineprof_cli::workflow::store::Store;
+use lineprof_cli::workflow::{check, diff, history, run, show, Format};
 
 #[derive(Parser)]
 #[command(
@@ -149,64 +129,15 @@ struct ReportArgs {
     output: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Focus {
-    User,
-    All,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    Text,
-    Json,
-}
-
-/// `report` alone also writes these.
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ReportFormat {
-    Text,
-    Json,
-    /// A self-contained HTML page with sortable tables (use -o FILE.html).
-    Html,
-    /// gzip-compressed pprof protobuf for `go tool pprof` (use -o FILE.pb.gz).
-    Pprof,
-    /// Folded stacks for flamegraph.pl or inferno; counts follow --sort.
-    Collapsed,
-    /// DHAT's JSON, for dh_view.html.
-    Dhat,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = dispatch(cli);
-    match result {
+    match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)
         }
     }
-}
-
-fn regex(flag: &str, pattern: Option<&str>) -> Result<Option<Regex>> {
-    pattern
-        .map(|p| {
-            Regex::new(p).map_err(|e| {
-                // The regex crate's message spans lines; its last line says what is wrong.
-                let msg = e.to_string();
-                let why = msg
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .trim_start_matches("error: ");
-                Error::Usage {
-                    detail: format!(
-                        "--{flag} {p:?} is not a valid regular expression ({why}); fix the pattern"
-                    ),
-                }
-            })
-        })
-        .transpose()
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -229,9 +160,31 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 command: a.command,
             },
         ),
-        Command::Report(a) => done(report(&store, &cwd, a)),
-        Command::History(a) => done(history(&store, a)),
-        Command::Diff(a) => done(diff(&store, &cwd, a)),
+        Command::Report(a) => done(show::command(
+            &store,
+            &cwd,
+            show::ReportRequest {
+                target: a.target,
+                sort: a.sort,
+                top: a.top,
+                function: a.function,
+                file: a.file,
+                focus: a.focus,
+                format: a.format,
+                output: a.output,
+            },
+        )),
+        Command::History(a) => done(history::command(&store, a.name.as_deref(), a.format)),
+        Command::Diff(a) => done(diff::command(
+            &store,
+            &cwd,
+            diff::DiffRequest {
+                old: a.old,
+                new: a.new,
+                top: a.top,
+                format: a.format,
+            },
+        )),
         Command::Check(a) => check::command(
             &store,
             &cwd,
@@ -244,143 +197,5 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 tolerance: a.tolerance,
             },
         ),
-    }
-}
-
-fn history(store: &Store, args: HistoryArgs) -> Result<()> {
-    let runs = store.list()?;
-    let text = match args.format {
-        Format::Text => history::render_text(&runs, args.name.as_deref()),
-        Format::Json => history::render_json(&runs, args.name.as_deref()),
-    };
-    output::write_output(None, &text)
-}
-
-/// Picks NEW first, then OLD among runs of NEW's name, so that the defaults
-/// compare a program with its own previous run.
-fn diff(store: &Store, cwd: &Path, args: DiffArgs) -> Result<()> {
-    let runs = store.list()?;
-    let newest = store::latest(&runs, store)?;
-    let (old, new) = match (&args.old, &args.new) {
-        (Some(o), Some(n)) => {
-            let new = store::resolve(&runs, n, None, cwd, store)?;
-            let old = store::resolve(&runs, o, new.run.name.as_deref(), cwd, store)?;
-            (old, new)
-        }
-        (Some(o), None) => {
-            let old = store::resolve(&runs, o, newest.run.name.as_deref(), cwd, store)?;
-            let same_name = runs.iter().rev().find(|r| r.run.name == old.run.name);
-            (old, same_name.unwrap_or(newest))
-        }
-        (None, _) => {
-            let new = match &args.new {
-                Some(n) => store::resolve(&runs, n, None, cwd, store)?,
-                None => newest,
-            };
-            let old = runs
-                .iter()
-                .rev()
-                .filter(|r| r.run.id < new.run.id)
-                .find(|r| r.run.name == new.run.name)
-                .ok_or_else(|| Error::UnknownRun {
-                    detail: format!(
-                        "{}: run {} is the only run named `{}`; profile it again, or name two runs: lineprof diff OLD NEW",
-                        store.dir.display(),
-                        new.run.id,
-                        new.run.name.as_deref().unwrap_or("-")
-                    ),
-                })?;
-            (old, new)
-        }
-    };
-    let d = diff::diff(&store.load(old)?, &store.load(new)?);
-    let text = match args.format {
-        Format::Text => diff::render_text(&d, args.top),
-        Format::Json => diff::render_json(&d),
-    };
-    output::write_output(None, &text)
-}
-
-/// A stored run if `target` names one (or is absent and runs exist), else a
-/// profile or executable.
-fn load_report(store: &Store, cwd: &Path, target: Option<&str>) -> Result<Report> {
-    let is_file = |t: &str| Path::new(t).exists() || t.ends_with(".lprof");
-    match target {
-        Some(t) if !is_file(t) => {
-            let runs = store.list()?;
-            store.load(store::resolve(&runs, t, None, cwd, store)?)
-        }
-        Some(t) => {
-            let source = ReportSource::from_arg(Some(Path::new(t)))?;
-            report::report_from_profile(&source.profile_path(cwd)?)
-        }
-        None => match store.list()?.last() {
-            Some(run) => store.load(run),
-            None => report::report_from_profile(&ReportSource::Latest.profile_path(cwd)?),
-        },
-    }
-}
-
-fn report(store: &Store, cwd: &Path, args: ReportArgs) -> Result<()> {
-    let report = load_report(store, cwd, args.target.as_deref())?;
-    let has_user_lines = report.lines.iter().any(|l| l.kind == LineKind::User);
-    let user_only = match args.focus {
-        Some(f) => f == Focus::User,
-        // The tables and listings are for reading; the data formats keep
-        // every line (the stack formats always keep every stack).
-        None => matches!(args.format, ReportFormat::Text | ReportFormat::Html) && has_user_lines,
-    };
-    let view = View {
-        sort: args.sort,
-        top: args.top,
-        filter: LineFilter {
-            function: regex("function", args.function.as_deref())?,
-            file: regex("file", args.file.as_deref())?,
-            user_only,
-        },
-    };
-    let out = args.output.as_deref();
-    let stack_table = |name| render::require_stacks(&report, name);
-    let text = match args.format {
-        ReportFormat::Text => {
-            let mut sources = SourceFiles::new(report.root.clone());
-            render::text::render(&report, &view, &mut sources)
-        }
-        ReportFormat::Html => {
-            let mut sources = SourceFiles::new(report.root.clone());
-            render::html::render(&report, &view, &mut sources)
-        }
-        ReportFormat::Json => {
-            // The text report shows warnings first; JSON carries them in a
-            // field, and a person watching the terminal sees them here.
-            warn(&report);
-            render::json::render(&report, &view)
-        }
-        ReportFormat::Collapsed => {
-            warn(&report);
-            render::collapsed::render(stack_table("collapsed")?, view.sort)
-        }
-        ReportFormat::Dhat => {
-            warn(&report);
-            render::dhat::render(&report, stack_table("dhat")?)
-        }
-        ReportFormat::Pprof => {
-            warn(&report);
-            let bytes = render::pprof::render(&report, stack_table("pprof")?);
-            if out.is_none() && std::io::stdout().is_terminal() {
-                return Err(Error::Usage {
-                    detail: "--format pprof writes gzip-compressed protobuf, not text; add -o FILE (e.g. -o profile.pb.gz) or redirect stdout".into(),
-                });
-            }
-            return output::write_bytes(out, &bytes);
-        }
-    };
-    output::write_output(out, &text)
-}
-
-/// For formats with no place for them, warnings go to stderr.
-fn warn(report: &Report) {
-    for w in &report.warnings {
-        eprintln!("lineprof: warning: {w}");
     }
 }

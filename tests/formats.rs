@@ -63,85 +63,8 @@ fn collapsed_stacks_carry_exact_figures() {
     assert_eq!(Some(sum(&by_count)), totals["allocations"].as_u64());
 }
 
-/// Just enough protobuf to read a profile.proto message back.
-mod pb {
-    pub enum Value {
-        Int(u64),
-        Bytes(Vec<u8>),
-    }
-
-    fn varint(b: &[u8], i: &mut usize) -> u64 {
-        let (mut v, mut shift) = (0u64, 0);
-        loop {
-            let byte = b[*i];
-            *i += 1;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte < 0x80 {
-                return v;
-            }
-            shift += 7;
-        }
-    }
-
-    pub fn fields(b: &[u8]) -> Vec<(u32, Value)> {
-        let (mut out, mut i) = (Vec::new(), 0);
-        while i < b.len() {
-            let key = varint(b, &mut i);
-            let v = match key & 7 {
-                0 => Value::Int(varint(b, &mut i)),
-                2 => {
-                    let n = varint(b, &mut i) as usize;
-                    i += n;
-                    Value::Bytes(b[i - n..i].to_vec())
-                }
-                w => panic!("unexpected wire type {w}"),
-            };
-            out.push(((key >> 3) as u32, v));
-        }
-        out
-    }
-
-    /// Values of a repeated (packed or not) integer field.
-    pub fn ints(m: &[(u32, Value)], field: u32) -> Vec<u64> {
-        let mut out = Vec::new();
-        for (_, v) in m.iter().filter(|(f, _)| *f == field) {
-            match v {
-                Value::Int(n) => out.push(*n),
-                Value::Bytes(b) => {
-                    let mut i = 0;
-                    while i < b.len() {
-                        out.push(varint(b, &mut i));
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    pub fn int(m: &[(u32, Value)], field: u32) -> u64 {
-        ints(m, field).last().copied().unwrap_or(0)
-    }
-
-    pub fn messages(m: &[(u32, Value)], field: u32) -> Vec<Vec<(u32, Value)>> {
-        m.iter()
-            .filter(|(f, _)| *f == field)
-            .map(|(_, v)| match v {
-                Value::Bytes(b) => fields(b),
-                Value::Int(_) => panic!("field {field} is not a message"),
-            })
-            .collect()
-    }
-
-    pub fn strings(m: &[(u32, Value)], field: u32) -> Vec<String> {
-        m.iter()
-            .filter(|(f, _)| *f == field)
-            .map(|(_, v)| match v {
-                Value::Bytes(b) => String::from_utf8(b.clone()).unwrap(),
-                Value::Int(_) => panic!("field {field} is not a string"),
-            })
-            .collect()
-    }
-}
+/// The library's protobuf reader reads pprof's output back.
+use lineprof_cli::render::pprof::decode as pb;
 
 #[test]
 fn pprof_decodes_with_exact_sums() {

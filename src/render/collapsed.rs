@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::frame_label;
-use crate::lines::{Figures, SortKey};
-use crate::stacks::StackTable;
+use crate::analyze::lines::{Figures, SortKey};
+use crate::analyze::stacks::StackTable;
 
 /// The count of one stack for `key`: CPU is in samples, as flame graph
 /// tools expect; everything else as in the tables.
@@ -60,7 +60,7 @@ pub fn render(table: &StackTable, key: SortKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stacks::{Frame, StackRow};
+    use crate::analyze::stacks::{Frame, StackRow};
 
     pub fn frame(file: &str, line: u32, function: &str) -> Frame {
         Frame {

@@ -13,8 +13,8 @@
 
 use serde::Serialize;
 
-use crate::report::Report;
-use crate::stacks::{Frame, StackTable};
+use crate::analyze::report::Report;
+use crate::analyze::stacks::{Frame, StackTable};
 
 /// A block freed within this many heap events of its allocation counts as
 /// short-lived in `dh_view`'s "short-lived" sort.
@@ -111,9 +111,9 @@ pub fn render(report: &Report, table: &StackTable) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lines::Figures;
+    use crate::analyze::lines::Figures;
+    use crate::analyze::stacks::StackRow;
     use crate::render::testing::report;
-    use crate::stacks::StackRow;
 
     #[test]
     fn program_points_and_frame_table() {

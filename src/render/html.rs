@@ -11,8 +11,8 @@ use std::path::Path;
 
 use super::text::{figure_cells, figure_headers, sort_title};
 use super::{format_time, View};
-use crate::lines::{Figures, LineFigures, LineKind, SortKey, SourceFiles};
-use crate::report::Report;
+use crate::analyze::lines::{Figures, LineFigures, LineKind, SortKey, SourceFiles};
+use crate::analyze::report::Report;
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
 h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.6em}\
@@ -91,7 +91,7 @@ fn summary(out: &mut String, r: &Report, command: &str) {
     );
     if let Some(commit) = &r.run.git.commit {
         let dirty = if r.run.git.dirty { " (dirty)" } else { "" };
-        let _ = write!(run, ", commit {}{dirty}", crate::git::short(Some(commit)));
+        let _ = write!(run, ", commit {}{dirty}", super::short_commit(Some(commit)));
     }
     let _ = writeln!(out, "<p class=\"dim\">{}</p>", escape(&run));
     for w in &r.warnings {

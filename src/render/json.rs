@@ -4,10 +4,10 @@
 use serde::Serialize;
 
 use super::{selected_lines, View};
-use crate::lines::LineFigures;
-use crate::report::{Report, RunInfo, Totals};
+use crate::analyze::lines::LineFigures;
+use crate::analyze::report::{Report, RunInfo, Totals};
 
-pub const SCHEMA: u32 = 1;
+pub use crate::analyze::report::SCHEMA;
 
 #[derive(Serialize)]
 struct JsonReport<'a> {
@@ -44,8 +44,8 @@ pub fn render(report: &Report, view: &View) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lines::{Figures, LineKind};
-    use crate::report::{ExecutableInfo, GitInfo, Sampling};
+    use crate::analyze::lines::{Figures, LineKind};
+    use crate::analyze::report::{ExecutableInfo, GitInfo, Sampling};
 
     #[test]
     fn schema_1_field_names() {

@@ -9,10 +9,10 @@ pub mod json;
 pub mod pprof;
 pub mod text;
 
+use crate::analyze::lines::{sort_lines, LineFigures, LineFilter, SortKey};
+use crate::analyze::report::Report;
+use crate::analyze::stacks::{Frame, StackTable};
 use crate::error::{Error, Result};
-use crate::lines::{sort_lines, LineFigures, LineFilter, SortKey};
-use crate::report::Report;
-use crate::stacks::{Frame, StackTable};
 
 /// What the user asked to see.
 #[derive(Debug, Clone)]
@@ -117,7 +117,7 @@ pub fn plan(report: &Report, view: &View) -> Plan {
 }
 
 /// The summary's (name, value) rows, shared by the text and HTML reports.
-pub fn summary_rows(t: &crate::report::Totals) -> Vec<(&'static str, String)> {
+pub fn summary_rows(t: &crate::analyze::report::Totals) -> Vec<(&'static str, String)> {
     let mut rows = vec![
         ("allocations", t.allocations.to_string()),
         ("allocated", format_bytes(t.allocated_bytes)),
@@ -170,9 +170,14 @@ pub fn format_time(ns: u64) -> String {
 }
 
 /// A report with an empty run, for renderer tests.
+/// The first 7 hex digits of a commit, or `-` when there is none.
+pub fn short_commit(commit: Option<&str>) -> String {
+    commit.map_or_else(|| "-".to_string(), |c| c.chars().take(7).collect())
+}
+
 #[cfg(test)]
 pub mod testing {
-    use crate::report::{ExecutableInfo, GitInfo, Report, RunInfo, Sampling, Totals};
+    use crate::analyze::report::{ExecutableInfo, GitInfo, Report, RunInfo, Sampling, Totals};
 
     pub fn report() -> Report {
         Report {

@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use crate::report::Report;
-use crate::stacks::{StackRow, StackTable};
+use crate::analyze::report::Report;
+use crate::analyze::stacks::{StackRow, StackTable};
 
 /// (type, unit) of each sample value, in order.
 pub const SAMPLE_TYPES: [(&str, &str); 4] = [
@@ -194,26 +194,28 @@ pub fn render(report: &Report, table: &StackTable) -> Vec<u8> {
     gz.finish().unwrap_or_default()
 }
 
-#[cfg(test)]
 pub mod decode {
-    //! A minimal protobuf reader for the tests: enough to walk a profile
-    //! without trusting the encoder above.
+    //! A minimal protobuf reader: enough to walk a profile.proto message
+    //! without trusting the encoder above (the tests use it, and so can a
+    //! tool that reads lineprof's pprof output). Malformed input ends the
+    //! field list early; it never panics.
 
-    /// A field's value: varint, or length-delimited bytes.
+    /// A field's value: varint, or length-delimited bytes (fixed-width
+    /// fields, unused by profile.proto, are skipped).
     #[derive(Debug, Clone, PartialEq)]
     pub enum Value {
         Int(u64),
         Bytes(Vec<u8>),
     }
 
-    fn varint(b: &[u8], i: &mut usize) -> u64 {
-        let (mut v, mut shift) = (0u64, 0);
+    fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
+        let (mut v, mut shift) = (0u64, 0u32);
         loop {
-            let byte = b[*i];
+            let byte = *b.get(*i)?;
             *i += 1;
-            v |= u64::from(byte & 0x7f) << shift;
+            v |= u64::from(byte & 0x7f).checked_shl(shift)?;
             if byte < 0x80 {
-                return v;
+                return Some(v);
             }
             shift += 7;
         }
@@ -224,21 +226,39 @@ pub mod decode {
         let mut out = Vec::new();
         let mut i = 0;
         while i < b.len() {
-            let key = varint(b, &mut i);
+            let Some(key) = varint(b, &mut i) else { break };
             let value = match key & 7 {
-                0 => Value::Int(varint(b, &mut i)),
+                0 => match varint(b, &mut i) {
+                    Some(v) => Value::Int(v),
+                    None => break,
+                },
                 2 => {
-                    let n = varint(b, &mut i) as usize;
-                    i += n;
-                    Value::Bytes(b[i - n..i].to_vec())
+                    let Some(n) = varint(b, &mut i) else { break };
+                    let Some(bytes) = usize::try_from(n)
+                        .ok()
+                        .and_then(|n| b.get(i..i.checked_add(n)?))
+                    else {
+                        break;
+                    };
+                    i += bytes.len();
+                    Value::Bytes(bytes.to_vec())
                 }
-                w => panic!("wire type {w} not used by profile.proto"),
+                1 => {
+                    i += 8;
+                    continue;
+                }
+                5 => {
+                    i += 4;
+                    continue;
+                }
+                _ => break,
             };
             out.push(((key >> 3) as u32, value));
         }
         out
     }
 
+    /// Values of a repeated (packed or not) integer field.
     pub fn ints(fields: &[(u32, Value)], field: u32) -> Vec<u64> {
         let mut out = Vec::new();
         for (_, v) in fields.iter().filter(|(f, _)| *f == field) {
@@ -246,8 +266,8 @@ pub mod decode {
                 Value::Int(n) => out.push(*n),
                 Value::Bytes(b) => {
                     let mut i = 0;
-                    while i < b.len() {
-                        out.push(varint(b, &mut i));
+                    while let Some(n) = varint(b, &mut i) {
+                        out.push(n);
                     }
                 }
             }
@@ -255,17 +275,31 @@ pub mod decode {
         out
     }
 
+    /// The sub-messages of a repeated message field.
     pub fn messages(fields: &[(u32, Value)], field: u32) -> Vec<Vec<(u32, Value)>> {
         fields
             .iter()
             .filter(|(f, _)| *f == field)
-            .map(|(_, v)| match v {
-                Value::Bytes(b) => self::fields(b),
-                Value::Int(_) => panic!("field {field} is not a message"),
+            .filter_map(|(_, v)| match v {
+                Value::Bytes(b) => Some(self::fields(b)),
+                Value::Int(_) => None,
             })
             .collect()
     }
 
+    /// The strings of a repeated string field (invalid UTF-8 replaced).
+    pub fn strings(fields: &[(u32, Value)], field: u32) -> Vec<String> {
+        fields
+            .iter()
+            .filter(|(f, _)| *f == field)
+            .filter_map(|(_, v)| match v {
+                Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                Value::Int(_) => None,
+            })
+            .collect()
+    }
+
+    /// The last value of an integer field, 0 when absent (protobuf's default).
     pub fn int(fields: &[(u32, Value)], field: u32) -> u64 {
         ints(fields, field).last().copied().unwrap_or(0)
     }
@@ -275,9 +309,9 @@ pub mod decode {
 mod tests {
     use super::decode::{fields, int, ints, messages, Value};
     use super::*;
-    use crate::lines::Figures;
+    use crate::analyze::lines::Figures;
+    use crate::analyze::stacks::Frame;
     use crate::render::testing::report;
-    use crate::stacks::Frame;
     use std::io::Read;
 
     #[test]

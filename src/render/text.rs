@@ -7,8 +7,8 @@ use std::fmt::Write;
 use std::path::Path;
 
 use super::{format_bytes, format_signed_bytes, format_time, View};
-use crate::lines::{Figures, LineFigures, LineKind, SortKey, SourceFiles};
-use crate::report::Report;
+use crate::analyze::lines::{Figures, LineFigures, LineKind, SortKey, SourceFiles};
+use crate::analyze::report::Report;
 
 /// Table rows when `--top` is not given.
 pub const DEFAULT_TOP: usize = 20;
@@ -63,7 +63,7 @@ fn header(out: &mut String, r: &Report) {
         let _ = writeln!(
             out,
             "  {name}commit {}{branch}{dirty}",
-            crate::git::short(Some(commit))
+            super::short_commit(Some(commit))
         );
     }
     for w in &r.warnings {
@@ -279,7 +279,7 @@ pub fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>], ruler: bo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{ExecutableInfo, GitInfo, RunInfo, Sampling, Totals};
+    use crate::analyze::report::{ExecutableInfo, GitInfo, RunInfo, Sampling, Totals};
 
     fn figures(allocations: u64, allocated: u64, freed: u64, peak: u64, end: u64) -> Figures {
         Figures {

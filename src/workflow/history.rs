@@ -3,10 +3,13 @@
 
 use serde::Serialize;
 
-use crate::git;
+use crate::analyze::report::{GitInfo, Totals};
+use crate::error::Result;
+use crate::output;
 use crate::render::{format_bytes, format_time, text::table};
-use crate::report::{GitInfo, Totals};
-use crate::store::RunSummary;
+use crate::workflow::git;
+use crate::workflow::store::{RunSummary, Store};
+use crate::workflow::Format;
 
 #[derive(Serialize)]
 struct Row<'a> {
@@ -32,7 +35,7 @@ fn keep<'a>(runs: &'a [RunSummary], name: Option<&'a str>) -> impl Iterator<Item
 
 pub fn render_json(runs: &[RunSummary], name: Option<&str>) -> String {
     let doc = History {
-        schema: crate::render::json::SCHEMA,
+        schema: crate::analyze::report::SCHEMA,
         runs: keep(runs, name)
             .map(|r| Row {
                 id: &r.run.id,
@@ -92,4 +95,14 @@ pub fn render_text(runs: &[RunSummary], name: Option<&str>) -> String {
     ];
     table(&mut out, &headers, &rows, false);
     out
+}
+
+/// `lineprof history [--name NAME]`.
+pub fn command(store: &Store, name: Option<&str>, format: Format) -> Result<()> {
+    let runs = store.list()?;
+    let text = match format {
+        Format::Text => render_text(&runs, name),
+        Format::Json => render_json(&runs, name),
+    };
+    output::write_output(None, &text)
 }

@@ -8,12 +8,16 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::analyze::lines::{self, LineFigures, SourceFiles};
+use crate::analyze::profile::{self, Profile};
+use crate::analyze::replay::{self, StackFigures};
+use crate::analyze::stacks::{self, StackTable};
+use crate::analyze::{symbolize, unwind};
 use crate::error::{Error, Result};
-use crate::lines::{self, LineFigures, SourceFiles};
-use crate::profile::{self, Profile};
-use crate::replay::{self, StackFigures};
-use crate::stacks::{self, StackTable};
-use crate::{symbolize, unwind};
+
+/// The JSON schema version of reports and stored runs: it stays 1 while
+/// fields are only added (SPEC.md).
+pub const SCHEMA: u32 = 1;
 
 /// Everything a renderer shows.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -9,12 +9,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
 
+use crate::analyze::lines::{workspace_root, LineFilter, LineKind, SourceFiles};
+use crate::analyze::report::{self, Report};
 use crate::error::{Error, Result};
-use crate::lines::{workspace_root, LineFilter, LineKind, SourceFiles};
+use crate::output;
 use crate::render::{self, View};
-use crate::report::{self, Report};
-use crate::store::{self, Store};
-use crate::{git, output};
+use crate::workflow::git;
+use crate::workflow::store::{self, Store};
 
 /// Lines in the table printed after a run.
 const TOP_LINES: usize = 10;

@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::replay::{Replay, StackFigures};
-use crate::symbolize::{is_lineprof_frame, Location, Symbols};
+pub use crate::analyze::classify::LineKind;
+use crate::analyze::classify::{attribution, display_file, line_kind};
+use crate::analyze::replay::{Replay, StackFigures};
+use crate::analyze::symbolize::Symbols;
 
 /// The figures of one line (or one stack), rounded to whole units.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,18 +56,6 @@ impl Figures {
     }
 }
 
-/// Where a line's source lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LineKind {
-    /// Under the profiled workspace.
-    User,
-    /// A crate from the cargo registry or a git checkout.
-    Dependency,
-    /// The standard library, or code with no line information.
-    Std,
-}
-
 /// The aggregated figures of one source line: the unit every report, the
 /// run store and `diff` work with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,53 +73,8 @@ pub struct LineFigures {
     pub total: Figures,
 }
 
-/// Whether `file` belongs to the Rust standard library.
-pub fn is_std_file(file: &str) -> bool {
-    file.starts_with("/rustc/")
-        || file.starts_with("/rust/deps/")
-        || file.contains("/library/core/")
-        || file.contains("/library/alloc/")
-        || file.contains("/library/std/")
-}
-
-pub fn line_kind(file: &str, root: Option<&Path>) -> LineKind {
-    if file.contains("/.cargo/registry/") || file.contains("/.cargo/git/") {
-        LineKind::Dependency
-    } else if root.is_some_and(|r| Path::new(file).starts_with(r)) && !is_std_file(file) {
-        LineKind::User
-    } else {
-        LineKind::Std
-    }
-}
-
-/// `file` as reports show it: relative to the workspace root for user
-/// code, as in the debug info otherwise.
-pub fn display_file(file: &str, root: Option<&Path>) -> String {
-    match (line_kind(file, root), root) {
-        (LineKind::User, Some(r)) => Path::new(file)
-            .strip_prefix(r)
-            .map_or(file.to_string(), |p| p.to_string_lossy().into_owned()),
-        _ => file.to_string(),
-    }
-}
-
-/// The attribution frame of a stack: index into `stack`. For heap figures
-/// a stack with none falls back to its innermost frame.
-fn attribution(stack: &[u32], locations: &[Location]) -> Option<usize> {
-    cpu_attribution(stack, locations).or(if stack.is_empty() { None } else { Some(0) })
-}
-
-/// The attribution frame for CPU time: the innermost frame outside the
-/// standard library, C code (no line table) and lineprof; none for a stack
-/// without one (unattributed).
-fn cpu_attribution(stack: &[u32], locations: &[Location]) -> Option<usize> {
-    stack.iter().position(|&id| {
-        let loc = &locations[id as usize];
-        loc.is_resolved() && !is_std_file(&loc.file) && !is_lineprof_frame(loc)
-    })
-}
-
-/// CPU time of the stacks that have no CPU attribution frame.
+/// CPU time of the stacks that have no attribution frame (unattributed:
+/// in the totals, on no line).
 pub fn unattributed_cpu_ns(replay: &Replay, symbols: &Symbols) -> f64 {
     replay
         .per_stack
@@ -140,7 +85,7 @@ pub fn unattributed_cpu_ns(replay: &Replay, symbols: &Symbols) -> f64 {
                 && symbols
                     .stacks
                     .get(*sid)
-                    .is_none_or(|st| cpu_attribution(st, &symbols.locations).is_none())
+                    .is_none_or(|st| attribution(st, &symbols.locations).is_none())
         })
         .map(|(_, fig)| fig.cpu_time_ns)
         .sum()
@@ -167,11 +112,7 @@ pub fn aggregate(
             continue;
         };
         if let Some(a) = attribution(stack, &symbols.locations) {
-            let mut f = *fig;
-            if cpu_attribution(stack, &symbols.locations) != Some(a) {
-                (f.cpu_samples, f.cpu_time_ns) = (0.0, 0.0);
-            }
-            self_raw[stack[a] as usize].add(&f);
+            self_raw[stack[a] as usize].add(fig);
         }
         for &id in stack {
             if seen[id as usize] != sid + 1 {
@@ -338,7 +279,8 @@ impl SourceFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::StackFigures;
+    use crate::analyze::classify::Location;
+    use crate::analyze::replay::StackFigures;
 
     fn loc(file: &str, line: u32, function: &str) -> Location {
         Location {
@@ -376,7 +318,7 @@ mod tests {
             ],
             // Stack 0: push <- recurse <- recurse <- main (recursion).
             // Stack 1: push <- dep::f <- main.
-            // Stack 2: only std frames.
+            // Stack 2: only std frames: unattributed, on no line's self.
             stacks: vec![vec![0, 1, 1, 2], vec![0, 3, 2], vec![0]],
             warnings: vec![],
         };
@@ -420,7 +362,7 @@ mod tests {
                     "/rustc/h/library/alloc/src/vec/mod.rs",
                     10,
                     LineKind::Std,
-                    7,
+                    0,
                     137,
                     4
                 ),

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::report::GitInfo;
+use crate::analyze::report::GitInfo;
 
 /// Runs `git ARGS` in `dir`; its trimmed stdout if it succeeded.
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
@@ -57,7 +57,4 @@ pub fn resolve_ref(dir: &Path, reference: &str) -> Option<String> {
     )
 }
 
-/// The first 7 hex digits of a commit, or `-` when there is none.
-pub fn short(commit: Option<&str>) -> String {
-    commit.map_or_else(|| "-".to_string(), |c| c.chars().take(7).collect())
-}
+pub use crate::render::short_commit as short;

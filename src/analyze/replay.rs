@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::profile::{HeapEvent, HeapEventKind, Profile};
+use crate::analyze::profile::{HeapEvent, HeapEventKind, Profile};
 
 /// Raw figures of one stack (or of the whole process), before rounding.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -353,7 +353,7 @@ fn stack_slot(per_stack: &mut Vec<StackFigures>, live: &mut Vec<Live>, stack: u3
 /// Turns the live bytes per stack at the end into those at the peak by
 /// undoing, newest first, every event after `peak`.
 fn undo_after_peak(
-    events: &[crate::profile::HeapEvent],
+    events: &[crate::analyze::profile::HeapEvent],
     freed_from: &[u32],
     peak: usize,
     weight: &Weight,
@@ -402,8 +402,8 @@ fn add_cpu(profile: &Profile, per_stack: &mut Vec<StackFigures>) -> (u64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::testing::{Ev, ProfileBytes};
-    use crate::profile::{parse_profile, HeapEvent};
+    use crate::analyze::profile::testing::{Ev, ProfileBytes};
+    use crate::analyze::profile::{parse_profile, HeapEvent};
     use std::path::Path;
 
     fn run(p: &ProfileBytes) -> Replay {
@@ -510,7 +510,7 @@ mod tests {
     #[test]
     fn two_million_pairs_replay_quickly() {
         let n = 2_000_000u64;
-        let mut prof = crate::profile::Profile {
+        let mut prof = crate::analyze::profile::Profile {
             stacks: vec![vec![1]; 64],
             ..Default::default()
         };

@@ -10,12 +10,12 @@ use std::fmt::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::diff::{self, describe_change, signed_bytes, Delta, LineChange};
+use crate::analyze::lines::{Figures, LineFigures};
+use crate::analyze::report::{Report, Totals};
 use crate::error::{Error, Result};
-use crate::lines::{Figures, LineFigures};
 use crate::render::format_bytes;
-use crate::report::{Report, Totals};
-use crate::store::{self, RunSummary, Store};
+use crate::workflow::diff::{self, describe_change, signed_bytes, Delta, LineChange};
+use crate::workflow::store::{self, RunSummary, Store};
 
 /// Lines listed under each regressed figure.
 const GROWN_LINES: usize = 5;

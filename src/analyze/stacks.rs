@@ -12,9 +12,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::lines::{display_file, Figures};
-use crate::replay::{Replay, StackFigures};
-use crate::symbolize::Symbols;
+use crate::analyze::classify::display_file;
+use crate::analyze::lines::Figures;
+use crate::analyze::replay::{Replay, StackFigures};
+use crate::analyze::symbolize::Symbols;
 
 /// The stacks of a run with their figures.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,8 +132,8 @@ pub fn stack_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::MaxLive;
-    use crate::symbolize::Location;
+    use crate::analyze::replay::MaxLive;
+    use crate::analyze::symbolize::Location;
 
     #[test]
     fn merges_raw_stacks_with_the_same_frames() {

@@ -16,23 +16,10 @@ use std::path::{Path, PathBuf};
 use addr2line::Loader;
 use object::{Object, ObjectSection};
 
+use crate::analyze::classify::trim_stack;
+pub use crate::analyze::classify::Location;
+use crate::analyze::profile::{Module, Profile};
 use crate::error::{Error, Result};
-use crate::profile::{Module, Profile};
-
-/// One logical frame: the identity of a source line. `file` is empty and
-/// `line` 0 when the address has no line information.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Location {
-    pub file: String,
-    pub line: u32,
-    pub function: String,
-}
-
-impl Location {
-    pub fn is_resolved(&self) -> bool {
-        !self.file.is_empty()
-    }
-}
 
 /// The symbolized stacks of a profile.
 #[derive(Debug, Clone, Default)]
@@ -131,77 +118,6 @@ fn intern(map: &mut HashMap<Location, u32>, all: &mut Vec<Location>, loc: Locati
         all.push(loc.clone());
         (all.len() - 1) as u32
     })
-}
-
-/// Removes the allocator machinery from the innermost end and unresolvable
-/// frames (the last frame-pointer step often reads garbage) from the
-/// outermost end. At the innermost end, unresolvable frames go too: a CPU
-/// sample taken inside `malloc` or `memcpy` (no debug info) belongs to the
-/// line that called it.
-pub fn trim_stack(stack: &mut Vec<u32>, locations: &[Location]) {
-    // The allocator's own code inlines std code (`Cell`, thread locals), so
-    // std frames can sit between its frames: strip through the outermost
-    // allocator frame of the innermost run of allocator, std and
-    // unresolvable frames. Unresolvable frames alone (a CPU sample in libc)
-    // are stripped only where they lead. A stack of std frames that ends
-    // in unresolvable ones (std's start-up, under `main`) keeps them all.
-    let loc = |id: &u32| &locations[*id as usize];
-    let run = stack
-        .iter()
-        .take_while(|id| {
-            let l = loc(id);
-            is_allocator_frame(l) || !l.is_resolved() || is_std_frame(l)
-        })
-        .count();
-    let through_allocator = stack[..run]
-        .iter()
-        .rposition(|id| is_allocator_frame(loc(id)))
-        .map_or(0, |i| i + 1);
-    let leading_unresolved = stack.iter().take_while(|id| !loc(id).is_resolved()).count();
-    let inner = through_allocator.max(leading_unresolved);
-    // Keep at least one frame, so an event never loses its stack entirely.
-    let inner = inner.min(stack.len().saturating_sub(1));
-    stack.drain(..inner);
-    while stack.len() > 1 && !locations[*stack.last().unwrap() as usize].is_resolved() {
-        stack.pop();
-    }
-}
-
-/// Frames of Rust's standard library (sources under `/rustc/`).
-fn is_std_frame(loc: &Location) -> bool {
-    loc.file.starts_with("/rustc/") || loc.file.contains("/rustlib/src/rust/library/")
-}
-
-/// Frames of the global-allocator plumbing and of the lineprof shim.
-pub fn is_allocator_frame(loc: &Location) -> bool {
-    let f = loc.function.as_str();
-    let last = f.rsplit("::").next().unwrap_or(f);
-    matches!(
-        last,
-        "__rust_alloc" | "__rust_dealloc" | "__rust_realloc" | "__rust_alloc_zeroed"
-    ) || last.starts_with("__rg_")
-        || last.starts_with("__rdl_")
-        || last.starts_with("__rust_no_alloc_shim_is_unstable")
-        || is_lineprof_frame(loc)
-}
-
-/// Frames of the shim crate itself.
-pub fn is_lineprof_frame(loc: &Location) -> bool {
-    let f = loc.function.as_str();
-    f.starts_with("lineprof::")
-        || f.starts_with("<lineprof::")
-        || loc.file.contains("alloc-shim/src/")
-        || is_allocator_shim(f)
-}
-
-/// The functions `#[global_allocator]` generates to call the tracker: in a
-/// debug build they are real frames whose line is the `static A` item.
-fn is_allocator_shim(function: &str) -> bool {
-    let name = function.rsplit("::").next().unwrap_or(function);
-    matches!(
-        name,
-        "__rust_alloc" | "__rust_dealloc" | "__rust_realloc" | "__rust_alloc_zeroed"
-    )
 }
 
 /// The loaded modules, address ranges sorted for lookup, and one lazily
@@ -430,7 +346,7 @@ fn open_executable(m: &Module, profile: &Path, warnings: &mut Vec<String>) -> Re
         return Err(Error::NoDebugInfo { binary: path });
     }
     let loader = Loader::new(&path).map_err(|e| bad(e.to_string()))?;
-    if let Some(w) = crate::unwind_check::frame_pointer_warning(&obj, &loader, &path) {
+    if let Some(w) = crate::analyze::frame_pointers::frame_pointer_warning(&obj, &loader, &path) {
         warnings.push(w);
     }
     Ok(loader)
@@ -459,70 +375,6 @@ fn open_library(m: &Module, warnings: &mut Vec<String>) -> Option<Loader> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn loc(file: &str, function: &str) -> Location {
-        Location {
-            file: file.into(),
-            line: 1,
-            function: function.into(),
-        }
-    }
-
-    #[test]
-    fn allocator_shims_of_debug_builds_are_lineprof_frames() {
-        // Debug builds keep `__rust_alloc` as a frame on the `static A` line.
-        assert!(is_lineprof_frame(&loc(
-            "/w/src/main.rs",
-            "__rustc::__rust_alloc"
-        )));
-        assert!(is_lineprof_frame(&loc("/w/src/main.rs", "__rust_realloc")));
-        assert!(!is_lineprof_frame(&loc(
-            "/w/src/main.rs",
-            "app::rust_alloc"
-        )));
-    }
-
-    #[test]
-    fn trims_allocator_frames_and_outer_garbage() {
-        let locations = vec![
-            loc("/w/alloc-shim/src/stack.rs", "lineprof::stack::capture"),
-            loc(
-                "/w/alloc-shim/src/lib.rs",
-                "<lineprof::Tracking as core::alloc::global::GlobalAlloc>::alloc",
-            ),
-            loc("", "__rustc::__rust_alloc"),
-            loc(
-                "/rustc/abc/library/alloc/src/alloc.rs",
-                "alloc::alloc::alloc",
-            ),
-            loc("/w/src/main.rs", "app::main"),
-            loc("", "0x1234"),
-        ];
-        let mut stack = vec![0, 1, 2, 3, 4, 5];
-        trim_stack(&mut stack, &locations);
-        assert_eq!(stack, vec![3, 4]);
-        // std code inlined into the allocator (a CPU sample in `Cell::get`
-        // inside the shim) is the allocator's too.
-        let mut stack = vec![3, 0, 4];
-        trim_stack(&mut stack, &locations);
-        assert_eq!(stack, vec![4]);
-        // std frames with no allocator frame outside them stay.
-        let mut stack = vec![3, 4];
-        trim_stack(&mut stack, &locations);
-        assert_eq!(stack, vec![3, 4]);
-        // ... also when unresolvable frames (libc's start-up) follow them.
-        let mut stack = vec![3, 5, 4];
-        trim_stack(&mut stack, &locations);
-        assert_eq!(stack, vec![3, 5, 4]);
-        // Leading unresolvable frames (a CPU sample in libc) go.
-        let mut stack = vec![5, 3, 4];
-        trim_stack(&mut stack, &locations);
-        assert_eq!(stack, vec![3, 4]);
-        // Allocator frames are only removed at the innermost end.
-        let mut stack = vec![4, 0, 4];
-        trim_stack(&mut stack, &locations);
-        assert_eq!(stack, vec![4, 0, 4]);
-    }
 
     #[test]
     fn function_names_drop_generic_arguments() {

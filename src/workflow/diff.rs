@@ -11,12 +11,18 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
+use std::path::Path;
+
 use serde::Serialize;
 
-use crate::git;
-use crate::lines::{Figures, LineFigures};
+use crate::analyze::lines::{Figures, LineFigures};
+use crate::analyze::report::{Report, RunInfo, Totals};
+use crate::error::{Error, Result};
+use crate::output;
 use crate::render::{format_bytes, format_time};
-use crate::report::{Report, RunInfo, Totals};
+use crate::workflow::git;
+use crate::workflow::store::{self, Store};
+use crate::workflow::Format;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -206,7 +212,7 @@ pub fn diff(old: &Report, new: &Report) -> Diff {
             .then_with(|| (&a.file, a.new_line, a.old_line).cmp(&(&b.file, b.new_line, b.old_line)))
     });
     Diff {
-        schema: crate::render::json::SCHEMA,
+        schema: crate::analyze::report::SCHEMA,
         old: old.run.clone(),
         new: new.run.clone(),
         old_totals: old.totals,
@@ -379,10 +385,65 @@ pub fn render_json(diff: &Diff) -> String {
     out
 }
 
+/// What `lineprof diff` was asked for.
+#[derive(Debug, Clone)]
+pub struct DiffRequest {
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub top: usize,
+    pub format: Format,
+}
+
+/// `lineprof diff [OLD] [NEW]`. Picks NEW first, then OLD among runs of
+/// NEW's name, so that the defaults compare a program with its own previous
+/// run.
+pub fn command(store: &Store, cwd: &Path, req: DiffRequest) -> Result<()> {
+    let runs = store.list()?;
+    let newest = store::latest(&runs, store)?;
+    let (old, new) = match (&req.old, &req.new) {
+        (Some(o), Some(n)) => {
+            let new = store::resolve(&runs, n, None, cwd, store)?;
+            let old = store::resolve(&runs, o, new.run.name.as_deref(), cwd, store)?;
+            (old, new)
+        }
+        (Some(o), None) => {
+            let old = store::resolve(&runs, o, newest.run.name.as_deref(), cwd, store)?;
+            let same_name = runs.iter().rev().find(|r| r.run.name == old.run.name);
+            (old, same_name.unwrap_or(newest))
+        }
+        (None, _) => {
+            let new = match &req.new {
+                Some(n) => store::resolve(&runs, n, None, cwd, store)?,
+                None => newest,
+            };
+            let old = runs
+                .iter()
+                .rev()
+                .filter(|r| r.run.id < new.run.id)
+                .find(|r| r.run.name == new.run.name)
+                .ok_or_else(|| Error::UnknownRun {
+                    detail: format!(
+                        "{}: run {} is the only run named `{}`; profile it again, or name two runs: lineprof diff OLD NEW",
+                        store.dir.display(),
+                        new.run.id,
+                        new.run.name.as_deref().unwrap_or("-")
+                    ),
+                })?;
+            (old, new)
+        }
+    };
+    let d = diff(&store.load(old)?, &store.load(new)?);
+    let text = match req.format {
+        Format::Text => render_text(&d, req.top),
+        Format::Json => render_json(&d),
+    };
+    output::write_output(None, &text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lines::LineKind;
+    use crate::analyze::lines::LineKind;
 
     fn line(n: u32, function: &str, src: &str, bytes: u64) -> LineFigures {
         LineFigures {

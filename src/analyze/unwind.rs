@@ -29,7 +29,7 @@ use gimli::{
 use lineprof::format::{Module, StackCopy};
 use object::{Object, ObjectSection};
 
-use crate::profile::Profile;
+use crate::analyze::profile::Profile;
 
 /// What happened to the CPU samples that needed unwinding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

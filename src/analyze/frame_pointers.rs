@@ -101,7 +101,9 @@ pub fn count_frame_pointers(obj: &object::File<'_>, loader: &Loader) -> Option<F
 /// it has line info and is not from the prebuilt standard library.
 fn is_program_code(loader: &Loader, addr: u64) -> bool {
     match loader.find_location(addr) {
-        Ok(Some(loc)) => loc.file.is_some_and(|f| !f.starts_with("/rustc/")),
+        Ok(Some(loc)) => loc
+            .file
+            .is_some_and(|f| !crate::analyze::classify::is_std_file(f)),
         _ => false,
     }
 }

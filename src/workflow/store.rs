@@ -18,12 +18,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+use crate::analyze::lines::LineFigures;
+use crate::analyze::report::{rfc3339, Report, RunInfo, Totals};
+use crate::analyze::stacks::StackTable;
 use crate::error::{Error, Result};
-use crate::git;
-use crate::lines::LineFigures;
 use crate::render::{self, json::SCHEMA};
-use crate::report::{rfc3339, Report, RunInfo, Totals};
-use crate::stacks::StackTable;
+use crate::workflow::git;
 
 /// The `.lineprof` directory of a project (or the one `--store` names).
 #[derive(Debug, Clone)]
@@ -225,6 +225,7 @@ fn read_checked(path: &Path) -> Result<String> {
         return Err(Error::NewerStore {
             path: path.to_path_buf(),
             schema: head.schema,
+            supported: SCHEMA,
         });
     }
     Ok(text)
@@ -314,7 +315,7 @@ mod tests {
 
     #[test]
     fn stacks_are_stored_and_optional() {
-        use crate::stacks::{Frame, StackRow};
+        use crate::analyze::stacks::{Frame, StackRow};
         let mut report = crate::render::testing::report();
         report.stacks = Some(StackTable {
             frames: vec![Frame {

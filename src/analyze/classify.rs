@@ -1,0 +1,336 @@
+//! What a frame is, and which frame of a stack a figure belongs to: the one
+//! place that holds these rules (SPEC.md, "Figures per line").
+//!
+//! A frame is one of
+//! - the standard library: sources under `/rustc/` (core, alloc, std) and
+//!   the crates std vendors, under `/rust/deps/` (hashbrown inside
+//!   `HashMap`), or the same files in an installed `rust-src`;
+//! - C code: a compile unit not written in Rust (by its source file's
+//!   extension: a statically linked jemalloc or mimalloc) or a frame with no
+//!   line information at all (glibc, any shared library without Rust line
+//!   tables);
+//! - lineprof itself: the shim crate and the allocator plumbing that
+//!   `#[global_allocator]` generates (`__rust_alloc`, `__rg_alloc`, ...);
+//! - a dependency: the cargo registry or git checkouts under `CARGO_HOME`
+//!   (wherever it is), or Rust code outside the profiled workspace (a path
+//!   dependency);
+//! - user code: under the workspace root.
+//!
+//! The attribution frame of a stack (where `self` figures go) is its
+//! innermost frame that is none of the first three. A stack without one is
+//! unattributed: it counts in the totals and on no line's `self`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One logical frame: the identity of a source line. `file` is empty and
+/// `line` 0 when the address has no line information.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Location {
+    pub file: String,
+    pub line: u32,
+    pub function: String,
+}
+
+impl Location {
+    pub fn is_resolved(&self) -> bool {
+        !self.file.is_empty()
+    }
+}
+
+/// Where a line's source lives (the `kind` of JSON schema 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineKind {
+    /// Under the profiled workspace.
+    User,
+    /// A crate from the cargo registry or a git checkout, a path dependency
+    /// outside the workspace, or statically linked C code.
+    Dependency,
+    /// The standard library, or code with no line information.
+    Std,
+}
+
+/// Whether `file` belongs to the Rust standard library or the crates it
+/// vendors.
+pub fn is_std_file(file: &str) -> bool {
+    file.starts_with("/rustc/")
+        || file.starts_with("/rust/deps/")
+        || file.contains("/rustlib/src/rust/library/")
+        || file.contains("/rustlib/src/rust/vendor/")
+}
+
+/// Whether `file` is a source file of C, C++ or assembly.
+pub fn is_c_file(file: &str) -> bool {
+    let ext = file.rsplit_once('.').map_or("", |(_, e)| e);
+    matches!(
+        ext,
+        "c" | "h" | "cc" | "cpp" | "cxx" | "hh" | "hpp" | "hxx" | "S" | "s" | "asm" | "inc"
+    )
+}
+
+/// Whether the frame is C code: a non-Rust compile unit, or no line
+/// information at all.
+pub fn is_c_frame(loc: &Location) -> bool {
+    !loc.is_resolved() || is_c_file(&loc.file)
+}
+
+/// Frames of the standard library.
+pub fn is_std_frame(loc: &Location) -> bool {
+    is_std_file(&loc.file)
+}
+
+/// The functions `#[global_allocator]` generates to call the tracker: in a
+/// debug build they are real frames whose line is the `static A` item.
+fn is_allocator_shim(function: &str) -> bool {
+    let name = function.rsplit("::").next().unwrap_or(function);
+    matches!(
+        name,
+        "__rust_alloc" | "__rust_dealloc" | "__rust_realloc" | "__rust_alloc_zeroed"
+    )
+}
+
+/// Frames of the shim crate itself, and the allocator shims.
+pub fn is_lineprof_frame(loc: &Location) -> bool {
+    let f = loc.function.as_str();
+    f.starts_with("lineprof::")
+        || f.starts_with("<lineprof::")
+        || loc.file.contains("alloc-shim/src/")
+        || is_allocator_shim(f)
+}
+
+/// Frames of the global-allocator plumbing and of the lineprof shim.
+pub fn is_allocator_frame(loc: &Location) -> bool {
+    let f = loc.function.as_str();
+    let last = f.rsplit("::").next().unwrap_or(f);
+    last.starts_with("__rg_")
+        || last.starts_with("__rdl_")
+        || last.starts_with("__rust_no_alloc_shim_is_unstable")
+        || is_lineprof_frame(loc)
+}
+
+/// Whether a figure may be charged to this frame's line.
+pub fn is_attributable(loc: &Location) -> bool {
+    !is_c_frame(loc) && !is_std_frame(loc) && !is_lineprof_frame(loc)
+}
+
+/// The attribution frame of a stack (innermost first): index into `stack`,
+/// `None` when the stack is unattributed.
+pub fn attribution(stack: &[u32], locations: &[Location]) -> Option<usize> {
+    stack
+        .iter()
+        .position(|&id| is_attributable(&locations[id as usize]))
+}
+
+/// Removes the allocator machinery from the innermost end and unresolvable
+/// frames (the last frame-pointer step often reads garbage) from the
+/// outermost end. At the innermost end, unresolvable frames go too: a CPU
+/// sample taken inside `malloc` or `memcpy` (no debug info) belongs to the
+/// line that called it.
+pub fn trim_stack(stack: &mut Vec<u32>, locations: &[Location]) {
+    // The allocator's own code inlines std code (`Cell`, thread locals), so
+    // std frames can sit between its frames: strip through the outermost
+    // allocator frame of the innermost run of allocator, std and
+    // unresolvable frames. Unresolvable frames alone (a CPU sample in libc)
+    // are stripped only where they lead. A stack of std frames that ends
+    // in unresolvable ones (std's start-up, under `main`) keeps them all.
+    let loc = |id: &u32| &locations[*id as usize];
+    let run = stack
+        .iter()
+        .take_while(|id| {
+            let l = loc(id);
+            is_allocator_frame(l) || !l.is_resolved() || is_std_frame(l)
+        })
+        .count();
+    let through_allocator = stack[..run]
+        .iter()
+        .rposition(|id| is_allocator_frame(loc(id)))
+        .map_or(0, |i| i + 1);
+    let leading_unresolved = stack.iter().take_while(|id| !loc(id).is_resolved()).count();
+    let inner = through_allocator.max(leading_unresolved);
+    // Keep at least one frame, so an event never loses its stack entirely.
+    let inner = inner.min(stack.len().saturating_sub(1));
+    stack.drain(..inner);
+    while stack.len() > 1 && !locations[*stack.last().unwrap() as usize].is_resolved() {
+        stack.pop();
+    }
+}
+
+/// Where cargo keeps downloaded crates: `$CARGO_HOME`, else `~/.cargo`.
+pub fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+}
+
+/// Whether `file` is a crate cargo downloaded: under `registry/src/` or
+/// `git/checkouts/` of `CARGO_HOME`, or of any cargo home (an image built
+/// elsewhere, such as Docker's `/usr/local/cargo`).
+pub fn is_downloaded_crate(file: &str, cargo_home: Option<&Path>) -> bool {
+    let p = Path::new(file);
+    if let Some(home) = cargo_home {
+        if p.starts_with(home.join("registry")) || p.starts_with(home.join("git")) {
+            return true;
+        }
+    }
+    file.contains("/registry/src/") || file.contains("/git/checkouts/")
+}
+
+/// The kind of a line in `file`, given the workspace root (when known).
+pub fn line_kind(file: &str, root: Option<&Path>) -> LineKind {
+    line_kind_in(file, root, cargo_home().as_deref())
+}
+
+/// As `line_kind`, with the cargo home given (for tests).
+pub fn line_kind_in(file: &str, root: Option<&Path>, cargo_home: Option<&Path>) -> LineKind {
+    if file.is_empty() || is_std_file(file) {
+        LineKind::Std
+    } else if is_c_file(file) || is_downloaded_crate(file, cargo_home) {
+        LineKind::Dependency
+    } else {
+        match root {
+            Some(r) if Path::new(file).starts_with(r) => LineKind::User,
+            // Rust code outside the workspace: a path dependency.
+            Some(_) if Path::new(file).is_absolute() => LineKind::Dependency,
+            _ => LineKind::User,
+        }
+    }
+}
+
+/// `file` as reports show it: relative to the workspace root for user
+/// code, as in the debug info otherwise.
+pub fn display_file(file: &str, root: Option<&Path>) -> String {
+    match (line_kind(file, root), root) {
+        (LineKind::User, Some(r)) => Path::new(file)
+            .strip_prefix(r)
+            .map_or(file.to_string(), |p| p.to_string_lossy().into_owned()),
+        _ => file.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(file: &str, function: &str) -> Location {
+        Location {
+            file: file.into(),
+            line: 1,
+            function: function.into(),
+        }
+    }
+
+    #[test]
+    fn allocator_shims_of_debug_builds_are_lineprof_frames() {
+        // Debug builds keep `__rust_alloc` as a frame on the `static A` line.
+        assert!(is_lineprof_frame(&loc(
+            "/w/src/main.rs",
+            "__rustc::__rust_alloc"
+        )));
+        assert!(is_lineprof_frame(&loc("/w/src/main.rs", "__rust_realloc")));
+        assert!(!is_lineprof_frame(&loc(
+            "/w/src/main.rs",
+            "app::rust_alloc"
+        )));
+    }
+
+    #[test]
+    fn kinds_follow_the_spec() {
+        let root = Path::new("/w");
+        let home = Path::new("/opt/cargo");
+        let kind = |f: &str| line_kind_in(f, Some(root), Some(home));
+        assert_eq!(kind("/w/src/main.rs"), LineKind::User);
+        assert_eq!(
+            kind("/rustc/abc/library/alloc/src/vec/mod.rs"),
+            LineKind::Std
+        );
+        // std's vendored crates are std.
+        assert_eq!(
+            kind("/rust/deps/hashbrown-0.15.2/src/raw/mod.rs"),
+            LineKind::Std
+        );
+        // CARGO_HOME wherever it is, and other cargo homes (Docker's).
+        assert_eq!(
+            kind("/opt/cargo/registry/src/index.crates.io-1/regex-1.0.0/src/lib.rs"),
+            LineKind::Dependency
+        );
+        assert_eq!(
+            kind("/usr/local/cargo/registry/src/index.crates.io-1/memchr-2.7.4/src/lib.rs"),
+            LineKind::Dependency
+        );
+        assert_eq!(
+            kind("/opt/cargo/git/checkouts/foo-1/abc/src/lib.rs"),
+            LineKind::Dependency
+        );
+        // A path dependency outside the workspace.
+        assert_eq!(kind("/elsewhere/mylib/src/lib.rs"), LineKind::Dependency);
+        // A statically linked C library.
+        assert_eq!(kind("/w/jemalloc/src/arena.c"), LineKind::Dependency);
+        assert_eq!(kind(""), LineKind::Std);
+    }
+
+    #[test]
+    fn attribution_skips_std_c_and_lineprof() {
+        let locations = vec![
+            loc(
+                "/rustc/abc/library/alloc/src/alloc.rs",
+                "alloc::alloc::alloc",
+            ),
+            loc("", "memcpy"),
+            loc(
+                "/rust/deps/hashbrown-0.15.2/src/raw/mod.rs",
+                "hashbrown::raw::RawTable::reserve_rehash",
+            ),
+            loc("/w/vendor/jemalloc/src/jemalloc.c", "je_malloc"),
+            loc("/w/alloc-shim/src/lib.rs", "lineprof::record"),
+            loc("/w/src/main.rs", "app::main"),
+        ];
+        assert_eq!(attribution(&[0, 1, 2, 3, 4, 5], &locations), Some(5));
+        // A stack of std and C frames only is unattributed.
+        assert_eq!(attribution(&[0, 1, 2, 3], &locations), None);
+    }
+
+    #[test]
+    fn trims_allocator_frames_and_outer_garbage() {
+        let locations = vec![
+            loc("/w/alloc-shim/src/stack.rs", "lineprof::stack::capture"),
+            loc(
+                "/w/alloc-shim/src/lib.rs",
+                "<lineprof::Tracking as core::alloc::global::GlobalAlloc>::alloc",
+            ),
+            loc("", "__rustc::__rust_alloc"),
+            loc(
+                "/rustc/abc/library/alloc/src/alloc.rs",
+                "alloc::alloc::alloc",
+            ),
+            loc("/w/src/main.rs", "app::main"),
+            loc("", "0x1234"),
+        ];
+        let mut stack = vec![0, 1, 2, 3, 4, 5];
+        trim_stack(&mut stack, &locations);
+        assert_eq!(stack, vec![3, 4]);
+        // std code inlined into the allocator (a CPU sample in `Cell::get`
+        // inside the shim) is the allocator's too.
+        let mut stack = vec![3, 0, 4];
+        trim_stack(&mut stack, &locations);
+        assert_eq!(stack, vec![4]);
+        // std frames with no allocator frame outside them stay.
+        let mut stack = vec![3, 4];
+        trim_stack(&mut stack, &locations);
+        assert_eq!(stack, vec![3, 4]);
+        // ... also when unresolvable frames (libc's start-up) follow them.
+        let mut stack = vec![3, 5, 4];
+        trim_stack(&mut stack, &locations);
+        assert_eq!(stack, vec![3, 5, 4]);
+        // Leading unresolvable frames (a CPU sample in libc) go.
+        let mut stack = vec![5, 3, 4];
+        trim_stack(&mut stack, &locations);
+        assert_eq!(stack, vec![3, 4]);
+        // Allocator frames are only removed at the innermost end.
+        let mut stack = vec![4, 0, 4];
+        trim_stack(&mut stack, &locations);
+        assert_eq!(stack, vec![4, 0, 4]);
+    }
+}

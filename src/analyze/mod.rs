@@ -1,0 +1,34 @@
+//! The analysis pipeline, one stage a module, data flowing down this list:
+//!
+//! - [`profile`]: `.lprof` bytes -> [`profile::Profile`] (modules, stacks of
+//!   raw addresses, heap events in global order, CPU samples);
+//! - [`unwind`]: CPU samples taken in C code get their first frames
+//!   unwound from their stack copy with `.eh_frame`; every CPU stack is cut
+//!   at its first frame outside the loaded modules;
+//! - [`symbolize`]: raw addresses -> logical frames (file, line, function,
+//!   inlined frames expanded), using [`classify`] to trim the allocator's
+//!   own frames;
+//! - [`replay`]: heap events -> figures per stack (allocated, freed, live at
+//!   the peak and at exit, CPU);
+//! - [`lines`] and [`stacks`]: per-stack figures -> per-line figures (self
+//!   and total) and per-logical-stack figures;
+//! - [`report`]: runs the stages and holds the result, the [`report::Report`]
+//!   every renderer and the run store take.
+//!
+//! [`classify`] is the one place that decides what a frame is (user code, a
+//! dependency, the standard library, C code, lineprof itself) and which
+//! frame of a stack a figure is charged to. [`frame_pointers`] checks an
+//! executable for the frame pointers the shim's stack walk needs.
+//!
+//! Stages pass plain data; none imports from a stage below it in this list
+//! (`render` and `workflow`, outside this module, come after all of them).
+
+pub mod classify;
+pub mod frame_pointers;
+pub mod lines;
+pub mod profile;
+pub mod replay;
+pub mod report;
+pub mod stacks;
+pub mod symbolize;
+pub mod unwind;
