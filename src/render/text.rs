@@ -76,7 +76,7 @@ fn header(out: &mut String, r: &Report) {
             r.run.sampling.alloc_sample_bytes
         );
     }
-    let rows = super::summary_rows(&r.totals);
+    let rows = super::summary_rows(&r.totals, r.run.sampling.cpu_hz);
     out.push('\n');
     for (name, value) in rows {
         let _ = writeln!(out, "  {name:<12} {value}");
