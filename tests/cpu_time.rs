@@ -26,7 +26,7 @@ fn self_samples(r: &Report, function: &str) -> u64 {
 fn check_split(args: &[&str], backend: &str) {
     let dir = TempDir::new("cpu");
     let out = dir.path().join("cpu.lprof");
-    let status = std::process::Command::new(fixture("cpu_split"))
+    let status = with_room_above_fd_limit(&fixture("cpu_split"))
         .args(args)
         .env("LINEPROF_OUT", &out)
         .env("LINEPROF_CPU", backend)

@@ -26,6 +26,7 @@
 pub mod classify;
 pub mod frame_pointers;
 pub mod lines;
+pub mod names;
 pub mod profile;
 pub mod replay;
 pub mod report;

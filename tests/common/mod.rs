@@ -242,7 +242,7 @@ impl Figures {
         self
     }
 
-    fn from_json(v: &Value) -> Figures {
+    pub fn from_json(v: &Value) -> Figures {
         let u = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no `{k}` in {v}"));
         let allocated_bytes = u("allocated_bytes");
         let freed_bytes = u("freed_bytes");
@@ -355,4 +355,17 @@ impl Report {
             .map(|l| format!("{}: {}", l["line"], l["source"]))
             .collect()
     }
+}
+
+/// A command running `program` with the soft descriptor limit lowered to
+/// 4096 (when it is higher): lineprof keeps its perf event descriptors
+/// above the soft limit, and where the soft limit already equals the hard
+/// one (some CI shells) it falls back to timers, which would hide the
+/// perf backend's behaviour from the test.
+pub fn with_room_above_fd_limit(program: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"[ "$(ulimit -Sn)" = unlimited ] || [ "$(ulimit -Sn)" -gt 4096 ] && ulimit -Sn 4096; exec "$0" "$@""#)
+        .arg(program);
+    cmd
 }
