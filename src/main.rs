@@ -50,6 +50,14 @@ struct RunArgs {
     /// Run the program in DIR (default: the current directory).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Print nothing but errors and notes (the report never goes to
+    /// stdout, which is the program's).
+    #[arg(long, short)]
+    quiet: bool,
+    /// A program that succeeds without writing a profile is skipped (exit
+    /// code 3), not an error: what `cargo lineprof test` uses.
+    #[arg(long, hide = true)]
+    skip_untracked: bool,
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "PROGRAM")]
     command: Vec<String>,
@@ -70,11 +78,11 @@ struct DiffArgs {
     old: Option<String>,
     /// Run id, run name or git ref (default: the newest run).
     new: Option<String>,
-    /// Show at most N changed lines in text.
+    /// Show at most N changed lines (text and markdown).
     #[arg(long, value_name = "N", default_value = "20")]
     top: usize,
     #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    format: diff::DiffFormat,
 }
 
 #[derive(clap::Args)]
@@ -91,13 +99,18 @@ struct CheckArgs {
     /// Fail if the number of allocations exceeds N.
     #[arg(long, value_name = "N")]
     max_allocations: Option<u64>,
-    /// Fail if peak, allocated bytes or allocations grew over this run (id,
-    /// name, or git ref: the newest run at that commit).
+    /// Fail if peak, allocated bytes or allocations grew over the run of
+    /// the same name in RUN|GITREF (a run id, a run name, or a git ref: the
+    /// runs at that commit); per test for test binaries.
     #[arg(long, value_name = "RUN|GITREF")]
     baseline: Option<String>,
     /// Growth over the baseline allowed, in percent.
     #[arg(long, value_name = "PCT", default_value = "0")]
     tolerance: f64,
+    /// Also append a markdown summary to FILE (default: the file
+    /// `GITHUB_STEP_SUMMARY` names, when set).
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -124,6 +137,10 @@ struct ReportArgs {
     focus: Option<Focus>,
     #[arg(long, value_enum, default_value = "text")]
     format: ReportFormat,
+    /// `line`: per-line tables and listings; `test`: one row per test of a
+    /// test binary (text; JSON always has the `tests` array).
+    #[arg(long, value_enum, default_value = "line")]
+    by: show::By,
     /// Write to FILE instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
@@ -158,6 +175,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 name: a.name,
                 dir: a.dir,
                 command: a.command,
+                quiet: a.quiet,
+                skip_untracked: a.skip_untracked,
             },
         ),
         Command::Report(a) => done(show::command(
@@ -172,6 +191,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 focus: a.focus,
                 format: a.format,
                 output: a.output,
+                by: a.by,
             },
         )),
         Command::History(a) => done(history::command(&store, a.name.as_deref(), a.format)),
@@ -195,6 +215,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 max_allocations: a.max_allocations,
                 baseline: a.baseline,
                 tolerance: a.tolerance,
+                summary: a.summary,
             },
         ),
     }

@@ -28,7 +28,7 @@ fn run_on_a_fresh_project_gives_exact_lines() {
     let manifest = p.read("Cargo.toml");
     let out = p.cargo_lineprof(&["run", "--", "hello"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("Stored run"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("Stored run"), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("is not in a git repository"),
         "{}",
@@ -114,7 +114,7 @@ fn test_stores_one_run_per_test_binary() {
     let history = p.json(&["history"]);
     let runs = history["runs"].as_array().unwrap();
     let names: BTreeSet<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(names, BTreeSet::from(["calc-lib-unittests", "grow"]));
+    assert_eq!(names, BTreeSet::from(["calc-lib-test", "grow-test"]));
     let exes: BTreeSet<&str> = runs
         .iter()
         .map(|r| r["command"][0].as_str().unwrap())
@@ -122,7 +122,7 @@ fn test_stores_one_run_per_test_binary() {
     assert_eq!(exes.len(), 2, "one executable each: {exes:?}");
 
     // The integration test's run has the exact figures of the line it calls.
-    let grow = p.json(&["report", "grow"]);
+    let grow = p.json(&["report", "grow-test"]);
     let collect = line(&grow, ".collect()");
     assert_eq!(collect["self"]["allocated_bytes"], 8000);
     assert_eq!(collect["self"]["allocations"], 1);
@@ -132,7 +132,7 @@ fn test_stores_one_run_per_test_binary() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("(grow,") && text.contains("(calc-lib-unittests,"),
+        text.contains("(grow-test,") && text.contains("(calc-lib-test,"),
         "{text}"
     );
 }

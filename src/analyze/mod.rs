@@ -9,6 +9,8 @@
 //!   the peak and at exit, CPU);
 //! - [`lines`] and [`stacks`]: per-stack figures -> per-line figures (self
 //!   and total) and per-logical-stack figures;
+//! - [`per_test`]: for test binaries, the figures under each `#[test]`
+//!   function, shared initialisation apart;
 //! - [`report`]: runs the stages and holds the result, the [`report::Report`]
 //!   every renderer and the run store take.
 //!
@@ -23,6 +25,7 @@
 pub mod classify;
 pub mod frame_pointers;
 pub mod lines;
+pub mod per_test;
 pub mod profile;
 pub mod replay;
 pub mod report;

@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use super::{selected_lines, View};
-use crate::analyze::lines::LineFigures;
+use crate::analyze::lines::{Figures, LineFigures};
+use crate::analyze::per_test::TestFigures;
 use crate::analyze::report::{Report, RunInfo, Totals};
 
 pub use crate::analyze::report::SCHEMA;
@@ -16,6 +17,12 @@ struct JsonReport<'a> {
     run: &'a RunInfo,
     totals: &'a Totals,
     lines: &'a [LineFigures],
+    /// Test binaries: one object per test (`name`, `total`, ...).
+    #[serde(skip_serializing_if = "<[TestFigures]>::is_empty")]
+    tests: &'a [TestFigures],
+    /// Test binaries: the cost of shared initialisation inside tests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_init: Option<&'a Figures>,
     /// What may make the figures wrong or incomplete (added to schema 1;
     /// the same messages the text report shows first).
     warnings: &'a [String],
@@ -33,6 +40,8 @@ pub fn render(report: &Report, view: &View) -> String {
         run: &report.run,
         totals: &report.totals,
         lines: &lines,
+        tests: &report.tests,
+        shared_init: report.shared_init.as_ref(),
         warnings: &report.warnings,
     };
     // Serializing plain structs of strings and integers cannot fail.
@@ -44,7 +53,7 @@ pub fn render(report: &Report, view: &View) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::lines::{Figures, LineKind};
+    use crate::analyze::lines::LineKind;
     use crate::analyze::report::{ExecutableInfo, GitInfo, Sampling};
 
     #[test]
@@ -86,6 +95,8 @@ mod tests {
             warnings: vec![],
             root: None,
             stacks: None,
+            tests: Vec::new(),
+            shared_init: None,
         };
         let v: serde_json::Value =
             serde_json::from_str(&render(&report, &View::default())).unwrap();

@@ -2,10 +2,13 @@
 //! of other tools (folded stacks, pprof, DHAT). They choose and order lines
 //! (`View`) but compute no figures: everything comes from the report.
 
+pub mod bmf;
+pub mod by_test;
 pub mod collapsed;
 pub mod dhat;
 pub mod html;
 pub mod json;
+pub mod markdown;
 pub mod pprof;
 pub mod text;
 
@@ -203,6 +206,8 @@ pub mod testing {
             warnings: vec![],
             root: None,
             stacks: None,
+            tests: Vec::new(),
+            shared_init: None,
         }
     }
 }

@@ -353,6 +353,8 @@ mod tests {
             warnings: vec!["profile has no end record".into()],
             root: None,
             stacks: None,
+            tests: Vec::new(),
+            shared_init: None,
         };
         let text = render(&report, &View::default(), &mut SourceFiles::default());
         let expected = "\

@@ -34,6 +34,17 @@ pub enum ReportFormat {
     Collapsed,
     /// DHAT's JSON, for dh_view.html.
     Dhat,
+    /// Bencher Metric Format JSON: one benchmark per test (test binaries)
+    /// or per run.
+    Bmf,
+}
+
+/// `--by`: what a row of the report is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum By {
+    Line,
+    /// One row per test of a test binary.
+    Test,
 }
 
 /// What `lineprof report` was asked for.
@@ -47,6 +58,7 @@ pub struct ReportRequest {
     pub focus: Option<Focus>,
     pub format: ReportFormat,
     pub output: Option<PathBuf>,
+    pub by: By,
 }
 
 /// Compiles a `--flag REGEX`, naming the flag and the problem when it is
@@ -114,6 +126,8 @@ pub fn command(store: &Store, cwd: &Path, req: ReportRequest) -> Result<()> {
     let out = req.output.as_deref();
     let stack_table = |name| render::require_stacks(&report, name);
     let text = match req.format {
+        ReportFormat::Bmf => render::bmf::render(&report),
+        ReportFormat::Text if req.by == By::Test => render::by_test::render(&report),
         ReportFormat::Text => {
             let mut sources = SourceFiles::new(report.root.clone());
             render::text::render(&report, &view, &mut sources)
