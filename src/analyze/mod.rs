@@ -25,6 +25,7 @@
 pub mod classify;
 pub mod frame_pointers;
 pub mod lines;
+pub mod names;
 pub mod per_test;
 pub mod profile;
 pub mod replay;
