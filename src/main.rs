@@ -10,7 +10,7 @@ use lineprof_cli::analyze::lines::SortKey;
 use lineprof_cli::error::{Error, Result};
 use lineprof_cli::workflow::show::{Focus, ReportFormat};
 use lineprof_cli::workflow::store::Store;
-use lineprof_cli::workflow::{check, diff, history, run, show, Format};
+use lineprof_cli::workflow::{check, diff, history, run, show};
 
 #[derive(Parser)]
 #[command(
@@ -69,7 +69,10 @@ struct HistoryArgs {
     #[arg(long)]
     name: Option<String>,
     #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    format: history::HistoryFormat,
+    /// Write to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -194,7 +197,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 by: a.by,
             },
         )),
-        Command::History(a) => done(history::command(&store, a.name.as_deref(), a.format)),
+        Command::History(a) => done(history::command(
+            &store,
+            a.name.as_deref(),
+            a.format,
+            a.output.as_deref(),
+        )),
         Command::Diff(a) => done(diff::command(
             &store,
             &cwd,

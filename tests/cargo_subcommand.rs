@@ -136,3 +136,50 @@ fn test_stores_one_run_per_test_binary() {
         "{text}"
     );
 }
+
+/// A build script without `rerun-if-changed` makes cargo fingerprint every
+/// file of the package that git does not ignore: the store must not be one
+/// of them, or every `cargo lineprof run` rebuilds the project.
+#[test]
+fn build_script_without_rerun_if_changed_does_not_rebuild() {
+    let p = Project::new("buildrs", "buildrs");
+    p.write(".gitignore", "/target\n"); // nothing says to ignore .lineprof
+    p.write(
+        "build.rs",
+        "fn main() {\n    println!(\"cargo:rustc-env=BUILT=yes\");\n}\n",
+    );
+    p.write("src/main.rs", MAIN);
+    p.git(&["init", "-q"]);
+    p.commit("base", "v1");
+    let out = p.cargo_lineprof(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Compiling buildrs"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        p.path().join(".lineprof/.gitignore").is_file(),
+        "the store ignores itself"
+    );
+    let status = p.git(&["status", "--porcelain", "--untracked-files=all"]);
+    assert!(
+        !status.contains(".lineprof"),
+        "git sees the store: {status}"
+    );
+    let out = p.cargo_lineprof(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("Compiling"),
+        "rebuilt after a run was stored: {}",
+        stderr(&out)
+    );
+
+    // --quiet: cargo's and lineprof's output are gone, the program's stays.
+    let out = p.cargo_lineprof(&["run", "--quiet", "--", "arg"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "5000 16\n");
+    assert_eq!(stderr(&out), "", "nothing but the program's output");
+    let history = p.json(&["history"]);
+    assert_eq!(history["runs"].as_array().unwrap().len(), 3);
+}

@@ -300,6 +300,39 @@ fn ci_recipe_gates_per_test() {
     assert!(md.contains("`let mut v = Vec::with_capacity(2 * n); // the line that grows` (was `let mut v = Vec::with_capacity(n); // the line that grows`)"), "{md}");
     assert_tables_are_well_formed(&md);
 
+    // The history page: a chart per figure, every run's point linked to
+    // its row, nothing fetched from the network.
+    let page = p.path().join("history.html");
+    let out = p.lineprof(&["history", "--format", "html", "-o", page.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(
+        html.matches("<svg").count(),
+        4,
+        "peak, allocated, allocations, CPU"
+    );
+    for t in ["Peak", "Allocated bytes", "Allocations", "CPU time"] {
+        assert!(html.contains(&format!("<h2>{t}</h2>")), "{t}");
+    }
+    let history = p.json(&["history"]);
+    for run in history["runs"].as_array().unwrap() {
+        let id = run["id"].as_str().unwrap();
+        assert_eq!(
+            html.matches(&format!("href=\"#run-{id}\"")).count(),
+            4,
+            "{id}"
+        );
+        assert!(html.contains(&format!("<tr id=\"run-{id}\">")), "{id}");
+    }
+    assert!(
+        !html.contains("<script") && !html.contains(" src="),
+        "self-contained"
+    );
+    assert_eq!(
+        html.matches("http").count(),
+        html.matches("http://www.w3.org/2000/svg").count()
+    );
+
     // A ref with no stored run at all.
     p.write("NOTES.md", "nothing profiled here\n");
     p.commit("notes", "v3");

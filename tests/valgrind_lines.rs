@@ -231,11 +231,7 @@ fn per_line_totals_match_dhat() {
     // on line 0. Fold DHAT's line 0 of a file into the line of that file
     // where that explains lineprof's figure exactly.
     let mut dhat_lines = dhat.lines.clone();
-    let zeros: Vec<(String, u64)> = dhat_lines
-        .keys()
-        .filter(|k| k.1 == 0)
-        .cloned()
-        .collect();
+    let zeros: Vec<(String, u64)> = dhat_lines.keys().filter(|k| k.1 == 0).cloned().collect();
     for zero in zeros {
         let z = dhat_lines[&zero];
         let sum_at = |k: &(String, u64)| {

@@ -6,6 +6,7 @@ pub mod bmf;
 pub mod by_test;
 pub mod collapsed;
 pub mod dhat;
+pub mod history_html;
 pub mod html;
 pub mod json;
 pub mod markdown;
