@@ -17,10 +17,16 @@
 //! which depends on scheduling: events under such a frame inside a test go
 //! to `shared_init` instead of the test.
 //!
+//! Blocks a test allocates that are still live at exit are state it left
+//! to the process (a regex's cache pool, a lazily built table, a leak):
+//! they too go to `shared_init`, since the first test to need the state
+//! pays for it.
+//!
 //! A test's `peak_bytes` is the most bytes of its own blocks live at any
 //! one moment (DHAT's per-group max), not its share of the process's peak:
 //! a test's own events come from its own thread in program order, so the
 //! figure does not depend on how the threads of other tests interleave.
+//! Its `end_bytes` is 0 by construction.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -168,29 +174,37 @@ pub fn split(
     if names.is_empty() {
         return TestSplit::default();
     }
+    let pass = test_events(profile, &places, names.len());
     let mut raw = vec![StackFigures::default(); names.len()];
-    let mut init = StackFigures::default();
-    let mut any_init = false;
+    let mut init = pass.kept;
     let mut lines: Vec<HashMap<u32, StackFigures>> = vec![HashMap::new(); names.len()];
     for (sid, fig) in replay.per_stack.iter().enumerate() {
         match places.get(sid).copied().unwrap_or(Place::Outside) {
             Place::Outside => {}
-            Place::SharedInit => {
-                any_init |= !fig.is_zero();
-                init.add(fig);
-            }
+            Place::SharedInit => init.add(fig),
             Place::Test(t) => {
-                raw[t as usize].add(fig);
+                // Allocations from the event pass (without the blocks the
+                // test left behind); frees and CPU from the replay.
+                let own = pass.transient.get(sid).copied().unwrap_or_default();
+                let f = StackFigures {
+                    allocations: own.allocations,
+                    allocated_bytes: own.allocated_bytes,
+                    frees: fig.frees,
+                    freed_bytes: fig.freed_bytes,
+                    cpu_samples: fig.cpu_samples,
+                    cpu_time_ns: fig.cpu_time_ns,
+                    ..StackFigures::default()
+                };
+                raw[t as usize].add(&f);
                 let stack = &symbols.stacks[sid];
                 if let Some(a) = attribution(stack, &symbols.locations) {
-                    let mut f = *fig;
-                    f.peak_bytes = 0.0;
                     lines[t as usize].entry(stack[a]).or_default().add(&f);
                 }
             }
         }
     }
-    let peaks = own_peaks(profile, &places, names.len());
+    let any_init = !init.is_zero();
+    let peaks = pass.peaks;
     let mut tests: Vec<TestFigures> = names
         .iter()
         .enumerate()
@@ -222,41 +236,84 @@ pub fn split(
         })
         .collect();
     tests.sort_by(|a, b| a.name.cmp(&b.name));
-    let shared_init = any_init.then(|| {
-        // Its share of the process peak is the only peak it has; it is shown,
-        // never gated.
-        Figures::from_raw(&init)
-    });
+    // Shown, never gated; its peak is its share of the process's peak.
+    let shared_init = any_init.then(|| Figures::from_raw(&init));
     TestSplit { tests, shared_init }
 }
 
-/// Per test: the most bytes of the blocks it allocated live at once.
-fn own_peaks(profile: &Profile, places: &[Place], ntests: usize) -> Vec<f64> {
+/// What the event pass finds: per stack, the allocations of tests that
+/// were freed before exit; the blocks tests left behind; per test, its peak.
+struct TestEvents {
+    transient: Vec<StackFigures>,
+    kept: StackFigures,
+    peaks: Vec<f64>,
+}
+
+/// A block a test allocates and nobody frees before exit is state the test
+/// left to the process (a cache, a pool, a lazily built table): the first
+/// test to need it pays, whichever that is. Such blocks count as shared
+/// initialisation, not as the test's. A test's peak is the most bytes of
+/// its other blocks live at once.
+fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents {
     let weight = Weight::new(profile.meta.sample_bytes);
+    let events = &profile.heap_events;
+    let place = |stack: u32| match places.get(stack as usize) {
+        Some(Place::Test(t)) => *t,
+        _ => NONE,
+    };
+    // Pass 1: which allocations of tests are still live at exit.
+    let mut open: HashMap<u64, usize> = HashMap::new();
+    for (i, ev) in events.iter().enumerate() {
+        match ev.kind {
+            HeapEventKind::Alloc if place(ev.stack) != NONE => {
+                open.insert(ev.addr, i);
+            }
+            HeapEventKind::Alloc | HeapEventKind::Free => {
+                open.remove(&ev.addr);
+            }
+            HeapEventKind::Hole => {}
+        }
+    }
+    let mut kept_at_exit = vec![false; events.len()];
+    for &i in open.values() {
+        kept_at_exit[i] = true;
+    }
+    // Pass 2: figures and peaks of the rest.
+    let mut out = TestEvents {
+        transient: vec![StackFigures::default(); profile.stacks.len().max(places.len())],
+        kept: StackFigures::default(),
+        peaks: vec![0.0; ntests],
+    };
     let mut live = vec![0.0f64; ntests];
-    let mut peak = vec![0.0f64; ntests];
     let mut blocks: HashMap<u64, (u32, f64)> = HashMap::new();
-    for ev in &profile.heap_events {
+    for (i, ev) in events.iter().enumerate() {
         match ev.kind {
             HeapEventKind::Alloc => {
-                let t = match places.get(ev.stack as usize) {
-                    Some(Place::Test(t)) => *t,
-                    _ => NONE,
-                };
-                if t == NONE {
-                    // An address reused by a block outside the tests.
-                    blocks.remove(&ev.addr);
-                    continue;
-                }
-                let bytes = weight.of(ev.size) * ev.size as f64;
-                if let Some((old, b)) = blocks.insert(ev.addr, (t, bytes)) {
+                let t = place(ev.stack);
+                if let Some((old, b)) = blocks.remove(&ev.addr) {
                     // A block freed without a free event we saw: forget it.
                     live[old as usize] -= b;
                 }
+                if t == NONE {
+                    continue;
+                }
+                let w = weight.of(ev.size);
+                let bytes = w * ev.size as f64;
+                if kept_at_exit[i] {
+                    out.kept.allocations += w;
+                    out.kept.allocated_bytes += bytes;
+                    out.kept.end_bytes += bytes;
+                    continue;
+                }
+                if let Some(f) = out.transient.get_mut(ev.stack as usize) {
+                    f.allocations += w;
+                    f.allocated_bytes += bytes;
+                }
+                blocks.insert(ev.addr, (t, bytes));
                 let l = &mut live[t as usize];
                 *l += bytes;
-                if *l > peak[t as usize] {
-                    peak[t as usize] = *l;
+                if *l > out.peaks[t as usize] {
+                    out.peaks[t as usize] = *l;
                 }
             }
             HeapEventKind::Free => {
@@ -267,7 +324,7 @@ fn own_peaks(profile: &Profile, places: &[Place], ntests: usize) -> Vec<f64> {
             HeapEventKind::Hole => {}
         }
     }
-    peak
+    out
 }
 
 #[cfg(test)]
