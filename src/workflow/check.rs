@@ -577,7 +577,7 @@ impl Checker {
                 "### lineprof check: passed\n\n{ok} figures checked, none regressed."
             )
         } else {
-            writeln!(out, "### lineprof check: {failed} figure(s) regressed\n")
+            writeln!(out, "### lineprof check: {failed} figure(s) regressed")
         };
         let shown: Vec<&Finding> = self
             .findings
@@ -638,8 +638,12 @@ impl Checker {
             for f in grown {
                 for (d, place, src) in &f.grown {
                     let what = f.figure.map_or("", |g| g.name());
+                    let shown = match f.figure {
+                        Some(Figure::Allocations) | None => format!("{d:+}"),
+                        Some(_) => signed_bytes(*d),
+                    };
                     rows.push(vec![
-                        plain(&format!("{d:+}")),
+                        plain(&shown),
                         plain(what),
                         plain(&f.test.clone().unwrap_or_else(|| f.program.clone())),
                         code(place),

@@ -419,10 +419,11 @@ pub fn render_markdown(diff: &Diff, top: usize) -> String {
         &[false, true, true, true],
         &rows,
     );
+    // Compact: only lines whose own (`self`) memory figures changed.
     let changed: Vec<&LineChange> = diff
         .lines
         .iter()
-        .filter(|c| c.status != Status::Unchanged)
+        .filter(|c| c.status != Status::Unchanged && c.delta.memory_changed())
         .collect();
     if changed.is_empty() {
         out.push_str("\nNo line changed its memory figures.\n");
