@@ -15,6 +15,8 @@
 pub const MAGIC: [u8; 8] = *b"LPROF\0\x01\n";
 /// Format version written in the header; the reader refuses newer versions.
 pub const VERSION: u32 = 1;
+/// The deepest stack the shim records (`LINEPROF_DEPTH`'s maximum).
+pub const MAX_DEPTH: usize = 1024;
 /// Size of the file header: magic, version, reserved flags.
 pub const FILE_HEADER_LEN: usize = 16;
 /// Size of a chunk header: kind, 3 reserved bytes, payload length, CRC-32.
@@ -564,6 +566,16 @@ pub struct End {
     pub truncated_stacks: u64,
     /// Wall-clock end, nanoseconds since the Unix epoch.
     pub end_unix_ns: u64,
+    /// Why the writer stopped writing chunks before the end (an errno:
+    /// `ENOSPC` disk full, `EFBIG` the file-size limit, `EMFILE` no
+    /// descriptor); 0 if it never did. Files from before this field read 0.
+    pub write_error: u32,
+    /// Chunks (and their bytes) not written because writing had stopped.
+    pub lost_chunks: u64,
+    pub lost_bytes: u64,
+    /// Heap events of the host's own signal handlers that landed while
+    /// lineprof was busy on the same thread, not recorded.
+    pub reentrant_dropped: u64,
 }
 
 pub fn encode_end(e: &mut Encoder<'_>, end: &End) {
@@ -572,6 +584,10 @@ pub fn encode_end(e: &mut Encoder<'_>, end: &End) {
     e.u64(end.stacks);
     e.u64(end.truncated_stacks);
     e.u64(end.end_unix_ns);
+    e.u32(end.write_error);
+    e.u64(end.lost_chunks);
+    e.u64(end.lost_bytes);
+    e.u64(end.reentrant_dropped);
 }
 
 pub fn decode_end(payload: &[u8]) -> Result<End, Malformed> {
@@ -582,6 +598,11 @@ pub fn decode_end(payload: &[u8]) -> Result<End, Malformed> {
         stacks: d.u64()?,
         truncated_stacks: d.u64()?,
         end_unix_ns: d.u64()?,
+        // Added later: absent in older files.
+        write_error: if d.is_empty() { 0 } else { d.u32()? },
+        lost_chunks: if d.is_empty() { 0 } else { d.u64()? },
+        lost_bytes: if d.is_empty() { 0 } else { d.u64()? },
+        reentrant_dropped: if d.is_empty() { 0 } else { d.u64()? },
     })
 }
 

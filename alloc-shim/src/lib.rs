@@ -35,12 +35,16 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
+
+use coord::{ACTIVE, INITIALIZING, INSTALLED, OFF, STATE, UNINIT};
 
 mod config;
+mod coord;
 mod cpu;
 mod crc;
 pub mod format;
+mod lifecycle;
 mod measure;
 mod modules;
 mod sampled;
@@ -86,15 +90,6 @@ impl<A> Tracking<A> {
     }
 }
 
-const UNINIT: u8 = 0;
-const INITIALIZING: u8 = 1;
-const ACTIVE: u8 = 2;
-const OFF: u8 = 3;
-const FINISHED: u8 = 4;
-
-static STATE: AtomicU8 = AtomicU8::new(UNINIT);
-static INSTALLED: AtomicBool = AtomicBool::new(false);
-
 thread_local! {
     static INITIALIZING_HERE: Cell<bool> = const { Cell::new(false) };
     /// Set while the load-time constructor probes the global allocator.
@@ -126,10 +121,6 @@ extern "C" fn start_at_load() {
     if STATE.load(Ordering::Acquire) == ACTIVE {
         let _ = thread::current();
     }
-}
-
-pub(crate) fn installed() -> bool {
-    INSTALLED.load(Ordering::Relaxed)
 }
 
 /// Whether events should be recorded now; starts the tracker on first use.
@@ -164,6 +155,8 @@ fn start_now() -> bool {
             } else if stacks::init() && thread::init() && writer::init(&cfg) {
                 thread::init_clock();
                 cpu::init(cfg.cpu_hz, cfg.cpu_perf);
+                lifecycle::install();
+                sys::pin_this_object();
                 ACTIVE
             } else {
                 sys::stderr(
@@ -184,22 +177,6 @@ fn start_now() -> bool {
     }
 }
 
-/// Called by the exit handler: stops recording. False if it was not on.
-pub(crate) fn begin_finish() -> bool {
-    STATE
-        .compare_exchange(ACTIVE, FINISHED, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
-}
-
-pub(crate) fn after_fork_child() {
-    cpu::after_fork_child();
-}
-
-/// Whether the tracker is recording (for the CPU signal handler).
-pub(crate) fn active() -> bool {
-    STATE.load(Ordering::Acquire) == ACTIVE
-}
-
 /// Captures the calling thread's stack into its state and interns it.
 ///
 /// # Safety
@@ -213,11 +190,11 @@ unsafe fn capture(t: *mut thread::ThreadState) -> Option<stacks::StackId> {
         if sp < (*t).stack_lo || sp >= (*t).stack_hi {
             thread::refresh_bounds(t, sp);
         }
-        let depth = writer::DEPTH.load(Ordering::Relaxed);
+        let depth = coord::DEPTH.load(Ordering::Relaxed);
         let frames = &mut (&mut (*t).frames)[..depth];
         let (n, full, h) = stack::walk(fp, sp, (*t).stack_hi, frames);
         if full {
-            writer::TRUNCATED_STACKS.fetch_add(1, Ordering::Relaxed);
+            coord::TRUNCATED_STACKS.fetch_add(1, Ordering::Relaxed);
         }
         // Most events repeat a recent stack: a per-thread cache keyed by the
         // full 64-bit hash skips the shared table (a false match needs two
@@ -230,7 +207,7 @@ unsafe fn capture(t: *mut thread::ThreadState) -> Option<stacks::StackId> {
         match id {
             Some(id) => *slot = (h, id),
             None => {
-                thread::DROPPED.fetch_add(1, Ordering::Relaxed);
+                coord::DROPPED.fetch_add(1, Ordering::Relaxed);
             }
         }
         id
@@ -253,40 +230,22 @@ fn sample_hit(mean: u64, size: usize) -> bool {
         if (*t).sample_countdown > 0 {
             return false;
         }
-        (*t).sample_countdown = next_countdown(t, mean);
+        (*t).sample_countdown = thread::next_countdown(t, mean);
     }
     true
-}
-
-/// An exponential draw with the given mean, from the thread's xorshift.
-///
-/// # Safety
-/// `t` is the caller's own state.
-unsafe fn next_countdown(t: *mut thread::ThreadState, mean: u64) -> i64 {
-    // SAFETY: per the contract.
-    let x = unsafe {
-        let mut x = (*t).rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (*t).rng = x;
-        x
-    };
-    let u = ((x >> 11) + 1) as f64 / (1u64 << 53) as f64; // (0, 1]
-    (-(mean as f64) * u.ln()).min(i64::MAX as f64 / 2.0) as i64 + 1
 }
 
 /// Records an allocation, in sampling mode only when it is sampled.
 #[inline(always)]
 fn on_alloc(addr: usize, size: usize) {
-    let mean = writer::SAMPLE_BYTES.load(Ordering::Relaxed);
+    let mean = coord::SAMPLE_BYTES.load(Ordering::Relaxed);
     if mean == 0 {
         record(thread::ALLOC, addr, size);
     } else if sample_hit(mean, size) {
         if sampled::insert(addr as u64) {
             record(thread::ALLOC, addr, size);
         } else {
-            thread::DROPPED.fetch_add(1, Ordering::Relaxed);
+            coord::DROPPED.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -294,7 +253,7 @@ fn on_alloc(addr: usize, size: usize) {
 /// Records a free, in sampling mode only of a sampled block.
 #[inline(always)]
 fn on_free(addr: usize, size: usize) {
-    let mean = writer::SAMPLE_BYTES.load(Ordering::Relaxed);
+    let mean = coord::SAMPLE_BYTES.load(Ordering::Relaxed);
     if mean == 0 || sampled::remove(addr as u64) {
         record(thread::FREE, addr, size);
     }
@@ -311,6 +270,9 @@ fn record(kind: u8, addr: usize, size: usize) {
     // signal handler on this thread re-entering while we work.
     unsafe {
         if (*t).busy {
+            // A host signal handler allocating while lineprof (maybe its
+            // CPU handler) is mid-update on this thread: counted, reported.
+            coord::REENTRANT_DROPPED.fetch_add(1, Ordering::Relaxed);
             return;
         }
         thread::set_busy(t, true);
@@ -351,9 +313,11 @@ fn record_realloc(
     let t = thread::current();
     // SAFETY: as in `record`.
     if !thread::is_dead(t) && unsafe { (*t).busy } {
-        return f(); // re-entered from a signal handler: not recorded
+        // Re-entered from a signal handler: not recorded, counted.
+        coord::REENTRANT_DROPPED.fetch_add(2, Ordering::Relaxed);
+        return f();
     }
-    let mean = writer::SAMPLE_BYTES.load(Ordering::Relaxed);
+    let mean = coord::SAMPLE_BYTES.load(Ordering::Relaxed);
     let (free_old, alloc_new) = if mean == 0 {
         (true, true)
     } else {

@@ -22,10 +22,63 @@ use std::collections::HashMap;
 
 use crate::analyze::classify::Location;
 
-/// Full function names keyed by (file, base name): see [`learn`]. `None`:
-/// two different functions of one file share the base name (`Foo::new`,
-/// `Bar::new`), so it says nothing.
-pub type FullNames = HashMap<(String, String), Option<String>>;
+/// The full names of the functions of each file, by base name, with the
+/// first line of each where the symbol table tells it: what short names
+/// are looked up in.
+#[derive(Debug, Default)]
+pub struct FullNames {
+    by_base: HashMap<(String, String), Vec<Candidate>>,
+}
+
+/// A function's first line (when known) and full name.
+type Candidate = (Option<u32>, String);
+
+impl FullNames {
+    /// Notes that the function `full` of `file` has the short name `short`
+    /// and, when known, starts on line `start`.
+    pub fn learn(&mut self, file: &str, short: &str, full: &str, start: Option<u32>) {
+        let key = (file.to_string(), base_name(short).to_string());
+        let known = self.by_base.entry(key).or_default();
+        match known.iter_mut().find(|(_, f)| f == full) {
+            Some((s, _)) => {
+                *s = match (*s, start) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            None => known.push((start, full.to_string())),
+        }
+    }
+
+    /// The full name of the function of `file` that DWARF calls `short`
+    /// on line `line`: the only one of that base name, or of several (`new`
+    /// of two types in one file) the one starting last at or before `line`.
+    pub fn lookup(&self, file: &str, short: &str, line: u32) -> Option<&str> {
+        let known = self
+            .by_base
+            .get(&(file.to_string(), base_name(short).to_string()))?;
+        if let [(_, only)] = &known[..] {
+            return Some(only);
+        }
+        known
+            .iter()
+            .filter_map(|(start, full)| Some(((*start)?, full)))
+            .filter(|(start, _)| *start <= line)
+            .max_by_key(|(start, _)| *start)
+            .map(|(_, full)| full.as_str())
+    }
+
+    /// The first line of function `full` of `file`, when the symbol table
+    /// told it.
+    pub fn start_of(&self, file: &str, full: &str) -> Option<u32> {
+        let key = (file.to_string(), base_name(last_segment(full)).to_string());
+        self.by_base
+            .get(&key)?
+            .iter()
+            .find(|(_, f)| f == full)
+            .and_then(|(start, _)| *start)
+    }
+}
 
 /// `{:#}` demangling: the path without the hash suffix, and without
 /// generic arguments (`function_name`).
@@ -135,20 +188,6 @@ pub fn is_closure(name: &str) -> bool {
     last.starts_with("{closure") || last.starts_with("{{closure")
 }
 
-/// Notes that the function `full` of `file` has the short name `short`.
-pub fn learn(full_names: &mut FullNames, file: &str, short: &str, full: &str) {
-    let key = (file.to_string(), base_name(short).to_string());
-    match full_names.get(&key) {
-        None => {
-            full_names.insert(key, Some(full.to_string()));
-        }
-        Some(Some(known)) if known != full => {
-            full_names.insert(key, None);
-        }
-        _ => {}
-    }
-}
-
 /// Whether `short` (DWARF's name, maybe with generic arguments) names the
 /// function whose full path is `full`.
 pub fn names_match(full: &str, short: &str) -> bool {
@@ -157,6 +196,21 @@ pub fn names_match(full: &str, short: &str) -> bool {
     }
     let base = base_name(short);
     !base.is_empty() && (full == base || full.ends_with(&format!("::{base}")))
+}
+
+/// Learns the full names that frames already carry: code compiled with
+/// more debug info (the prebuilt standard library has linkage names) names
+/// a function in full where a copy inlined into line-tables-only code has
+/// only its short name.
+pub fn learn_from_frames<'a>(
+    locations: impl Iterator<Item = &'a Location>,
+    full_names: &mut FullNames,
+) {
+    for loc in locations {
+        if loc.is_resolved() && !is_short(&loc.function) && !is_closure(&loc.function) {
+            full_names.learn(&loc.file, last_segment(&loc.function), &loc.function, None);
+        }
+    }
 }
 
 /// Gives short names the full name learnt for their (file, base name).
@@ -168,9 +222,8 @@ pub fn apply_full_names<'a>(
         if !is_short(&loc.function) || is_closure(&loc.function) {
             continue;
         }
-        let key = (loc.file.clone(), base_name(&loc.function).to_string());
-        if let Some(Some(full)) = full_names.get(&key) {
-            loc.function = full.clone();
+        if let Some(full) = full_names.lookup(&loc.file, &loc.function, loc.line) {
+            loc.function = full.to_string();
         }
     }
 }
@@ -251,13 +304,10 @@ fn pick_definer<'a>(
 }
 
 /// Moves frames on line 0 (code the compiler generated, with no line of
-/// its own) to their function's first line: `starts` gives it for
-/// functions the symbol table has, else the smallest line of the function
-/// seen in the profile. A function never seen on a line keeps line 0.
-pub fn fold_line_zero(
-    chains: &mut HashMap<u64, Vec<Location>>,
-    starts: &HashMap<(String, String), u32>,
-) {
+/// its own) to their function's first line: from the symbol table when it
+/// has the function, else the smallest line of the function seen in the
+/// profile. A function never seen on a line keeps line 0.
+pub fn fold_line_zero(chains: &mut HashMap<u64, Vec<Location>>, full_names: &FullNames) {
     let mut first_seen: HashMap<(String, String), u32> = HashMap::new();
     for loc in chains.values().flatten() {
         if loc.line > 0 && loc.is_resolved() {
@@ -270,8 +320,9 @@ pub fn fold_line_zero(
         if loc.line != 0 || !loc.is_resolved() {
             continue;
         }
+        let start = full_names.start_of(&loc.file, &loc.function);
         let key = (loc.file.clone(), loc.function.clone());
-        if let Some(&line) = starts.get(&key).or_else(|| first_seen.get(&key)) {
+        if let Some(line) = start.or_else(|| first_seen.get(&key).copied()) {
             loc.line = line;
         }
     }
@@ -328,22 +379,29 @@ mod tests {
     }
 
     #[test]
-    fn learns_full_names_by_base_name_unless_ambiguous() {
-        let mut names = FullNames::new();
-        learn(&mut names, "v.rs", "push<u64>", "alloc::vec::Vec::push");
-        learn(&mut names, "v.rs", "push<u8>", "alloc::vec::Vec::push");
-        learn(&mut names, "m.rs", "new", "app::Foo::new");
-        learn(&mut names, "m.rs", "new", "app::Bar::new");
-        let key = |f: &str, n: &str| (f.to_string(), n.to_string());
+    fn learns_full_names_by_base_name_and_start_line() {
+        let mut names = FullNames::default();
+        names.learn("v.rs", "push<u64>", "alloc::vec::Vec::push", None);
+        names.learn("v.rs", "push<u8>", "alloc::vec::Vec::push", None);
+        // Two `new`s in one file: told apart by where each starts.
+        names.learn("m.rs", "new", "app::Foo::new", Some(10));
+        names.learn("m.rs", "new", "app::Bar::new", Some(30));
+        // Two `drop`s, one of unknown start: no guess.
+        names.learn("d.rs", "drop", "<app::A as Drop>::drop", None);
+        names.learn("d.rs", "drop", "<app::B as Drop>::drop", None);
         assert_eq!(
-            names[&key("v.rs", "push")].as_deref(),
+            names.lookup("v.rs", "push", 3),
             Some("alloc::vec::Vec::push")
         );
-        assert_eq!(names[&key("m.rs", "new")], None);
-        let mut locs = [loc("v.rs", 3, "push<u8>"), loc("m.rs", 1, "new")];
+        assert_eq!(names.lookup("m.rs", "new", 12), Some("app::Foo::new"));
+        assert_eq!(names.lookup("m.rs", "new", 31), Some("app::Bar::new"));
+        assert_eq!(names.lookup("m.rs", "new", 5), None);
+        assert_eq!(names.lookup("d.rs", "drop", 5), None);
+        assert_eq!(names.start_of("m.rs", "app::Bar::new"), Some(30));
+        let mut locs = [loc("v.rs", 3, "push<u8>"), loc("m.rs", 31, "new")];
         apply_full_names(locs.iter_mut(), &names);
         assert_eq!(locs[0].function, "alloc::vec::Vec::push");
-        assert_eq!(locs[1].function, "new");
+        assert_eq!(locs[1].function, "app::Bar::new");
     }
 
     #[test]
@@ -387,8 +445,9 @@ mod tests {
             (1, vec![loc("a.rs", 0, "app::f"), loc("a.rs", 0, "app::g")]),
             (2, vec![loc("a.rs", 12, "app::f"), loc("a.rs", 9, "app::f")]),
         ]);
-        let starts = HashMap::from([(("a.rs".to_string(), "app::g".to_string()), 40)]);
-        fold_line_zero(&mut chains, &starts);
+        let mut names = FullNames::default();
+        names.learn("a.rs", "g", "app::g", Some(40));
+        fold_line_zero(&mut chains, &names);
         assert_eq!(chains[&1][0].line, 9);
         assert_eq!(chains[&1][1].line, 40);
     }

@@ -69,7 +69,7 @@ impl Profile {
             ));
         } else if self.end.is_none() {
             out.push(
-                "profile has no end record (the program crashed or was killed?); showing what was written"
+                "profile has no end record (the program crashed, was killed, or exec'd a new program, whose profile is this path with .<pid> appended: up to one flush interval, 0.5 s, of events before that point is missing); showing what was written"
                     .to_string(),
             );
         }
@@ -87,9 +87,32 @@ impl Profile {
                 ));
             }
             if end.truncated_stacks > 0 {
+                let d = self.meta.max_depth;
+                let fix = if d as usize >= lineprof::format::MAX_DEPTH {
+                    "LINEPROF_DEPTH is at its maximum, so `total` figures of the deepest calls are low".to_string()
+                } else {
+                    format!(
+                        "raise LINEPROF_DEPTH (up to {}) for complete `total` figures",
+                        lineprof::format::MAX_DEPTH
+                    )
+                };
                 out.push(format!(
-                    "{} stacks were cut at the maximum depth of {} frames; raise LINEPROF_DEPTH for complete `total` figures",
-                    end.truncated_stacks, self.meta.max_depth
+                    "{} heap events had their stack cut at the maximum depth of {d} frames; {fix}",
+                    end.truncated_stacks
+                ));
+            }
+            if end.write_error != 0 {
+                out.push(format!(
+                    "writing the profile stopped early: {}; {} chunks ({} bytes) of events were not written, figures cover the run up to then",
+                    write_error_text(end.write_error),
+                    end.lost_chunks,
+                    end.lost_bytes
+                ));
+            }
+            if end.reentrant_dropped > 0 {
+                out.push(format!(
+                    "{} heap events of the program's own signal handlers landed while lineprof was busy on the same thread and were not recorded; figures are lower bounds",
+                    end.reentrant_dropped
                 ));
             }
         }
@@ -102,9 +125,35 @@ impl Profile {
     }
 }
 
+/// Why the writer stopped, from the errno it recorded.
+fn write_error_text(errno: u32) -> String {
+    match errno as i32 {
+        28 => "disk full (ENOSPC)".to_string(),
+        122 => "disk quota exceeded (EDQUOT)".to_string(),
+        27 => "file size limit reached (ulimit -f)".to_string(),
+        24 | 23 => "no file descriptor free (ulimit -n)".to_string(),
+        5 => "I/O error (EIO)".to_string(),
+        e => format!("write error (errno {e})"),
+    }
+}
+
+/// Reads a whole file that must be a regular one: a path recorded in a
+/// profile may name a device (`/dev/zero`, `/dev/urandom`) or a pipe, whose
+/// reading never ends.
+pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a device, pipe or directory); give the path of the program's executable file",
+        ));
+    }
+    std::fs::read(path)
+}
+
 /// Reads and decodes the profile at `path`.
 pub fn read_profile(path: &Path) -> Result<Profile> {
-    let data = std::fs::read(path).map_err(|e| Error::io(path, "read the profile", e))?;
+    let data = read_regular(path).map_err(|e| Error::io(path, "read the profile", e))?;
     parse_profile(&data, path)
 }
 
@@ -418,6 +467,7 @@ pub(crate) mod testing {
                     dropped: 0,
                     truncated_stacks: 0,
                     end_unix_ns: 1_700_000_001_000_000_000,
+                    ..Default::default()
                 };
                 format::encode_end(e, &end);
             });

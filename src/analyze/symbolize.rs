@@ -18,7 +18,7 @@ use object::{Object, ObjectSection};
 
 use crate::analyze::classify::trim_stack;
 pub use crate::analyze::classify::Location;
-use crate::analyze::names::{self, demangle, function_name, learn, names_match, FullNames};
+use crate::analyze::names::{self, demangle, function_name, names_match, FullNames};
 use crate::analyze::profile::{Module, Profile};
 use crate::error::{Error, Result};
 
@@ -43,7 +43,7 @@ pub fn symbolize(profile: &Profile) -> Result<Symbols> {
     // Resolve each distinct address once, then settle names, then intern:
     // renaming after interning could make two ids for one line.
     let mut resolved: HashMap<u64, Vec<Location>> = HashMap::new();
-    let mut full_names = HashMap::new();
+    let mut full_names = FullNames::default();
     for &addr in profile.stacks.iter().flatten() {
         resolved
             .entry(addr)
@@ -51,10 +51,11 @@ pub fn symbolize(profile: &Profile) -> Result<Symbols> {
     }
     // Names: full names for the short spellings (from the symbol table
     // too), closures after their defining function, line 0 folded.
-    let starts = modules.learn_symbols(&resolved, &mut full_names);
+    names::learn_from_frames(resolved.values().flatten(), &mut full_names);
+    modules.learn_symbols(&resolved, &mut full_names);
     names::apply_full_names(resolved.values_mut().flatten(), &full_names);
     names::qualify_closures(&mut resolved, &profile.stacks);
-    names::fold_line_zero(&mut resolved, &starts);
+    names::fold_line_zero(&mut resolved, &full_names);
     let mut interned: HashMap<Location, u32> = HashMap::new();
     let mut by_addr: HashMap<u64, Vec<u32>> = HashMap::new();
     for (addr, locs) in resolved {
@@ -133,13 +134,9 @@ impl ModuleTable {
     /// `resolved` (a function inlined everywhere in a line-tables-only build
     /// is only known by its short name at its call sites, while a symbol of
     /// an out-of-line copy, maybe never on a stack, has the full one), and
-    /// returns the first line of every function whose symbol was looked at
-    /// (by (file, full name)).
-    fn learn_symbols(
-        &self,
-        resolved: &HashMap<u64, Vec<Location>>,
-        full_names: &mut FullNames,
-    ) -> HashMap<(String, String), u32> {
+    /// notes the first line of each (what tells two functions of one base
+    /// name apart, and where line 0 folds to).
+    fn learn_symbols(&self, resolved: &HashMap<u64, Vec<Location>>, full_names: &mut FullNames) {
         let mut wanted: HashSet<&str> = HashSet::new();
         for loc in resolved.values().flatten() {
             if loc.line == 0 && loc.is_resolved() {
@@ -149,7 +146,6 @@ impl ModuleTable {
                 wanted.insert(names::base_name(&loc.function));
             }
         }
-        let mut starts = HashMap::new();
         for (m, symbols) in self.symbols.iter().enumerate() {
             let Some(loader) = &self.loaders[m] else {
                 continue;
@@ -166,14 +162,9 @@ impl ModuleTable {
                 let (Some(file), Some(line)) = (at.file, at.line) else {
                     continue;
                 };
-                learn(full_names, file, last, &full);
-                starts
-                    .entry((file.to_string(), full))
-                    .and_modify(|l: &mut u32| *l = (*l).min(line))
-                    .or_insert(line);
+                full_names.learn(file, last, &full, Some(line));
             }
         }
-        starts
     }
 
     /// Logical frames for one return address, innermost first.
@@ -248,7 +239,7 @@ fn frames_at(loader: &Loader, probe: u64, full_names: &mut FullNames) -> Vec<Loc
             // shims (`__rust_alloc`) that `#[global_allocator]` expands to.
             last.function = full;
         } else if names_match(&full, &last.function) {
-            learn(full_names, &last.file, &last.function, &full);
+            full_names.learn(&last.file, &last.function, &full, None);
             last.function = full;
         }
     }
@@ -259,15 +250,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Opens the profiled executable: it must exist, match the recorded build-id
-/// and carry line tables.
+/// Opens the profiled executable: it must exist, be a regular file, match
+/// the recorded build-id and carry line tables.
 fn open_executable(
     m: &Module,
     profile: &Path,
     warnings: &mut Vec<String>,
 ) -> Result<(Loader, Vec<(u64, String)>)> {
     let path = PathBuf::from(String::from_utf8_lossy(&m.path).into_owned());
-    let data = std::fs::read(&path).map_err(|e| match e.kind() {
+    let data = super::profile::read_regular(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::BinaryMissing {
             binary: path.clone(),
             profile: profile.to_path_buf(),
@@ -310,7 +301,7 @@ fn open_library(m: &Module, warnings: &mut Vec<String>) -> Option<(Loader, Vec<(
     if path.is_empty() || path.starts_with('[') || path.contains("linux-vdso") {
         return None;
     }
-    let data = std::fs::read(&path).ok()?;
+    let data = super::profile::read_regular(Path::new(&path)).ok()?;
     let obj = object::File::parse(&*data).ok()?;
     let now = obj.build_id().ok().flatten().unwrap_or_default();
     if !m.build_id.is_empty() && now != m.build_id.as_slice() {
