@@ -540,6 +540,15 @@ pub fn command(store: &Store, cwd: &Path, req: DiffRequest) -> Result<()> {
             (previous_of(&runs, new, store)?, new)
         }
     };
+    if old.run.name != new.run.name {
+        // Only two explicit arguments get here: say so rather than let a
+        // comparison of two programs pass for a change in one.
+        eprintln!(
+            "note: comparing runs of two programs: `{}` (old) and `{}` (new); a git ref picks the run of NEW's name when that commit has one",
+            old.run.name.as_deref().unwrap_or("-"),
+            new.run.name.as_deref().unwrap_or("-")
+        );
+    }
     let d = diff(&store.load(old)?, &store.load(new)?);
     let text = match req.format {
         DiffFormat::Text => render_text(&d, req.top),
