@@ -17,10 +17,10 @@
 //! which depends on scheduling: events under such a frame inside a test go
 //! to `shared_init` instead of the test.
 //!
-//! Blocks a test allocates that are still live at exit are state it left
-//! to the process (a regex's cache pool, a lazily built table, a leak):
-//! they too go to `shared_init`, since the first test to need the state
-//! pays for it.
+//! Blocks a test allocates that escape it (still live at exit, or freed by
+//! code outside the test: another test, libtest) are state it left to the
+//! process (a regex's cache pool, a lazily built table, a leak): they too
+//! go to `shared_init`, since the first test to need the state pays for it.
 //!
 //! A test's `peak_bytes` is the most bytes of its own blocks live at any
 //! one moment (DHAT's per-group max), not its share of the process's peak:
@@ -249,11 +249,12 @@ struct TestEvents {
     peaks: Vec<f64>,
 }
 
-/// A block a test allocates and nobody frees before exit is state the test
-/// left to the process (a cache, a pool, a lazily built table): the first
-/// test to need it pays, whichever that is. Such blocks count as shared
-/// initialisation, not as the test's. A test's peak is the most bytes of
-/// its other blocks live at once.
+/// A block a test allocates that escapes it (nobody frees it before exit,
+/// or code outside the test does: another test, libtest) is state the test
+/// left to the process (a cache, a pool and its growing vector, a lazily
+/// built table): the first test to need it pays, whichever that is. Such
+/// blocks count as shared initialisation, not as the test's. A test's peak
+/// is the most bytes of its other blocks live at once.
 fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents {
     let weight = Weight::new(profile.meta.sample_bytes);
     let events = &profile.heap_events;
@@ -261,22 +262,31 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents
         Some(Place::Test(t)) => *t,
         _ => NONE,
     };
-    // Pass 1: which allocations of tests are still live at exit.
-    let mut open: HashMap<u64, usize> = HashMap::new();
+    // Pass 1: which allocations of tests escape them: still live at exit,
+    // or freed by code outside the test (another test, libtest).
+    let mut open: HashMap<u64, (usize, u32)> = HashMap::new();
+    let mut escaped = vec![false; events.len()];
     for (i, ev) in events.iter().enumerate() {
         match ev.kind {
-            HeapEventKind::Alloc if place(ev.stack) != NONE => {
-                open.insert(ev.addr, i);
+            HeapEventKind::Alloc => {
+                let t = place(ev.stack);
+                if let Some((j, _)) = open.remove(&ev.addr) {
+                    escaped[j] = true; // its free was never seen
+                }
+                if t != NONE {
+                    open.insert(ev.addr, (i, t));
+                }
             }
-            HeapEventKind::Alloc | HeapEventKind::Free => {
-                open.remove(&ev.addr);
+            HeapEventKind::Free => {
+                if let Some((j, t)) = open.remove(&ev.addr) {
+                    escaped[j] = place(ev.stack) != t;
+                }
             }
             HeapEventKind::Hole => {}
         }
     }
-    let mut kept_at_exit = vec![false; events.len()];
-    for &i in open.values() {
-        kept_at_exit[i] = true;
+    for &(i, _) in open.values() {
+        escaped[i] = true;
     }
     // Pass 2: figures and peaks of the rest.
     let mut out = TestEvents {
@@ -299,7 +309,7 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents
                 }
                 let w = weight.of(ev.size);
                 let bytes = w * ev.size as f64;
-                if kept_at_exit[i] {
+                if escaped[i] {
                     out.kept.allocations += w;
                     out.kept.allocated_bytes += bytes;
                     out.kept.end_bytes += bytes;
