@@ -285,8 +285,10 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents
             HeapEventKind::Hole => {}
         }
     }
+    let mut live_at_exit = vec![false; events.len()];
     for &(i, _) in open.values() {
         escaped[i] = true;
+        live_at_exit[i] = true;
     }
     // Pass 2: figures and peaks of the rest.
     let mut out = TestEvents {
@@ -312,7 +314,9 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents
                 if escaped[i] {
                     out.kept.allocations += w;
                     out.kept.allocated_bytes += bytes;
-                    out.kept.end_bytes += bytes;
+                    if live_at_exit[i] {
+                        out.kept.end_bytes += bytes;
+                    }
                     continue;
                 }
                 if let Some(f) = out.transient.get_mut(ev.stack as usize) {
@@ -377,6 +381,42 @@ mod tests {
             line: 1,
             function: function.into(),
         }
+    }
+
+    #[test]
+    fn blocks_that_escape_a_test_are_shared() {
+        use crate::analyze::profile::parse_profile;
+        use crate::analyze::profile::testing::{Ev, ProfileBytes};
+        let mut p = ProfileBytes::new(0, 1000);
+        p.stacks(0, &[&[1], &[2], &[3]]);
+        p.events(
+            1,
+            0,
+            &[
+                Ev::Alloc(0, 0, 100, 0xa), // test 0, freed by itself
+                Ev::Alloc(1, 1, 30, 0xb),  // test 1, freed by itself
+                Ev::Alloc(2, 0, 50, 0xc),  // test 0, freed by test 1: escapes
+                Ev::Free(3, 0, 100, 0xa),
+                Ev::Free(4, 1, 50, 0xc),
+                Ev::Free(5, 1, 30, 0xb),
+                Ev::Alloc(6, 0, 20, 0xd),  // test 0, live at exit: escapes
+                Ev::Alloc(7, 2, 999, 0xe), // outside the tests
+            ],
+        );
+        p.end(8);
+        let profile = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
+        let places = [Place::Test(0), Place::Test(1), Place::Outside];
+        let out = test_events(&profile, &places, 2);
+        let t0 = out.transient[0];
+        assert_eq!((t0.allocations, t0.allocated_bytes), (1.0, 100.0));
+        let t1 = out.transient[1];
+        assert_eq!((t1.allocations, t1.allocated_bytes), (1.0, 30.0));
+        assert_eq!(out.transient[2], StackFigures::default());
+        let kept = out.kept;
+        assert_eq!((kept.allocations, kept.allocated_bytes), (2.0, 70.0));
+        assert_eq!(kept.end_bytes, 20.0, "only 0xd is live at exit");
+        // Own peaks: test 0 never counts the 50 bytes test 1 freed.
+        assert_eq!(out.peaks, vec![100.0, 30.0]);
     }
 
     #[test]
