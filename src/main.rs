@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use lineprof_cli::analyze::lines::SortKey;
 use lineprof_cli::error::{Error, Result};
-use lineprof_cli::workflow::show::{Focus, ReportFormat};
+use lineprof_cli::workflow::show::{By, Focus, ReportFormat};
 use lineprof_cli::workflow::store::Store;
 use lineprof_cli::workflow::{check, diff, history, run, show};
 
@@ -140,10 +140,17 @@ struct ReportArgs {
     focus: Option<Focus>,
     #[arg(long, value_enum, default_value = "text")]
     format: ReportFormat,
-    /// `line`: per-line tables and listings; `test`: one row per test of a
-    /// test binary (text; JSON always has the `tests` array).
+    /// `line`: per-line tables and listings; `function`: pstats's table,
+    /// one row per function (text; JSON always has a `functions` array);
+    /// `test`: one row per test of a test binary (JSON: the `tests` array).
     #[arg(long, value_enum, default_value = "line")]
-    by: show::By,
+    by: By,
+    /// With --by function: who called the functions matching REGEX.
+    #[arg(long, value_name = "REGEX")]
+    callers: Option<String>,
+    /// With --by function: whom the functions matching REGEX called.
+    #[arg(long, value_name = "REGEX")]
+    callees: Option<String>,
     /// Write to FILE instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
@@ -193,8 +200,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 file: a.file,
                 focus: a.focus,
                 format: a.format,
-                output: a.output,
                 by: a.by,
+                callers: a.callers,
+                callees: a.callees,
+                output: a.output,
             },
         )),
         Command::History(a) => done(history::command(

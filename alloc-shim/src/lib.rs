@@ -53,9 +53,28 @@ mod stack;
 mod stacks;
 mod sys;
 mod thread;
+mod timers;
 mod writer;
 
+pub use lineprof_macros::profile;
 pub use measure::{measure, Usage};
+
+/// What `#[lineprof::profile]` expands to; not a public API.
+#[doc(hidden)]
+pub mod __timers {
+    pub use crate::timers::{type_name_of, Call, Counted, Function};
+
+    /// Starts a call of a marked function, first starting the profiler if
+    /// nothing has yet (a program whose global allocator is not
+    /// `Tracking`, or a call before its first allocation).
+    #[inline]
+    pub fn enter(f: &'static Function) -> Call {
+        if !crate::is_active() && !crate::start_for_timers() {
+            return Call::off();
+        }
+        Call::enter(f)
+    }
+}
 
 /// The tracking global allocator. Wraps [`System`] by default, or any other
 /// allocator with [`Tracking::wrap`].
@@ -136,11 +155,30 @@ fn recording() -> bool {
 #[cold]
 #[inline(never)]
 fn start() -> bool {
+    INSTALLED.store(true, Ordering::Relaxed);
     sys::preserving_errno(start_now)
 }
 
+/// Starts the profiler for the line timers of a program whose global
+/// allocator is not `Tracking` (or before its first allocation). True if
+/// it is recording.
+#[cold]
+#[inline(never)]
+pub(crate) fn start_for_timers() -> bool {
+    match STATE.load(Ordering::Acquire) {
+        ACTIVE => true,
+        UNINIT | INITIALIZING => sys::preserving_errno(start_now),
+        _ => false,
+    }
+}
+
+/// Whether the profiler is recording (one load; for the line timers).
+#[inline(always)]
+pub(crate) fn is_active() -> bool {
+    STATE.load(Ordering::Relaxed) == ACTIVE
+}
+
 fn start_now() -> bool {
-    INSTALLED.store(true, Ordering::Relaxed);
     // Keeps the load-time constructor linked in wherever the tracker is.
     std::hint::black_box(&START_AT_LOAD);
     if INITIALIZING_HERE.with(|c| c.get()) {
@@ -154,6 +192,7 @@ fn start_now() -> bool {
                 OFF
             } else if stacks::init() && thread::init() && writer::init(&cfg) {
                 thread::init_clock();
+                timers::init();
                 cpu::init(cfg.cpu_hz, cfg.cpu_perf);
                 lifecycle::install();
                 sys::pin_this_object();

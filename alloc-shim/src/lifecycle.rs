@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::coord::{self, FORKING};
-use crate::{cpu, format, stacks, sys, thread, writer};
+use crate::{cpu, format, stacks, sys, thread, timers, writer};
 
 /// Registers the exit and fork handlers. Called once at start.
 pub fn install() {
@@ -31,6 +31,7 @@ extern "C" fn at_exit() {
         writer::begin_finishing();
         writer::refresh_modules();
         thread::for_each_state(|s| thread::flush(s, true));
+        timers::write_all_at_exit();
         writer::finish(&mut format::End {
             events: thread::events_recorded(),
             dropped: coord::DROPPED.load(Ordering::Relaxed),
@@ -63,6 +64,7 @@ extern "C" fn after_fork_child() {
     coord::REENTRANT_DROPPED.store(0, Ordering::Relaxed);
     thread::reset_after_fork();
     cpu::after_fork_child();
+    timers::after_fork_child();
     writer::after_fork_child();
     FORKING.store(false, Ordering::Release);
     thread::set_current_busy(false);

@@ -337,6 +337,12 @@ pub fn unix_ns() -> u64 {
     clock(libc::CLOCK_REALTIME)
 }
 
+/// The monotonic clock at full resolution (vDSO), for the line timers
+/// where the time-stamp counter cannot be used, and to calibrate it.
+pub fn monotonic_ns() -> u64 {
+    clock(libc::CLOCK_MONOTONIC)
+}
+
 /// A cheap monotonic clock (vDSO, coarse resolution), for flush intervals.
 pub fn coarse_ns() -> u64 {
     clock(libc::CLOCK_MONOTONIC_COARSE)

@@ -182,6 +182,12 @@ pub unsafe fn next_countdown(t: *mut ThreadState, mean: u64) -> i64 {
     (-(mean as f64) * u.ln()).min(i64::MAX as f64 / 2.0) as i64 + 1
 }
 
+/// Whether the time-stamp counter is invariant and the kernel keeps time
+/// with it (set by `init_clock`).
+pub fn tsc_ok() -> bool {
+    TSC_OK.load(Ordering::Relaxed)
+}
+
 /// Marks the calling thread's state (if it has one) as inside lineprof,
 /// around `fork`: a host signal handler that allocates then must not try
 /// to flush while the fork handlers hold the file lock.

@@ -215,6 +215,48 @@ fn done_with(fd: i32) {
     }
 }
 
+/// Writes chunks of `kind` whose payloads `fill` encodes into the scratch
+/// space, one after another while it returns true (more to come). With
+/// `wait` false the file lock is only tried: a caller that may run inside
+/// a signal handler of the host must not wait for a lock its own thread
+/// may hold. `final_flush`: the exit handler is writing.
+pub fn write_chunks(
+    kind: ChunkKind,
+    final_flush: bool,
+    wait: bool,
+    mut fill: impl FnMut(&mut Encoder<'_>) -> bool,
+) {
+    let _g = if wait {
+        FILE_LOCK.lock()
+    } else {
+        match FILE_LOCK.try_lock() {
+            Some(g) => g,
+            None => return,
+        }
+    };
+    if FINISHING.load(Ordering::Acquire) && !final_flush {
+        return;
+    }
+    let Some(fd) = ensure_open() else {
+        lose(0);
+        return;
+    };
+    let scratch = region(&SCRATCH, SCRATCH_LEN);
+    loop {
+        let mut e = Encoder::new(scratch, CHUNK_HEADER_LEN);
+        let more = fill(&mut e);
+        let len = e.pos();
+        if len > CHUNK_HEADER_LEN {
+            format::seal_chunk(kind, &mut scratch[..len]);
+            put(fd, &scratch[..len], true);
+        }
+        if !more {
+            break;
+        }
+    }
+    done_with(fd);
+}
+
 /// The profile's descriptor, opening the file on first use (and again
 /// after a host closed it, and for each write in `PER_WRITE` mode). File
 /// lock held; pair with `done_with`.

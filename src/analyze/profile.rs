@@ -57,6 +57,24 @@ pub struct Profile {
     pub truncated_at: Option<u64>,
     /// Sequence numbers with no event (lost when the process died).
     pub missing_events: u64,
+    /// `#[lineprof::profile]` functions, summed over threads.
+    pub timed: Vec<TimedFunction>,
+    /// Calls of marked functions the program could not count.
+    pub untimed_calls: u64,
+}
+
+/// A `#[lineprof::profile]` function's figures over all threads, in ns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimedFunction {
+    /// `crate::module::Type::function`.
+    pub path: String,
+    /// `file!()`: relative to the workspace root for a workspace member.
+    pub file: String,
+    pub line: u32,
+    pub calls: u64,
+    pub time_ns: u64,
+    /// Line, hits, time in ns; in line order.
+    pub lines: Vec<(u32, u64, u64)>,
 }
 
 impl Profile {
@@ -77,6 +95,12 @@ impl Profile {
             out.push(format!(
                 "{} heap events were lost before they were written; figures are lower bounds",
                 self.missing_events
+            ));
+        }
+        if self.untimed_calls > 0 {
+            out.push(format!(
+                "{} calls of #[lineprof::profile] functions could not be timed (more than 4096 threads or marked functions, or out of memory); hits and times are lower bounds",
+                self.untimed_calls
             ));
         }
         if let Some(end) = &self.end {
@@ -172,6 +196,7 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
     let seq_limit = (data.len() as u64).saturating_mul(4) + (1 << 20);
     let mut ordered = EventOrder::default();
     let mut saw_meta = false;
+    let mut timers = TimerSnapshots::default();
     for chunk in &chunks.chunks {
         let corrupt = |what: &str| Error::Corrupt {
             path: path.to_path_buf(),
@@ -228,8 +253,15 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
             ChunkKind::End => {
                 profile.end = Some(format::decode_end(chunk.payload).map_err(|m| corrupt(m.0))?);
             }
+            ChunkKind::Timers => {
+                let (header, functions) =
+                    format::decode_timers(chunk.payload).map_err(|m| corrupt(m.0))?;
+                timers.add(header, functions);
+            }
         }
     }
+    profile.untimed_calls = timers.untimed_calls;
+    profile.timed = timers.finish();
     if !saw_meta {
         return Err(Error::NotAProfile {
             path: path.to_path_buf(),
@@ -256,6 +288,76 @@ fn format_error(e: FormatError, path: &Path) -> Error {
             path,
             detail: e.to_string(),
         },
+    }
+}
+
+/// The timer snapshots of a profile: each is cumulative for its thread
+/// table, so the last one of each (table, function) counts.
+#[derive(Default)]
+struct TimerSnapshots {
+    latest: std::collections::BTreeMap<(u32, Vec<u8>, Vec<u8>, u32), format::TimedFunction>,
+    /// The calibration read over the longest interval (the most precise).
+    clock: (u64, u64),
+    untimed_calls: u64,
+}
+
+impl TimerSnapshots {
+    fn add(&mut self, h: format::TimersHeader, functions: Vec<format::TimedFunction>) {
+        if h.clock_ticks > self.clock.0 {
+            self.clock = (h.clock_ticks, h.clock_ns);
+        }
+        self.untimed_calls = self.untimed_calls.max(h.untimed_calls);
+        for f in functions {
+            let key = (h.table, f.path.clone(), f.file.clone(), f.line);
+            self.latest.insert(key, f);
+        }
+    }
+
+    /// Sums over tables, converting ticks to nanoseconds.
+    fn finish(self) -> Vec<TimedFunction> {
+        let (ticks, ns) = self.clock;
+        let per_tick = if ticks == 0 {
+            1.0
+        } else {
+            ns as f64 / ticks as f64
+        };
+        let to_ns = |t: u64| (t as f64 * per_tick).round() as u64;
+        let mut out: Vec<TimedFunction> = Vec::new();
+        for ((_, path, file, line), f) in self.latest {
+            let path = String::from_utf8_lossy(&path).into_owned();
+            let file = String::from_utf8_lossy(&file).into_owned();
+            let i = match out
+                .iter()
+                .position(|o| o.path == path && o.file == file && o.line == line)
+            {
+                Some(i) => i,
+                None => {
+                    out.push(TimedFunction {
+                        path,
+                        file,
+                        line,
+                        ..TimedFunction::default()
+                    });
+                    out.len() - 1
+                }
+            };
+            let o = &mut out[i];
+            o.calls += f.calls;
+            o.time_ns += to_ns(f.ticks);
+            for l in f.lines {
+                match o.lines.iter_mut().find(|x| x.0 == l.line) {
+                    Some(x) => {
+                        x.1 += l.hits;
+                        x.2 += to_ns(l.ticks);
+                    }
+                    None => o.lines.push((l.line, l.hits, to_ns(l.ticks))),
+                }
+            }
+        }
+        for o in &mut out {
+            o.lines.sort();
+        }
+        out
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::analyze::functions::{self, FunctionFigures};
 use crate::analyze::lines::{self, Figures, LineFigures, SourceFiles};
 use crate::analyze::per_test::{self, TestFigures};
 use crate::analyze::profile::{self, Profile};
@@ -27,6 +28,10 @@ pub struct Report {
     pub totals: Totals,
     /// Every line with a non-zero figure, unsorted.
     pub lines: Vec<LineFigures>,
+    /// Every function with a non-zero figure, unsorted (added within
+    /// schema 1: runs stored before have none).
+    #[serde(default)]
+    pub functions: Vec<FunctionFigures>,
     /// Problems to print before the figures.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -136,7 +141,15 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
                 .and_then(|d| lines::workspace_root(&d))
         });
     let mut sources = SourceFiles::new(root.clone());
-    let lines = lines::aggregate(&replay, &symbols, root.as_deref(), &mut sources);
+    let mut lines = lines::aggregate(&replay, &symbols, root.as_deref(), &mut sources);
+    let mut functions = functions::aggregate(&replay, &symbols, root.as_deref());
+    functions::add_timers(
+        &profile.timed,
+        &mut lines,
+        &mut functions,
+        root.as_deref(),
+        &mut sources,
+    );
     let split = per_test::split(&profile, &replay, &symbols, root.as_deref());
     let mut warnings = symbols.warnings.clone();
     warnings.extend(profile.warnings());
@@ -146,6 +159,7 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
         run: run_info(&profile, replay.estimated),
         totals: Totals::from_raw(&replay.totals),
         lines,
+        functions,
         warnings,
         stacks: Some(StackTable {
             pid: profile.meta.pid,

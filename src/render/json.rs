@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use super::{selected_lines, View};
+use super::{selected_functions, selected_lines, View};
+use crate::analyze::functions::FunctionFigures;
 use crate::analyze::lines::{Figures, LineFigures};
 use crate::analyze::per_test::TestFigures;
 use crate::analyze::report::{Report, RunInfo, Totals};
@@ -16,6 +17,7 @@ struct JsonReport<'a> {
     lineprof_version: &'static str,
     run: &'a RunInfo,
     totals: &'a Totals,
+    functions: &'a [FunctionFigures],
     lines: &'a [LineFigures],
     /// Test binaries: one object per test (`name`, `total`, ...).
     #[serde(skip_serializing_if = "<[TestFigures]>::is_empty")]
@@ -39,6 +41,7 @@ pub fn render(report: &Report, view: &View) -> String {
         lineprof_version: env!("CARGO_PKG_VERSION"),
         run: &report.run,
         totals: &report.totals,
+        functions: &selected_functions(report, view),
         lines: &lines,
         tests: &report.tests,
         shared_init: report.shared_init.as_ref(),
@@ -71,6 +74,8 @@ mod tests {
                 ..Figures::default()
             },
             total: Figures::default(),
+            hits: None,
+            time_ns: None,
         };
         let report = Report {
             run: RunInfo {
@@ -93,6 +98,7 @@ mod tests {
             totals: Totals::default(),
             lines: vec![line],
             warnings: vec![],
+            functions: vec![],
             root: None,
             stacks: None,
             tests: Vec::new(),

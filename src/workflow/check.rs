@@ -691,6 +691,8 @@ fn test_lines(test: &TestFigures, lines: &[LineFigures]) -> Vec<LineFigures> {
                 source: full.and_then(|l| l.source.clone()),
                 self_figures: t.self_figures,
                 total: Figures::default(),
+                hits: None,
+                time_ns: None,
             }
         })
         .collect()

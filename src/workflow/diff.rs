@@ -597,6 +597,8 @@ mod tests {
                 ..Figures::default()
             },
             total: Figures::default(),
+            hits: None,
+            time_ns: None,
         }
     }
 
@@ -650,6 +652,7 @@ mod tests {
             totals: Totals::default(),
             lines: lines.to_vec(),
             warnings: vec![],
+            functions: vec![],
             root: None,
             stacks: None,
             tests: Vec::new(),

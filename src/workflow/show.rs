@@ -39,10 +39,11 @@ pub enum ReportFormat {
     Bmf,
 }
 
-/// `--by`: what a row of the report is.
+/// `--by` of `lineprof report`: what a row of the report is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum By {
     Line,
+    Function,
     /// One row per test of a test binary.
     Test,
 }
@@ -57,8 +58,10 @@ pub struct ReportRequest {
     pub file: Option<String>,
     pub focus: Option<Focus>,
     pub format: ReportFormat,
-    pub output: Option<PathBuf>,
     pub by: By,
+    pub callers: Option<String>,
+    pub callees: Option<String>,
+    pub output: Option<PathBuf>,
 }
 
 /// Compiles a `--flag REGEX`, naming the flag and the problem when it is
@@ -124,6 +127,30 @@ pub fn command(store: &Store, cwd: &Path, req: ReportRequest) -> Result<()> {
         },
     };
     let out = req.output.as_deref();
+    let callers = regex("callers", req.callers.as_deref())?;
+    let callees = regex("callees", req.callees.as_deref())?;
+    if req.by != By::Function && (callers.is_some() || callees.is_some()) {
+        return Err(Error::Usage {
+            detail: "--callers and --callees list call-graph edges of the function view; add --by function".into(),
+        });
+    }
+    if req.by == By::Function {
+        let text = match req.format {
+            ReportFormat::Text => {
+                render::functions::render(&report, &view, callers.as_ref(), callees.as_ref())
+            }
+            ReportFormat::Json => render::json::render(&report, &view),
+            other => {
+                return Err(Error::Usage {
+                    detail: format!(
+                        "--by function has a text and a JSON form, not --format {other:?}; use --format text or json",
+                    )
+                    .to_lowercase(),
+                })
+            }
+        };
+        return output::write_output(out, &text);
+    }
     let stack_table = |name| render::require_stacks(&report, name);
     let text = match req.format {
         ReportFormat::Bmf => render::bmf::render(&report),
