@@ -346,3 +346,47 @@ fn profile_one(
     })?;
     Ok(status.code().unwrap_or(1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact(name: &str, kind: &str, is_test: bool) -> Artifact {
+        Artifact {
+            target_name: name.into(),
+            kind: kind.into(),
+            executable: PathBuf::from("/t").join(name),
+            package_dir: PathBuf::from("/p"),
+            is_test,
+        }
+    }
+
+    #[test]
+    fn run_names_differ_per_kind_of_build() {
+        let lib = artifact("app", "lib", true);
+        let bin_tests = artifact("app", "bin", true);
+        let itest = artifact("api", "test", true);
+        let bench = artifact("speed", "bench", true);
+        let names = [
+            run_name(Mode::Run, &artifact("app", "bin", false)),
+            run_name(Mode::Run, &artifact("demo", "example", false)),
+            run_name(Mode::Test, &lib),
+            run_name(Mode::Test, &bin_tests),
+            run_name(Mode::Test, &itest),
+            run_name(Mode::Bench, &lib),
+            run_name(Mode::Bench, &bench),
+        ];
+        assert_eq!(
+            names,
+            [
+                "app",
+                "demo-example",
+                "app-lib-test",
+                "app-bin-test",
+                "api-test",
+                "app-lib-bench",
+                "speed-bench"
+            ]
+        );
+    }
+}
