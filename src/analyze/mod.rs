@@ -15,6 +15,8 @@
 //! - [`functions`]: per-stack figures -> per-function figures (pstats's
 //!   view), call-graph edges, and the `#[lineprof::profile]` line timers
 //!   put on lines and functions;
+//! - [`per_test`]: for test binaries, the figures under each `#[test]`
+//!   function, shared initialisation apart;
 //! - [`report`]: runs the stages and holds the result, the [`report::Report`]
 //!   every renderer and the run store take.
 //!
@@ -31,6 +33,7 @@ pub mod frame_pointers;
 pub mod functions;
 pub mod lines;
 pub mod names;
+pub mod per_test;
 pub mod profile;
 pub mod replay;
 pub mod report;

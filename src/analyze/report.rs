@@ -9,7 +9,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::functions::{self, FunctionFigures};
-use crate::analyze::lines::{self, LineFigures, SourceFiles};
+use crate::analyze::lines::{self, Figures, LineFigures, SourceFiles};
+use crate::analyze::per_test::{self, TestFigures};
 use crate::analyze::profile::{self, Profile};
 use crate::analyze::replay::{self, StackFigures};
 use crate::analyze::stacks::{self, StackTable};
@@ -41,6 +42,13 @@ pub struct Report {
     /// for stored runs written before they kept stacks.
     #[serde(skip)]
     pub stacks: Option<StackTable>,
+    /// Per-test figures of a test binary (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestFigures>,
+    /// What shared initialisation inside tests cost (`OnceLock` ...): kept
+    /// apart from the tests, never gated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_init: Option<Figures>,
 }
 
 /// The `run` object of JSON schema 1.
@@ -163,6 +171,7 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
         root.as_deref(),
         &mut sources,
     );
+    let split = per_test::split(&profile, &replay, &symbols, root.as_deref());
     let mut warnings = symbols.warnings.clone();
     warnings.extend(profile.warnings());
     warnings.extend(recovery.warnings.iter().cloned());
@@ -186,6 +195,8 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
         ));
     }
     Ok(Report {
+        tests: split.tests,
+        shared_init: split.shared_init,
         run: run_info(&profile, replay.estimated),
         totals,
         lines,

@@ -2,11 +2,15 @@
 //! of other tools (folded stacks, pprof, DHAT). They choose and order lines
 //! (`View`) but compute no figures: everything comes from the report.
 
+pub mod bmf;
+pub mod by_test;
 pub mod collapsed;
 pub mod dhat;
 pub mod functions;
+pub mod history_html;
 pub mod html;
 pub mod json;
+pub mod markdown;
 pub mod pprof;
 pub mod text;
 
@@ -405,6 +409,8 @@ pub mod testing {
             functions: vec![],
             root: None,
             stacks: None,
+            tests: Vec::new(),
+            shared_init: None,
         }
     }
 }

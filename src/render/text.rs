@@ -433,6 +433,8 @@ mod tests {
             functions: vec![],
             root: None,
             stacks: None,
+            tests: Vec::new(),
+            shared_init: None,
         };
         let text = render(&report, &View::default(), &mut SourceFiles::default());
         let expected = "\
