@@ -68,6 +68,18 @@ pub mod tag {
     /// `time_delta`: a clock reading after the preceding heap event, written
     /// every so many events, so memory can be drawn over time.
     pub const TIME: u8 = 4;
+    /// `stack, count, time_delta`: a CPU sample taken while the thread was
+    /// inside lineprof (recording an event, writing the file): lineprof's
+    /// own cost, never a line's.
+    pub const CPU_LINEPROF: u8 = 5;
+    /// `stack, count, time_delta, sp, bp, frame_count, frame addresses,
+    /// copy_len, copy bytes`: a CPU sample whose program counter is outside
+    /// the executable (C code without frame pointers). Besides the stack,
+    /// it keeps the interrupted stack and frame pointers, the frame address
+    /// of each frame of `stack` after the first (zig-zag deltas, the first
+    /// from `sp`), and a copy of the stack from `sp` up, so the reader can
+    /// unwind the first frames with the module's call-frame information.
+    pub const CPU_STACK_COPY: u8 = 6;
 }
 
 /// Writes the file header into `out` (at least `FILE_HEADER_LEN` bytes).
@@ -466,7 +478,7 @@ pub fn max_stack_len(frames: usize) -> usize {
 }
 
 /// A decoded heap event or CPU sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Alloc {
         seq: u64,
@@ -486,8 +498,43 @@ pub enum Event {
         /// Monotonic clock (ns) at the sample, for time series.
         time_ns: u64,
     },
+    /// A CPU sample that came with a copy of the stack (`tag::CPU_STACK_COPY`).
+    CpuStackCopy {
+        stack: u32,
+        count: u32,
+        time_ns: u64,
+        copy: StackCopy,
+    },
+    /// A CPU sample taken while lineprof was recording (`tag::CPU_LINEPROF`).
+    CpuLineprof {
+        stack: u32,
+        count: u32,
+        time_ns: u64,
+    },
     /// Monotonic clock (ns) after the preceding heap event of the chunk.
     Time { time_ns: u64 },
+}
+
+/// What a `CPU_STACK_COPY` sample keeps of the interrupted thread.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StackCopy {
+    /// Stack pointer and frame pointer at the interrupt.
+    pub sp: u64,
+    pub bp: u64,
+    /// Frame address (where the saved frame pointer lies) of each frame the
+    /// signal handler's frame-pointer walk found: `frame_addrs[i]` is the
+    /// record that gave `stack[i + 1]`.
+    pub frame_addrs: Vec<u64>,
+    /// The stack's bytes from `sp` up.
+    pub bytes: Vec<u8>,
+}
+
+/// Most bytes of stack a `CPU_STACK_COPY` sample copies.
+pub const STACK_COPY_LEN: usize = 2048;
+/// Upper bound on one encoded `CPU_STACK_COPY` event with `frames` frame
+/// addresses.
+pub const fn max_stack_copy_len(frames: usize) -> usize {
+    MAX_EVENT_LEN + 3 * 10 + frames * 10 + STACK_COPY_LEN
 }
 
 /// Header of an `Events` payload.
@@ -543,6 +590,45 @@ pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsH
                     stack: u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
                     count: u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
                     time_ns: time,
+                });
+            }
+            tag::CPU_LINEPROF => {
+                let stack = d.varint()?;
+                let count = d.varint()?;
+                time = time.wrapping_add(d.varint()?);
+                f(Event::CpuLineprof {
+                    stack: u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
+                    count: u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
+                    time_ns: time,
+                });
+            }
+            tag::CPU_STACK_COPY => {
+                let stack = d.varint()?;
+                let count = d.varint()?;
+                time = time.wrapping_add(d.varint()?);
+                let sp = d.varint()?;
+                let bp = d.varint()?;
+                let n = d.varint()?;
+                if n > 1 << 16 {
+                    return Err(Malformed("more than 65536 frame addresses"));
+                }
+                let mut frame_addrs = Vec::with_capacity(n as usize);
+                let mut prev = sp;
+                for _ in 0..n {
+                    prev = (prev as i64).wrapping_add(unzigzag(d.varint()?)) as u64;
+                    frame_addrs.push(prev);
+                }
+                let bytes = d.lp_bytes()?.to_vec();
+                f(Event::CpuStackCopy {
+                    stack: u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
+                    count: u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
+                    time_ns: time,
+                    copy: StackCopy {
+                        sp,
+                        bp,
+                        frame_addrs,
+                        bytes,
+                    },
                 });
             }
             tag::TIME => {

@@ -33,11 +33,16 @@ pub enum HeapEventKind {
     Hole,
 }
 
-/// CPU samples taken with one stack.
+/// One CPU sample: its stack and how many timer periods it stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuSample {
     pub stack: u32,
     pub count: u32,
+    /// Taken while lineprof was recording: lineprof's cost, not the program's.
+    pub in_lineprof: bool,
+    /// Index into `Profile::stack_copies` for a sample taken in code without
+    /// frame pointers.
+    pub copy: Option<u32>,
 }
 
 /// Everything a profile file holds, decoded.
@@ -51,6 +56,8 @@ pub struct Profile {
     pub stacks: Vec<Vec<u64>>,
     pub heap_events: Vec<HeapEvent>,
     pub cpu_samples: Vec<CpuSample>,
+    /// Stack copies of the samples that have one (`CpuSample::copy`).
+    pub stack_copies: Vec<format::StackCopy>,
     /// The `End` chunk, present when the program exited cleanly.
     pub end: Option<End>,
     /// Byte offset where an incomplete final chunk starts, if any.
@@ -251,8 +258,30 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
                         last_seq = Some(seq);
                         ordered.put(seq, thread, addr, size, stack, HeapEventKind::Free)
                     }
-                    Event::Cpu { stack, count, .. } => {
-                        profile.cpu_samples.push(CpuSample { stack, count })
+                    Event::Cpu { stack, count, .. } => profile.cpu_samples.push(CpuSample {
+                        stack,
+                        count,
+                        in_lineprof: false,
+                        copy: None,
+                    }),
+                    Event::CpuLineprof { stack, count, .. } => {
+                        profile.cpu_samples.push(CpuSample {
+                            stack,
+                            count,
+                            in_lineprof: true,
+                            copy: None,
+                        })
+                    }
+                    Event::CpuStackCopy {
+                        stack, count, copy, ..
+                    } => {
+                        profile.cpu_samples.push(CpuSample {
+                            stack,
+                            count,
+                            in_lineprof: false,
+                            copy: Some(profile.stack_copies.len() as u32),
+                        });
+                        profile.stack_copies.push(copy);
                     }
                     Event::Time { time_ns } => {
                         if let Some(seq) = last_seq {
@@ -540,6 +569,8 @@ pub(crate) mod testing {
         Alloc(u64, u32, u64, u64),
         Free(u64, u32, u64, u64),
         Cpu(u32, u32),
+        /// A sample taken while lineprof was recording.
+        CpuLineprof(u32, u32),
     }
 
     pub struct ProfileBytes {
@@ -607,8 +638,12 @@ pub(crate) mod testing {
                             seq = s;
                             addr = a;
                         }
-                        Ev::Cpu(st, count) => {
-                            e.u8(format::tag::CPU);
+                        Ev::Cpu(st, count) | Ev::CpuLineprof(st, count) => {
+                            e.u8(if matches!(ev, Ev::Cpu(..)) {
+                                format::tag::CPU
+                            } else {
+                                format::tag::CPU_LINEPROF
+                            });
                             e.varint(st as u64);
                             e.varint(count as u64);
                             e.varint(1000);

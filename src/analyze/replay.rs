@@ -82,6 +82,10 @@ pub struct Replay {
     /// allocated it (`u32::MAX` otherwise): what `timeline` needs to replay
     /// live bytes again without the address map.
     pub freed_from: Vec<u32>,
+    /// CPU samples taken while lineprof was recording, and the time they
+    /// stand for: lineprof's own cost, on no stack's figures.
+    pub profiler_cpu_samples: u64,
+    pub profiler_cpu_time_ns: f64,
 }
 
 /// The largest live bytes of a group of stacks over the run, and its live
@@ -220,7 +224,7 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
         fig.peak_bytes = at_peak[s].bytes.max(0.0);
         fig.peak_blocks = at_peak[s].blocks.max(0.0);
     }
-    add_cpu(profile, &mut out.per_stack);
+    (out.profiler_cpu_samples, out.profiler_cpu_time_ns) = add_cpu(profile, &mut out.per_stack);
     let mut totals = StackFigures::default();
     for fig in &out.per_stack {
         totals.add(fig);
@@ -376,20 +380,30 @@ fn undo_after_peak(
     }
 }
 
-fn add_cpu(profile: &Profile, per_stack: &mut Vec<StackFigures>) {
+/// Adds the program's CPU samples to their stacks: each sample counts once
+/// in `cpu_samples` and for the timer periods it stands for (`count`) in
+/// `cpu_time_ns`. Returns lineprof's own samples and time, kept apart.
+fn add_cpu(profile: &Profile, per_stack: &mut Vec<StackFigures>) -> (u64, f64) {
     let period_ns = if profile.meta.cpu_hz > 0 {
         1e9 / profile.meta.cpu_hz as f64
     } else {
         0.0
     };
+    let (mut own_samples, mut own_ns) = (0, 0.0);
     for s in &profile.cpu_samples {
+        if s.in_lineprof {
+            own_samples += 1;
+            own_ns += s.count as f64 * period_ns;
+            continue;
+        }
         let i = s.stack as usize;
         if i >= per_stack.len() {
             per_stack.resize(i + 1, StackFigures::default());
         }
-        per_stack[i].cpu_samples += s.count as f64;
+        per_stack[i].cpu_samples += 1.0;
         per_stack[i].cpu_time_ns += s.count as f64 * period_ns;
     }
+    (own_samples, own_ns)
 }
 
 /// Live heap over the run, at most `MAX_POINTS` points: the events are cut
@@ -547,7 +561,8 @@ mod tests {
                 Ev::Free(4, 2, 200, 0xc),  // live 50 again
                 Ev::Alloc(5, 1, 10, 0xd),  // stack 1: after the peak, leaked
                 Ev::Free(6, 2, 7, 0xeee),  // unknown block: counted, no live change
-                Ev::Cpu(1, 3),             // 3 samples at 1000 Hz = 3 ms
+                Ev::Cpu(1, 3),             // 1 sample for 3 periods at 1000 Hz = 3 ms
+                Ev::CpuLineprof(2, 2),     // lineprof's own: 2 ms on no stack
             ],
         );
         p.end(7);
@@ -558,7 +573,13 @@ mod tests {
         let s1 = r.per_stack[1];
         assert_eq!((s1.allocations, s1.allocated_bytes), (2.0, 60.0));
         assert_eq!((s1.peak_bytes, s1.end_bytes), (50.0, 60.0));
-        assert_eq!((s1.cpu_samples, s1.cpu_time_ns), (3.0, 3_000_000.0));
+        assert_eq!((s1.cpu_samples, s1.cpu_time_ns), (1.0, 3_000_000.0));
+        assert_eq!(r.per_stack[2].cpu_time_ns, 0.0);
+        assert_eq!(r.totals.cpu_time_ns, 3_000_000.0);
+        assert_eq!(
+            (r.profiler_cpu_samples, r.profiler_cpu_time_ns),
+            (1, 2_000_000.0)
+        );
         let s2 = r.per_stack[2];
         assert_eq!((s2.frees, s2.freed_bytes), (3.0, 307.0));
         assert_eq!(r.totals.peak_bytes, 250.0);
