@@ -16,6 +16,8 @@ pub struct Config {
     /// `LINEPROF_CPU=perf`: perf task-clock events (finer, dearer) instead
     /// of POSIX CPU-clock timers.
     pub cpu_perf: bool,
+    /// `LINEPROF_MODE=aggregate`: per-stack figures kept in the process.
+    pub aggregate: bool,
     pub sample_bytes: u64,
     pub cpu_hz: u32,
     pub max_depth: usize,
@@ -28,6 +30,7 @@ pub fn read() -> Config {
     let mut c = Config {
         off: false,
         cpu_perf: false,
+        aggregate: false,
         sample_bytes: 0,
         cpu_hz: DEFAULT_HZ,
         max_depth: DEFAULT_DEPTH,
@@ -46,7 +49,22 @@ pub fn read() -> Config {
         Some(b"perf") => c.cpu_perf = true,
         Some(_) => warn(c"LINEPROF_CPU", b"expected `timer` or `perf`; using timer"),
     }
+    match sys::getenv(c"LINEPROF_MODE") {
+        None | Some(b"") | Some(b"stream") => {}
+        Some(b"aggregate") => c.aggregate = true,
+        Some(_) => warn(
+            c"LINEPROF_MODE",
+            b"expected `stream` or `aggregate`; using stream",
+        ),
+    }
     c.sample_bytes = number(c"LINEPROF_SAMPLE", 0, 1 << 40);
+    if c.aggregate && c.sample_bytes > 0 {
+        warn(
+            c"LINEPROF_SAMPLE",
+            b"is ignored with LINEPROF_MODE=aggregate, which records every allocation",
+        );
+        c.sample_bytes = 0;
+    }
     c.cpu_hz = number(c"LINEPROF_HZ", DEFAULT_HZ as u64, 100_000) as u32;
     c.max_depth = number(c"LINEPROF_DEPTH", DEFAULT_DEPTH as u64, MAX_DEPTH as u64) as usize;
     if c.max_depth == 0 {

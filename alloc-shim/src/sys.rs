@@ -111,6 +111,27 @@ pub fn current_dir(buf: &mut [u8]) -> usize {
     buf.iter().position(|&b| b == 0).unwrap_or(0)
 }
 
+/// Renames `from` to `to` (both NUL-terminated), replacing `to`
+/// atomically. False on failure.
+pub fn rename(from: &[u8], to: &[u8]) -> bool {
+    let (Ok(f), Ok(t)) = (
+        CStr::from_bytes_until_nul(from),
+        CStr::from_bytes_until_nul(to),
+    ) else {
+        return false;
+    };
+    // SAFETY: two valid NUL-terminated paths.
+    unsafe { libc::rename(f.as_ptr(), t.as_ptr()) == 0 }
+}
+
+/// Removes the NUL-terminated `path` (errors ignored).
+pub fn unlink(path: &[u8]) {
+    if let Ok(p) = CStr::from_bytes_until_nul(path) {
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::unlink(p.as_ptr()) };
+    }
+}
+
 pub fn close(fd: i32) {
     // SAFETY: closing a descriptor we own.
     unsafe { libc::close(fd) };

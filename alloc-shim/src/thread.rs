@@ -470,6 +470,9 @@ unsafe fn start_chunk(t: *mut ThreadState, base_seq: u64) {
 /// thread outside lineprof). Without `can_flush` a full buffer drops the
 /// sample instead of writing.
 pub fn append_cpu(t: *mut ThreadState, stack: u32, count: u32, now: u64, can_flush: bool) {
+    if crate::aggregate::on() {
+        return crate::aggregate::cpu(stack, count);
+    }
     // SAFETY: as in `append`.
     unsafe {
         let mut pos = (*t).committed.load(Ordering::Relaxed);

@@ -162,6 +162,40 @@ fn ensure_open() -> Option<i32> {
     open(true)
 }
 
+/// The file lock, for the aggregate snapshot writer (`aggregate.rs`),
+/// which writes whole files of its own under it.
+pub(crate) fn file_lock() -> &'static SpinLock {
+    &FILE_LOCK
+}
+
+/// The chunk-building space. File lock held.
+pub(crate) fn scratch() -> &'static mut [u8] {
+    region(&SCRATCH, SCRATCH_LEN)
+}
+
+/// The profile's path for this process (NUL-terminated in `out`).
+pub(crate) fn profile_path(out: &mut [u8; PATH_MAX]) {
+    let pid = PID.load(Ordering::Relaxed);
+    let forked = FORKED_FROM.load(Ordering::Relaxed) != 0;
+    config::expand_path(out_pattern(), pid, forked, out);
+}
+
+/// Writes a file header with `version`, the metadata and the module list
+/// to a fresh file. File lock held; uses the scratch space.
+pub(crate) fn write_preamble(fd: i32, version: u32) -> bool {
+    let mut header = [0u8; format::FILE_HEADER_LEN];
+    format::write_file_header_version(&mut header, version);
+    let ok = sys::write_all(fd, &header);
+    let ok = ok
+        && write_meta(
+            fd,
+            PID.load(Ordering::Relaxed),
+            FORKED_FROM.load(Ordering::Relaxed),
+        );
+    let n = MODULES_USED.load(Ordering::Acquire);
+    ok && write_chunk(fd, ChunkKind::Modules, &region(&MODULES, MODULES_LEN)[..n])
+}
+
 /// Opens the profile (emptying it with `fresh`), writing the file header,
 /// metadata and modules if the file is empty. File lock held.
 fn open(fresh: bool) -> Option<i32> {
@@ -193,7 +227,7 @@ fn open(fresh: bool) -> Option<i32> {
     Some(fd)
 }
 
-fn write_meta(fd: i32, pid: u32, forked_from: u32) {
+fn write_meta(fd: i32, pid: u32, forked_from: u32) -> bool {
     let scratch = region(&SCRATCH, SCRATCH_LEN);
     let (out, cmdline) = scratch.split_at_mut(SCRATCH_LEN / 2);
     let n = sys::read_file(c"/proc/self/cmdline", cmdline);
@@ -215,17 +249,17 @@ fn write_meta(fd: i32, pid: u32, forked_from: u32) {
     format::encode_meta(&mut e, &meta, &mut taken);
     let len = e.pos();
     format::seal_chunk(ChunkKind::Meta, &mut out[..len]);
-    sys::write_all(fd, &out[..len]);
+    sys::write_all(fd, &out[..len])
 }
 
 /// Copies `payload` behind a chunk header in the scratch space and writes
 /// it. File lock held; `payload` must not be the scratch space.
-fn write_chunk(fd: i32, kind: ChunkKind, payload: &[u8]) {
+fn write_chunk(fd: i32, kind: ChunkKind, payload: &[u8]) -> bool {
     let scratch = region(&SCRATCH, SCRATCH_LEN);
     let len = CHUNK_HEADER_LEN + payload.len().min(SCRATCH_LEN - CHUNK_HEADER_LEN);
     scratch[CHUNK_HEADER_LEN..len].copy_from_slice(&payload[..len - CHUNK_HEADER_LEN]);
     format::seal_chunk(kind, &mut scratch[..len]);
-    sys::write_all(fd, &scratch[..len]);
+    sys::write_all(fd, &scratch[..len])
 }
 
 /// Writes the stacks published since the last call, in id order. An id
@@ -295,6 +329,10 @@ extern "C" fn at_exit() {
                 // SAFETY: our own mapping, no longer used.
                 unsafe { libc::munmap(tmp as *mut libc::c_void, MODULES_LEN) };
             }
+        }
+        if crate::aggregate::on() {
+            crate::aggregate::write_snapshot(true);
+            return;
         }
         thread::for_each_state(|s| thread::flush(s, true));
         let _g = FILE_LOCK.lock();

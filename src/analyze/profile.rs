@@ -13,7 +13,7 @@ use lineprof::format::{self, ChunkKind, Event, FormatError};
 
 use crate::error::{Error, Result};
 
-pub use lineprof::format::{End, Meta, Module};
+pub use lineprof::format::{End, HeapStack, HeapSummary, Meta, Module};
 
 /// A heap event in global order. `kind` tells alloc from free; the sequence
 /// number is implied by the position in `Profile::heap_events`.
@@ -57,6 +57,18 @@ pub struct Profile {
     pub truncated_at: Option<u64>,
     /// Sequence numbers with no event (lost when the process died).
     pub missing_events: u64,
+    /// An aggregate profile (`LINEPROF_MODE=aggregate`): per-stack heap
+    /// figures instead of `heap_events`.
+    pub aggregate: Option<Aggregate>,
+}
+
+/// The heap figures of an aggregate profile's snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Aggregate {
+    pub stacks: Vec<HeapStack>,
+    /// Absent when the file ends before its summary (not written by
+    /// lineprof: a snapshot is renamed into place only when complete).
+    pub summary: Option<HeapSummary>,
 }
 
 impl Profile {
@@ -67,6 +79,11 @@ impl Profile {
             out.push(format!(
                 "profile ends mid-chunk at byte {at} (the program was killed?); showing what was written"
             ));
+        } else if self.end.is_none() && self.aggregate.is_some() {
+            out.push(
+                "aggregate profile without an end record (the program crashed or was killed?); showing its last snapshot, written at most half a second before"
+                    .to_string(),
+            );
         } else if self.end.is_none() {
             out.push(
                 "profile has no end record (the program crashed or was killed?); showing what was written"
@@ -78,6 +95,19 @@ impl Profile {
                 "{} heap events were lost before they were written; figures are lower bounds",
                 self.missing_events
             ));
+        }
+        if let Some(agg) = &self.aggregate {
+            match &agg.summary {
+                None => out.push(
+                    "aggregate profile without its summary chunk; peak and live figures are missing"
+                        .to_string(),
+                ),
+                Some(s) if s.threads > 1 => out.push(format!(
+                    "aggregate mode with {} threads: the peak total is exact, its split over lines may differ from a stream run by the allocations in flight on other threads at that instant",
+                    s.threads
+                )),
+                Some(_) => {}
+            }
         }
         if let Some(end) = &self.end {
             if end.dropped > 0 {
@@ -179,6 +209,19 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
             ChunkKind::End => {
                 profile.end = Some(format::decode_end(chunk.payload).map_err(|m| corrupt(m.0))?);
             }
+            ChunkKind::HeapStacks => {
+                let stacks = format::decode_heap_stacks(chunk.payload).map_err(|m| corrupt(m.0))?;
+                let agg = profile.aggregate.get_or_insert_with(Aggregate::default);
+                agg.stacks.extend(stacks);
+            }
+            ChunkKind::HeapSummary => {
+                let summary =
+                    format::decode_heap_summary(chunk.payload).map_err(|m| corrupt(m.0))?;
+                profile
+                    .aggregate
+                    .get_or_insert_with(Aggregate::default)
+                    .summary = Some(summary);
+            }
         }
     }
     if !saw_meta {
@@ -187,6 +230,22 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
             detail: "the profile holds no metadata chunk (the program died before writing it?)"
                 .to_string(),
         });
+    }
+    if let Some(agg) = &profile.aggregate {
+        if let Some(s) = agg
+            .stacks
+            .iter()
+            .find(|s| s.stack as usize >= profile.stacks.len())
+        {
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "aggregate figures for stack {} which the profile does not hold",
+                    s.stack
+                ),
+            });
+        }
+        return Ok(profile);
     }
     let expected = profile.end.map(|e| e.events);
     let (events, missing) = ordered.finish(expected);

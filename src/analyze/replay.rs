@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::analyze::profile::{HeapEvent, HeapEventKind, Profile};
+use crate::analyze::profile::{Aggregate, HeapEvent, HeapEventKind, Profile};
 
 /// Raw figures of one stack (or of the whole process), before rounding.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -157,6 +157,9 @@ pub fn replay(profile: &Profile) -> Replay {
 /// raw stacks symbolize to one logical stack, and a maximum over time
 /// cannot be summed afterwards, so it is tracked per group while replaying.
 pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
+    if let Some(agg) = &profile.aggregate {
+        return from_aggregate(profile, agg, group_of);
+    }
     let weight = Weight::new(profile.meta.sample_bytes);
     let nstacks = profile.stacks.len();
     let ngroups = if group_of.is_empty() {
@@ -366,6 +369,71 @@ fn undo_after_peak(
         let l = &mut by_stack[stack as usize];
         l.bytes += sign * w * ev.size as f64;
         l.blocks += sign * w;
+    }
+}
+
+/// An aggregate profile's figures, which the shim kept per stack: the
+/// same per-stack figures a replay of the events gives, except DHAT's
+/// lifetimes (no event clock is kept) and the maximum live bytes of a
+/// group of stacks, which is taken as the largest of its stacks' maxima
+/// (a lower bound when a logical stack has several raw ones).
+fn from_aggregate(profile: &Profile, agg: &Aggregate, group_of: &[u32]) -> Replay {
+    let nstacks = profile.stacks.len();
+    let period_ns = if profile.meta.cpu_hz > 0 {
+        1e9 / profile.meta.cpu_hz as f64
+    } else {
+        0.0
+    };
+    let mut per_stack = vec![StackFigures::default(); nstacks];
+    let group = |s: usize| {
+        if group_of.is_empty() {
+            s
+        } else {
+            group_of.get(s).map_or(usize::MAX, |&g| g as usize)
+        }
+    };
+    let ngroups = if group_of.is_empty() {
+        nstacks
+    } else {
+        group_of.iter().max().map_or(0, |&g| g as usize + 1)
+    };
+    let mut max_live = vec![MaxLive::default(); ngroups];
+    let mut events = 0u64;
+    for s in &agg.stacks {
+        let i = s.stack as usize;
+        let f = &mut per_stack[i];
+        f.allocations += s.allocations as f64;
+        f.allocated_bytes += s.allocated_bytes as f64;
+        f.frees += s.frees as f64;
+        f.freed_bytes += s.freed_bytes as f64;
+        f.end_bytes += s.live_bytes.max(0) as f64;
+        f.end_blocks += s.live_blocks.max(0) as f64;
+        f.peak_bytes += s.peak_bytes.max(0) as f64;
+        f.peak_blocks += s.peak_blocks.max(0) as f64;
+        f.cpu_samples += s.cpu_samples as f64;
+        f.cpu_time_ns += s.cpu_samples as f64 * period_ns;
+        events += s.allocations + s.frees;
+        if let Some(m) = max_live.get_mut(group(i)) {
+            if s.max_live_bytes as f64 > m.bytes {
+                m.bytes = s.max_live_bytes as f64;
+            }
+        }
+    }
+    let mut totals = StackFigures::default();
+    for fig in &per_stack {
+        totals.add(fig);
+    }
+    let summary = agg.summary.clone().unwrap_or_default();
+    totals.peak_bytes = summary.peak_bytes as f64;
+    totals.end_bytes = summary.live_bytes as f64;
+    Replay {
+        per_stack,
+        totals,
+        unknown_frees: summary.unknown_frees,
+        estimated: false,
+        max_live,
+        events,
+        peak_event: None,
     }
 }
 
