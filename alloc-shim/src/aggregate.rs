@@ -3,7 +3,8 @@
 //! profile's size depends on the number of distinct stacks, not on how long
 //! the program runs.
 //!
-//! What is kept, all lock-free and allocation-free:
+//! What is kept, all allocation-free (the counters lock-free; the block
+//! table behind short per-shard spin locks of lineprof's own):
 //! - per stack id, counters: allocations and bytes, frees and bytes (by the
 //!   freeing stack), live bytes and blocks of the stack's allocations, the
 //!   most it ever held, CPU samples; in pages mapped on first use;
@@ -592,164 +593,227 @@ pub fn after_fork_child() {
     LAST_SNAPSHOT_NS.store(now, Ordering::Relaxed);
 }
 
-/// Live block address -> allocating stack: lock-free open addressing over
-/// a chain of never-resized tables (as `sampled.rs`), each slot a key word
-/// and a value word. A block is inserted before its allocation returns to
-/// the program and removed before its free reaches the inner allocator, so
-/// the thread freeing an address always finds it, and only that thread
-/// removes it. Removal leaves a tombstone that later inserts reuse. A
-/// value carries the table generation; `forget_all` (a fork child) moves to
-/// the next one: an older entry is then found by its free (an unknown free)
-/// and removed like any other.
+/// Live block address -> allocating stack. Blocks churn (millions of
+/// allocations and frees a second), so the table must not fill with
+/// tombstones: it is split by address into shards, each a plain
+/// open-addressing table with backward-shift deletion (no tombstones)
+/// behind a spin lock of lineprof's own, held for a few probes (or, to grow
+/// a shard, a copy into a mapping twice the size). A block is inserted
+/// before its allocation returns to the program and removed before its
+/// free reaches the inner allocator. A host signal handler that allocates
+/// while this thread holds a shard lock never reaches it: the thread is
+/// `busy` and the event is not recorded.
 mod blocks {
-    use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
+    use crate::spin::SpinLock;
     use crate::sys;
 
-    const EMPTY: u64 = 0;
-    const TOMBSTONE: u64 = 1;
-    const LEVEL_BITS: [u32; 5] = [16, 19, 22, 25, 27];
-    static LEVELS: [AtomicPtr<AtomicU64>; 5] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 5];
-    static FILL: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
-    static GENERATION: AtomicU32 = AtomicU32::new(1);
+    const SHARDS: usize = 256;
+    const FIRST_SLOTS: usize = 1024;
 
+    struct Shard {
+        lock: SpinLock,
+        /// Slots of (address, stack); address 0 is empty.
+        table: std::cell::UnsafeCell<Table>,
+    }
+
+    #[derive(Clone, Copy)]
+    struct Table {
+        slots: *mut (u64, u64),
+        cap: usize,
+        len: usize,
+    }
+
+    // SAFETY: `table` is only touched with `lock` held.
+    unsafe impl Sync for Shard {}
+
+    static SHARD: [Shard; SHARDS] = [const {
+        Shard {
+            lock: SpinLock::new(),
+            table: std::cell::UnsafeCell::new(Table {
+                slots: std::ptr::null_mut(),
+                cap: 0,
+                len: 0,
+            }),
+        }
+    }; SHARDS];
+    static FAILED: AtomicBool = AtomicBool::new(false);
+
+    /// Keeps neighbours together (as the report's address hasher does):
+    /// the allocator hands out blocks close to each other and reuses freed
+    /// ones soon, so nearby addresses landing in nearby slots keeps the
+    /// table's cache misses few. The 64 KiB window an address lies in picks
+    /// the shard and is scattered by a multiplicative hash; within it the
+    /// address bits are kept.
     #[inline(always)]
-    fn slot_of(addr: u64, bits: u32) -> usize {
-        (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+    fn hash(addr: u64) -> u64 {
+        let g = addr >> 4;
+        let window = (g >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (g ^ (window >> 20)) & !(0xff << 56) | (window & (0xff << 56))
     }
 
     #[inline(always)]
-    fn table(level: usize) -> *mut AtomicU64 {
-        LEVELS[level].load(Ordering::Acquire)
+    fn shard_of(h: u64) -> &'static Shard {
+        &SHARD[(h >> 56) as usize % SHARDS]
     }
 
-    /// The key and value words of slot `i` of table `t`.
-    ///
-    /// # Safety
-    /// `t` is a published table of `LEVEL_BITS[level]` bits and `i` is
-    /// below its size.
-    #[inline(always)]
-    unsafe fn slot(t: *mut AtomicU64, i: usize) -> (&'static AtomicU64, &'static AtomicU64) {
-        // SAFETY: per the contract; tables are never unmapped.
-        unsafe { (&*t.add(2 * i), &*t.add(2 * i + 1)) }
+    impl Table {
+        #[inline(always)]
+        fn home(&self, h: u64) -> usize {
+            (h as usize) & (self.cap - 1)
+        }
+
+        /// # Safety
+        /// `i < cap` and the table is mapped.
+        #[inline(always)]
+        unsafe fn at(&self, i: usize) -> &mut (u64, u64) {
+            // SAFETY: per the contract.
+            unsafe { &mut *self.slots.add(i) }
+        }
+
+        fn put(&mut self, addr: u64, stack: u64) {
+            let mut i = self.home(hash(addr));
+            loop {
+                // SAFETY: `i` is masked below `cap`; the table is mapped.
+                let p = unsafe { self.slots.add(i) };
+                // SAFETY: as above.
+                let k = unsafe { (*p).0 };
+                if k == 0 || k == addr {
+                    if k == 0 {
+                        self.len += 1;
+                    }
+                    // SAFETY: as above.
+                    unsafe { *p = (addr, stack) };
+                    return;
+                }
+                i = (i + 1) & (self.cap - 1);
+            }
+        }
     }
 
     pub fn init() -> bool {
-        let size = 1usize << LEVEL_BITS[0];
-        let t = sys::map_zeroed(size * 16) as *mut AtomicU64;
-        if t.is_null() {
-            return false;
-        }
-        LEVELS[0].store(t, Ordering::Release);
         true
     }
 
-    fn value(stack: u32) -> u64 {
-        (GENERATION.load(Ordering::Relaxed) as u64) << 32 | stack as u64
-    }
-
-    /// Remembers that `addr` was allocated by `stack`. False when every
-    /// table is full.
-    pub fn insert(addr: u64, stack: u32) -> bool {
-        let addr = addr.max(2); // 0 and 1 mark empty and removed slots
-        for level in 0..LEVELS.len() {
-            let bits = LEVEL_BITS[level];
-            let size = 1usize << bits;
-            let full = FILL[level].load(Ordering::Relaxed) >= size / 2;
-            let mut t = table(level);
-            if t.is_null() {
-                if full {
-                    continue;
-                }
-                t = match map_level(level, size) {
-                    Some(t) => t,
-                    None => return false,
-                };
-            }
-            let mask = size - 1;
-            let mut i = slot_of(addr, bits);
-            for _ in 0..size {
-                // SAFETY: `i <= mask`, within the table.
-                let (key, val) = unsafe { slot(t, i) };
-                let k = key.load(Ordering::Relaxed);
-                if k == EMPTY && full {
-                    break; // no new slots in this table
-                }
-                if (k == EMPTY || k == TOMBSTONE)
-                    && key
-                        .compare_exchange(k, addr, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    val.store(value(stack), Ordering::Release);
-                    if k == EMPTY {
-                        FILL[level].fetch_add(1, Ordering::Relaxed);
-                    }
-                    return true;
-                }
-                i = (i + 1) & mask;
-            }
-        }
-        false
-    }
-
+    /// Doubles (or first maps) a shard's table. Lock held.
     #[cold]
-    fn map_level(level: usize, size: usize) -> Option<*mut AtomicU64> {
-        let fresh = sys::map_zeroed(size * 16) as *mut AtomicU64;
-        if fresh.is_null() {
-            return None;
+    fn grow(t: &mut Table) -> bool {
+        let cap = if t.cap == 0 { FIRST_SLOTS } else { t.cap * 2 };
+        let slots = sys::map_zeroed(cap * 16) as *mut (u64, u64);
+        if slots.is_null() {
+            return false;
         }
-        match LEVELS[level].compare_exchange(
-            std::ptr::null_mut(),
-            fresh,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => Some(fresh),
-            Err(existing) => {
-                // SAFETY: our own unpublished mapping.
-                unsafe { libc::munmap(fresh as *mut libc::c_void, size * 16) };
-                Some(existing)
+        let old = *t;
+        *t = Table { slots, cap, len: 0 };
+        for i in 0..old.cap {
+            // SAFETY: `i < old.cap`, the old table is still mapped.
+            let (a, s) = unsafe { *old.at(i) };
+            if a != 0 {
+                t.put(a, s);
             }
         }
+        if !old.slots.is_null() {
+            // SAFETY: the old table is ours and no longer referenced.
+            unsafe { libc::munmap(old.slots as *mut libc::c_void, old.cap * 16) };
+        }
+        true
+    }
+
+    /// Remembers that `addr` was allocated by `stack`. False when no memory
+    /// is left for the table.
+    #[inline]
+    pub fn insert(addr: u64, stack: u32) -> bool {
+        let addr = addr.max(1);
+        let h = hash(addr);
+        let shard = shard_of(h);
+        let _g = shard.lock.lock();
+        // SAFETY: the shard lock is held.
+        let t = unsafe { &mut *shard.table.get() };
+        if (t.len + 1) * 2 > t.cap && !grow(t) {
+            if !FAILED.swap(true, Ordering::Relaxed) {
+                sys::stderr(b"lineprof: out of memory for the live-block table; some frees will not find their blocks\n");
+            }
+            return false;
+        }
+        t.put(addr, stack as u64);
+        true
     }
 
     /// Forgets `addr`; the stack that allocated it, if it was known.
     #[inline]
     pub fn remove(addr: u64) -> Option<u32> {
-        let addr = addr.max(2);
-        let generation = GENERATION.load(Ordering::Relaxed);
-        for (level, bits) in LEVEL_BITS.iter().enumerate() {
-            let t = table(level);
-            if t.is_null() {
+        let addr = addr.max(1);
+        let h = hash(addr);
+        let shard = shard_of(h);
+        let _g = shard.lock.lock();
+        // SAFETY: the shard lock is held.
+        let t = unsafe { &mut *shard.table.get() };
+        if t.cap == 0 {
+            return None;
+        }
+        let mask = t.cap - 1;
+        let mut i = t.home(h);
+        loop {
+            // SAFETY: `i` is masked below `cap`.
+            let s = unsafe { *t.at(i) };
+            if s.0 == 0 {
                 return None;
             }
-            let mask = (1usize << bits) - 1;
-            let mut i = slot_of(addr, *bits);
-            for _ in 0..=mask {
-                // SAFETY: `i <= mask`, within the table.
-                let (key, val) = unsafe { slot(t, i) };
-                let k = key.load(Ordering::Acquire);
-                if k == EMPTY {
-                    break;
-                }
-                if k == addr {
-                    let v = val.load(Ordering::Acquire);
-                    // Only the thread freeing `addr` removes it.
-                    key.store(TOMBSTONE, Ordering::Release);
-                    if (v >> 32) as u32 == generation {
-                        return Some(v as u32);
-                    }
-                    return None; // the parent's block, in a fork child
-                }
-                i = (i + 1) & mask;
+            if s.0 == addr {
+                break;
             }
+            i = (i + 1) & mask;
         }
-        None
+        // SAFETY: as above, for every index below (all masked).
+        let stack = unsafe { t.at(i).1 } as u32;
+        // Backward-shift deletion: pull later entries of the run back into
+        // the hole when their home allows, so no tombstone is left.
+        let mut hole = i;
+        let mut j = (i + 1) & mask;
+        loop {
+            // SAFETY: masked index.
+            let s = unsafe { *t.at(j) };
+            if s.0 == 0 {
+                break;
+            }
+            let home = t.home(hash(s.0));
+            // Is `home` cyclically outside (hole, j]? Then it may move.
+            let moves = if hole <= j {
+                home <= hole || home > j
+            } else {
+                home <= hole && home > j
+            };
+            if moves {
+                // SAFETY: masked indices.
+                unsafe { *t.at(hole) = s };
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
+        // SAFETY: masked index.
+        unsafe { *t.at(hole) = (0, 0) };
+        t.len -= 1;
+        Some(stack)
     }
 
-    /// Makes every entry stale (the child of a `fork`).
+    /// The child of a `fork`: the parent's blocks are forgotten (their
+    /// frees become unknown frees). Another thread of the parent may have
+    /// held a shard lock, so every shard starts over with a fresh table;
+    /// the parent's mappings are left alone.
     pub fn forget_all() {
-        GENERATION.fetch_add(1, Ordering::Relaxed);
+        for shard in &SHARD {
+            shard.lock.force_unlock();
+            let _g = shard.lock.lock();
+            // SAFETY: the shard lock is held (the child has one thread).
+            unsafe {
+                *shard.table.get() = Table {
+                    slots: std::ptr::null_mut(),
+                    cap: 0,
+                    len: 0,
+                }
+            };
+        }
     }
 
     #[cfg(test)]
@@ -758,7 +822,6 @@ mod blocks {
 
         #[test]
         fn insert_remove_and_reuse() {
-            assert!(init());
             let base = 0x5000_0000_0000u64;
             for i in 0..(1u64 << 20) {
                 let a = base + i * 16;
@@ -768,10 +831,14 @@ mod blocks {
             for i in 0..100_000u64 {
                 assert!(insert(base + i * 32, i as u32));
             }
-            for i in 0..100_000u64 {
+            // Every other one first, so deletions shift runs back.
+            for i in (0..100_000u64).step_by(2).chain((1..100_000u64).step_by(2)) {
                 assert_eq!(remove(base + i * 32), Some(i as u32), "{i}");
                 assert_eq!(remove(base + i * 32), None);
             }
+            // SAFETY: no other thread uses the tables in this test binary.
+            let t = unsafe { &*SHARD[0].table.get() };
+            assert!(t.len == 0 && t.cap <= 4096, "{} {}", t.len, t.cap);
         }
     }
 }
