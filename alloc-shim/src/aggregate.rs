@@ -667,9 +667,9 @@ mod blocks {
         /// # Safety
         /// `i < cap` and the table is mapped.
         #[inline(always)]
-        unsafe fn at(&self, i: usize) -> &mut (u64, u64) {
+        unsafe fn at(&self, i: usize) -> *mut (u64, u64) {
             // SAFETY: per the contract.
-            unsafe { &mut *self.slots.add(i) }
+            unsafe { self.slots.add(i) }
         }
 
         fn put(&mut self, addr: u64, stack: u64) {
@@ -766,7 +766,7 @@ mod blocks {
             i = (i + 1) & mask;
         }
         // SAFETY: as above, for every index below (all masked).
-        let stack = unsafe { t.at(i).1 } as u32;
+        let stack = unsafe { (*t.at(i)).1 } as u32;
         // Backward-shift deletion: pull later entries of the run back into
         // the hole when their home allows, so no tombstone is left.
         let mut hole = i;
