@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --release --quiet --bin lineprof
-RUSTFLAGS="-C force-frame-pointers=yes" CARGO_PROFILE_RELEASE_DEBUG=limited \
+RUSTFLAGS="-C force-frame-pointers=yes -C symbol-mangling-version=v0" CARGO_PROFILE_RELEASE_DEBUG=limited \
     cargo build --release --quiet --manifest-path fixtures/Cargo.toml \
     --target-dir target/demo --bin demo
 out="$(mktemp -d)"

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use lineprof_cli::analyze::lines::SortKey;
 use lineprof_cli::error::{Error, Result};
-use lineprof_cli::workflow::show::{Focus, ReportFormat};
+use lineprof_cli::workflow::show::{By, Focus, ReportFormat};
 use lineprof_cli::workflow::store::Store;
 use lineprof_cli::workflow::{check, diff, history, run, show, Format};
 
@@ -124,6 +124,16 @@ struct ReportArgs {
     focus: Option<Focus>,
     #[arg(long, value_enum, default_value = "text")]
     format: ReportFormat,
+    /// `line`: per-line tables and listings; `function`: pstats's table,
+    /// one row per function (text; JSON always has a `functions` array).
+    #[arg(long, value_enum, default_value = "line")]
+    by: By,
+    /// With --by function: who called the functions matching REGEX.
+    #[arg(long, value_name = "REGEX")]
+    callers: Option<String>,
+    /// With --by function: whom the functions matching REGEX called.
+    #[arg(long, value_name = "REGEX")]
+    callees: Option<String>,
     /// Write to FILE instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
@@ -171,6 +181,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 file: a.file,
                 focus: a.focus,
                 format: a.format,
+                by: a.by,
+                callers: a.callers,
+                callees: a.callees,
                 output: a.output,
             },
         )),

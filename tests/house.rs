@@ -195,7 +195,6 @@ fn cli_files_import_each_other_in_one_direction() {
 }
 
 #[test]
-#[ignore = "cpu.rs <-> thread.rs <-> writer.rs: the shim circle is being broken on its own branch"]
 fn shim_files_import_each_other_in_one_direction() {
     assert_acyclic(&repo().join("alloc-shim/src"));
 }

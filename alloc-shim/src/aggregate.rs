@@ -29,11 +29,11 @@
 //! Output: every half second (checked every `TICK` events of a thread) and
 //! at exit, the whole profile is written to `<path>.tmp` and renamed over
 //! `<path>`, so a kill or a full disk leaves the last complete snapshot.
+//! At exit the writer then appends the line timers and the `End` chunk.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
-use crate::config::PATH_MAX;
 use crate::format::{self, ChunkKind, Encoder, CHUNK_HEADER_LEN};
 use crate::{stacks, sys, writer};
 
@@ -187,14 +187,14 @@ pub fn alloc(stack: u32, size: u64, addr: u64) {
     } else {
         // The block table is full: the allocation counts, its live bytes
         // cannot be followed (its free will be an unknown one).
-        crate::thread::DROPPED.fetch_add(1, Ordering::Relaxed);
+        crate::coord::DROPPED.fetch_add(1, Ordering::Relaxed);
     }
     tick();
 }
 
 #[cold]
 fn dropped() {
-    crate::thread::DROPPED.fetch_add(1, Ordering::Relaxed);
+    crate::coord::DROPPED.fetch_add(1, Ordering::Relaxed);
 }
 
 #[inline(never)]
@@ -347,60 +347,32 @@ fn roll_series(now: u64) {
 }
 
 /// Writes the whole profile as it stands to `<path>.tmp` and renames it
-/// over `<path>`. Periodic snapshots give up when another writer holds the
-/// file lock; the final one (at exit) waits for it.
+/// over `<path>` (`writer::write_snapshot`). Periodic snapshots give up
+/// when another writer holds the file lock; the final one (at exit, before
+/// the exit handler appends the `End` chunk) waits for it.
 pub fn write_snapshot(final_snapshot: bool) {
-    let lock = writer::file_lock();
-    let _g = if final_snapshot {
-        lock.lock()
-    } else {
-        match lock.try_lock() {
-            Some(g) => g,
-            None => return,
-        }
-    };
-    let mut path = [0u8; PATH_MAX];
-    writer::profile_path(&mut path);
-    let end = path.iter().position(|&b| b == 0).unwrap_or(0);
-    if end + 5 >= PATH_MAX {
-        return;
-    }
-    let mut tmp = path;
-    tmp[end..end + 5].copy_from_slice(b".tmp\0");
-    let Some(fd) = sys::create_file(&tmp, true) else {
-        return warn_once(b"cannot create ", &tmp[..end + 4]);
-    };
-    let ok = writer::write_preamble(fd, format::AGGREGATE_VERSION)
-        && write_stacks(fd)
-        && write_heap_stacks(fd)
-        && write_summary(fd)
-        && (!final_snapshot || write_end(fd));
-    sys::close(fd);
-    if ok && sys::rename(&tmp, &path) {
-        return;
-    }
-    sys::unlink(&tmp);
-    warn_once(b"cannot write (disk full?) ", &tmp[..end + 4]);
-}
-
-fn warn_once(what: &[u8], path: &[u8]) {
-    if !WRITE_FAILED.swap(true, Ordering::Relaxed) {
-        sys::stderr(b"lineprof: ");
-        sys::stderr(what);
-        sys::stderr(path);
-        sys::stderr(b"; the profile keeps its last complete snapshot\n");
+    let ok = writer::write_snapshot(
+        final_snapshot,
+        format::AGGREGATE_VERSION,
+        |sink, scratch| {
+            write_stacks(sink, scratch)
+                && write_heap_stacks(sink, scratch)
+                && write_summary(sink, scratch)
+        },
+    );
+    if !ok && final_snapshot && !WRITE_FAILED.swap(true, Ordering::Relaxed) {
+        sys::stderr(b"lineprof: could not write the final aggregate snapshot (disk full?); the profile keeps its last complete one\n");
     }
 }
 
 /// Seals the chunk of `kind` built in `buf[..len]` and writes it.
-fn emit(fd: i32, kind: ChunkKind, buf: &mut [u8], len: usize) -> bool {
+fn emit(sink: &mut writer::Sink, kind: ChunkKind, buf: &mut [u8], len: usize) -> bool {
     format::seal_chunk(kind, &mut buf[..len]);
-    sys::write_all(fd, &buf[..len])
+    sink.put(&buf[..len])
 }
 
 /// Every published stack, in id order, in as many chunks as it takes.
-fn write_stacks(fd: i32) -> bool {
-    let scratch = writer::scratch();
+fn write_stacks(sink: &mut writer::Sink, scratch: &mut [u8]) -> bool {
     let total = stacks::count();
     let mut id = 0;
     while id < total {
@@ -421,7 +393,7 @@ fn write_stacks(fd: i32) -> bool {
         let len = e.pos();
         scratch[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + 4].copy_from_slice(&first.to_le_bytes());
         scratch[CHUNK_HEADER_LEN + 4..CHUNK_HEADER_LEN + 8].copy_from_slice(&n.to_le_bytes());
-        if n == 0 || !emit(fd, ChunkKind::Stacks, scratch, len) {
+        if n == 0 || !emit(sink, ChunkKind::Stacks, scratch, len) {
             return false;
         }
     }
@@ -454,8 +426,7 @@ fn heap_stack(stack: u32, c: &Counters, epoch: u64) -> format::HeapStack {
     }
 }
 
-fn write_heap_stacks(fd: i32) -> bool {
-    let scratch = writer::scratch();
+fn write_heap_stacks(sink: &mut writer::Sink, scratch: &mut [u8]) -> bool {
     let total = stacks::count();
     let epoch = PEAK_EPOCH.load(Ordering::Acquire);
     let mut e = Encoder::new(scratch, CHUNK_HEADER_LEN);
@@ -472,7 +443,7 @@ fn write_heap_stacks(fd: i32) -> bool {
         }
         if e.remaining() < format::MAX_HEAP_STACK_LEN {
             let len = e.pos();
-            if !emit(fd, ChunkKind::HeapStacks, scratch, len) {
+            if !emit(sink, ChunkKind::HeapStacks, scratch, len) {
                 return false;
             }
             e = Encoder::new(scratch, CHUNK_HEADER_LEN);
@@ -480,7 +451,7 @@ fn write_heap_stacks(fd: i32) -> bool {
         format::encode_heap_stack(&mut e, &s);
     }
     let len = e.pos();
-    len == CHUNK_HEADER_LEN || emit(fd, ChunkKind::HeapStacks, scratch, len)
+    len == CHUNK_HEADER_LEN || emit(sink, ChunkKind::HeapStacks, scratch, len)
 }
 
 fn counters_if_mapped(stack: u32) -> Option<&'static Counters> {
@@ -491,7 +462,7 @@ fn counters_if_mapped(stack: u32) -> Option<&'static Counters> {
     (!p.is_null()).then(|| unsafe { &*p.add(stack as usize % PAGE_STACKS) })
 }
 
-fn write_summary(fd: i32) -> bool {
+fn write_summary(sink: &mut writer::Sink, scratch: &mut [u8]) -> bool {
     roll_series(sys::coarse_ns());
     let mut series = [0u64; SERIES_LEN];
     let n;
@@ -505,7 +476,6 @@ fn write_summary(fd: i32) -> bool {
         // The open bucket, so far.
         series[n - 1] = series[n - 1].max(BUCKET_MAX.load(Ordering::Relaxed).max(0) as u64);
     }
-    let scratch = writer::scratch();
     let mut e = Encoder::new(scratch, CHUNK_HEADER_LEN);
     format::encode_heap_summary(
         &mut e,
@@ -520,28 +490,7 @@ fn write_summary(fd: i32) -> bool {
         },
     );
     let len = e.pos();
-    emit(fd, ChunkKind::HeapSummary, scratch, len)
-}
-
-fn write_end(fd: i32) -> bool {
-    let mut events = 0u64;
-    for id in 0..stacks::count() {
-        if let Some(c) = counters_if_mapped(id) {
-            events += c.allocations.load(Ordering::Relaxed) + c.frees.load(Ordering::Relaxed);
-        }
-    }
-    let end = format::End {
-        events,
-        dropped: crate::thread::DROPPED.load(Ordering::Relaxed),
-        stacks: stacks::count() as u64,
-        truncated_stacks: writer::TRUNCATED_STACKS.load(Ordering::Relaxed),
-        end_unix_ns: sys::unix_ns(),
-    };
-    let scratch = writer::scratch();
-    let mut e = Encoder::new(scratch, CHUNK_HEADER_LEN);
-    format::encode_end(&mut e, &end);
-    let len = e.pos();
-    emit(fd, ChunkKind::End, scratch, len)
+    emit(sink, ChunkKind::HeapSummary, scratch, len)
 }
 
 /// In the child of a `fork`: its profile holds what it does after the fork,

@@ -7,7 +7,7 @@ use std::ffi::CStr;
 use crate::sys;
 
 pub const DEFAULT_DEPTH: usize = 256;
-pub const MAX_DEPTH: usize = 1024;
+pub const MAX_DEPTH: usize = crate::format::MAX_DEPTH;
 pub const DEFAULT_HZ: u32 = 1000;
 pub const PATH_MAX: usize = 4096;
 

@@ -30,18 +30,15 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
+use crate::coord::{self, DROPPED_SAMPLES, FORKING};
 use crate::spin::SpinLock;
-use crate::{stack, stacks, sys, thread, writer};
+use crate::{stack, stacks, sys, thread};
 
 static SIGNO: AtomicI32 = AtomicI32::new(0);
 /// Whether threads get perf events (true) or POSIX CPU timers (false).
 static USE_PERF: AtomicBool = AtomicBool::new(false);
 static PERIOD_NS: AtomicU64 = AtomicU64::new(0);
 static ENABLED: AtomicBool = AtomicBool::new(false);
-pub static DROPPED_SAMPLES: AtomicU64 = AtomicU64::new(0);
-/// Set around `fork` so a handler never waits for the file lock that the
-/// forking thread holds.
-pub static FORKING: AtomicBool = AtomicBool::new(false);
 
 /// The handler that was installed for our signal before us.
 static OLD_ACTION: AtomicUsize = AtomicUsize::new(0);
@@ -86,6 +83,11 @@ pub fn init(hz: u32, perf: bool) {
     SIGNO.store(signo, Ordering::Relaxed);
     PERIOD_NS.store(1_000_000_000 / hz as u64, Ordering::Relaxed);
     ENABLED.store(true, Ordering::Release);
+    coord::set_hooks(coord::ThreadHooks {
+        started: start_thread,
+        exiting: stop_thread,
+        periodic: scan_threads,
+    });
 }
 
 pub fn enabled() -> bool {
@@ -157,6 +159,9 @@ const PERF_FLAG_FD_CLOEXEC: u64 = 1 << 3;
 const F_SETSIG: i32 = 10;
 const F_SETOWN_EX: i32 = 15;
 const F_OWNER_TID: i32 = 0;
+/// `si_code` of a POSIX timer's signal (libc has it only from 0.2.170; the
+/// shim builds with 0.2.158, which users' lock files pin).
+const SI_TIMER: i32 = -2;
 /// `si_code` of a signal raised for I/O readiness, as perf overflows are.
 const POLL_IN: i32 = 1;
 /// ... and the code of the last overflow of a refresh count.
@@ -195,6 +200,12 @@ fn open_perf_event(tid: i32) -> Option<i32> {
     if fd < 0 {
         return None;
     }
+    // Out of the host's descriptor range; where the limit leaves no room
+    // there, no perf event (timers hold no descriptor).
+    let Some(fd) = sys::move_above_limit(fd) else {
+        sys::close(fd);
+        return None;
+    };
     #[repr(C)]
     struct OwnerEx {
         kind: i32,
@@ -447,7 +458,7 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
     // 128 bytes; the layout above matches Linux's for both codes we accept,
     // and which fields mean what is decided by the code.
     let si = unsafe { &*(info as *const SigInfo) };
-    let weight = if si.code == libc::SI_TIMER && si.value == cookie() {
+    let weight = if si.code == SI_TIMER && si.value == cookie() {
         1 + si.word[1].max(0) as u32
     } else if (si.code == POLL_IN || si.code == POLL_HUP) && is_our_fd(si.value as i32) {
         // The event disabled itself after this overflow; arm it again.
@@ -457,7 +468,7 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
         chain(sig, info, ctx);
         return;
     };
-    if !crate::active() {
+    if !coord::active() {
         return;
     }
     sys::preserving_errno(|| {
@@ -486,7 +497,7 @@ fn sample(uc: &libc::ucontext_t, weight: u32) {
         if sp < (*t).stack_lo || sp >= (*t).stack_hi {
             thread::refresh_bounds(t, sp);
         }
-        let depth = writer::DEPTH.load(Ordering::Relaxed);
+        let depth = coord::DEPTH.load(Ordering::Relaxed);
         let frames = &mut (&mut (*t).cpu_frames)[..depth];
         // The interrupted PC is not a return address: store PC + 1 so the
         // reader's "return address - 1" lands on it.

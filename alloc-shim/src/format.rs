@@ -1,4 +1,4 @@
-//! The `.lprof` profile format, version 1: the one definition used by the
+//! The `.lprof` profile format, version 2: the one definition used by the
 //! writer (in the profiled program) and by the reader (the `lineprof` CLI).
 //!
 //! A profile is a 16-byte file header followed by self-delimiting chunks that
@@ -13,15 +13,17 @@
 
 /// First eight bytes of every profile.
 pub const MAGIC: [u8; 8] = *b"LPROF\0\x01\n";
-/// The newest format version: the reader refuses newer ones. Stream
-/// profiles are written as version 1; aggregate profiles (`LINEPROF_MODE=
-/// aggregate`), which hold the chunk kinds `HeapStacks` and `HeapSummary`,
-/// as version 2.
-pub const VERSION: u32 = 2;
-/// The version of a stream profile (chunk kinds 1-5 only).
-pub const STREAM_VERSION: u32 = 1;
-/// The version of an aggregate profile.
-pub const AGGREGATE_VERSION: u32 = 2;
+/// Format version written in the header; the reader refuses newer versions.
+/// Version 2 added the `Timers` chunk; version 3 the aggregate mode's
+/// `HeapStacks` and `HeapSummary` (only aggregate profiles are written as
+/// version 3); older files read as before.
+pub const VERSION: u32 = 3;
+/// The version of a stream profile.
+pub const STREAM_VERSION: u32 = 2;
+/// The version of an aggregate profile (`LINEPROF_MODE=aggregate`).
+pub const AGGREGATE_VERSION: u32 = 3;
+/// The deepest stack the shim records (`LINEPROF_DEPTH`'s maximum).
+pub const MAX_DEPTH: usize = 1024;
 /// Size of the file header: magic, version, reserved flags.
 pub const FILE_HEADER_LEN: usize = 16;
 /// Size of a chunk header: kind, 3 reserved bytes, payload length, CRC-32.
@@ -42,10 +44,13 @@ pub enum ChunkKind {
     Events = 4,
     /// Written last at a clean exit: totals the reader can check against.
     End = 5,
+    /// Line timers of `#[lineprof::profile]` functions: a cumulative
+    /// snapshot of one thread table's counters (the last one wins).
+    Timers = 6,
     /// Aggregate mode: heap figures per stack id (see `encode_heap_stack`).
-    HeapStacks = 6,
+    HeapStacks = 7,
     /// Aggregate mode: whole-process heap figures and the live-heap series.
-    HeapSummary = 7,
+    HeapSummary = 8,
 }
 
 impl ChunkKind {
@@ -56,8 +61,9 @@ impl ChunkKind {
             3 => ChunkKind::Stacks,
             4 => ChunkKind::Events,
             5 => ChunkKind::End,
-            6 => ChunkKind::HeapStacks,
-            7 => ChunkKind::HeapSummary,
+            6 => ChunkKind::Timers,
+            7 => ChunkKind::HeapStacks,
+            8 => ChunkKind::HeapSummary,
             _ => return None,
         })
     }
@@ -76,17 +82,17 @@ pub mod tag {
     pub const TIME: u8 = 4;
 }
 
-/// Writes a stream profile's file header into `out` (at least
-/// `FILE_HEADER_LEN` bytes).
+/// Writes the file header into `out` (at least `FILE_HEADER_LEN` bytes).
 pub fn write_file_header(out: &mut [u8]) {
-    write_file_header_version(out, STREAM_VERSION);
+    out[..8].copy_from_slice(&MAGIC);
+    out[8..12].copy_from_slice(&STREAM_VERSION.to_le_bytes());
+    out[12..16].copy_from_slice(&0u32.to_le_bytes());
 }
 
 /// Writes a file header with the given format version.
 pub fn write_file_header_version(out: &mut [u8], version: u32) {
-    out[..8].copy_from_slice(&MAGIC);
+    write_file_header(out);
     out[8..12].copy_from_slice(&version.to_le_bytes());
-    out[12..16].copy_from_slice(&0u32.to_le_bytes());
 }
 
 pub use crate::crc::crc32;
@@ -583,6 +589,16 @@ pub struct End {
     pub truncated_stacks: u64,
     /// Wall-clock end, nanoseconds since the Unix epoch.
     pub end_unix_ns: u64,
+    /// Why the writer stopped writing chunks before the end (an errno:
+    /// `ENOSPC` disk full, `EFBIG` the file-size limit, `EMFILE` no
+    /// descriptor); 0 if it never did. Files from before this field read 0.
+    pub write_error: u32,
+    /// Chunks (and their bytes) not written because writing had stopped.
+    pub lost_chunks: u64,
+    pub lost_bytes: u64,
+    /// Heap events of the host's own signal handlers that landed while
+    /// lineprof was busy on the same thread, not recorded.
+    pub reentrant_dropped: u64,
 }
 
 pub fn encode_end(e: &mut Encoder<'_>, end: &End) {
@@ -591,6 +607,10 @@ pub fn encode_end(e: &mut Encoder<'_>, end: &End) {
     e.u64(end.stacks);
     e.u64(end.truncated_stacks);
     e.u64(end.end_unix_ns);
+    e.u32(end.write_error);
+    e.u64(end.lost_chunks);
+    e.u64(end.lost_bytes);
+    e.u64(end.reentrant_dropped);
 }
 
 pub fn decode_end(payload: &[u8]) -> Result<End, Malformed> {
@@ -601,7 +621,127 @@ pub fn decode_end(payload: &[u8]) -> Result<End, Malformed> {
         stacks: d.u64()?,
         truncated_stacks: d.u64()?,
         end_unix_ns: d.u64()?,
+        // Added later: absent in older files.
+        write_error: if d.is_empty() { 0 } else { d.u32()? },
+        lost_chunks: if d.is_empty() { 0 } else { d.u64()? },
+        lost_bytes: if d.is_empty() { 0 } else { d.u64()? },
+        reentrant_dropped: if d.is_empty() { 0 } else { d.u64()? },
     })
+}
+
+/// Header of a `Timers` payload: which thread table the snapshot is of,
+/// and the clock's calibration (ticks and nanoseconds elapsed between the
+/// timers' start and the snapshot: a tick is `clock_ns / clock_ticks` ns).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimersHeader {
+    pub table: u32,
+    pub clock_ticks: u64,
+    pub clock_ns: u64,
+    /// Calls of marked functions that could not be counted (no table left
+    /// for the thread, no memory for its counters, too many functions).
+    pub untimed_calls: u64,
+}
+
+/// One marked function's figures in one thread table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimedFunction {
+    /// `module::Type::function`, as `std::any::type_name` spells it.
+    pub path: Vec<u8>,
+    /// `file!()` of the function: relative to the package root for a
+    /// workspace member.
+    pub file: Vec<u8>,
+    /// Line of the function's `fn`.
+    pub line: u32,
+    pub calls: u64,
+    /// Time of the outermost calls, in clock ticks.
+    pub ticks: u64,
+    pub lines: Vec<TimedLine>,
+}
+
+/// One line of a marked function.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimedLine {
+    pub line: u32,
+    pub hits: u64,
+    pub ticks: u64,
+}
+
+pub const TIMERS_HEADER_LEN: usize = 4 + 8 + 8 + 8;
+
+pub fn encode_timers_header(e: &mut Encoder<'_>, h: &TimersHeader) {
+    e.u32(h.table);
+    e.u64(h.clock_ticks);
+    e.u64(h.clock_ns);
+    e.u64(h.untimed_calls);
+}
+
+/// Bytes a function record may take at most.
+pub fn max_timed_function_len(path: usize, file: usize, lines: usize) -> usize {
+    path + file + 20 + 5 * 10 + lines * 30
+}
+
+/// A function record's head (`format::TimedFunction` without its owned
+/// parts: the writer must not allocate); `lines` line records follow.
+pub struct TimedFunctionHead<'a> {
+    pub path: &'a [u8],
+    pub file: &'a [u8],
+    pub line: u32,
+    pub calls: u64,
+    pub ticks: u64,
+    pub lines: usize,
+}
+
+pub fn encode_timed_function(e: &mut Encoder<'_>, f: &TimedFunctionHead<'_>) {
+    e.lp_bytes(f.path);
+    e.lp_bytes(f.file);
+    e.varint(f.line as u64);
+    e.varint(f.calls);
+    e.varint(f.ticks);
+    e.varint(f.lines as u64);
+}
+
+pub fn encode_timed_line(e: &mut Encoder<'_>, l: &TimedLine) {
+    e.varint(l.line as u64);
+    e.varint(l.hits);
+    e.varint(l.ticks);
+}
+
+/// Timers payload: the header, then function records to the end: `path
+/// lp, file lp, line, calls, ticks, count` (varints), then `count` line
+/// records `line, hits, ticks`.
+pub fn decode_timers(payload: &[u8]) -> Result<(TimersHeader, Vec<TimedFunction>), Malformed> {
+    let mut d = Decoder::new(payload);
+    let h = TimersHeader {
+        table: d.u32()?,
+        clock_ticks: d.u64()?,
+        clock_ns: d.u64()?,
+        untimed_calls: d.u64()?,
+    };
+    let line = |v: u64| u32::try_from(v).map_err(|_| Malformed("line number too large"));
+    let mut functions = Vec::new();
+    while !d.is_empty() {
+        let mut f = TimedFunction {
+            path: d.lp_bytes()?.to_vec(),
+            file: d.lp_bytes()?.to_vec(),
+            line: line(d.varint()?)?,
+            calls: d.varint()?,
+            ticks: d.varint()?,
+            lines: Vec::new(),
+        };
+        let n = d.varint()?;
+        if n > payload.len() as u64 {
+            return Err(Malformed("line count past end"));
+        }
+        for _ in 0..n {
+            f.lines.push(TimedLine {
+                line: line(d.varint()?)?,
+                hits: d.varint()?,
+                ticks: d.varint()?,
+            });
+        }
+        functions.push(f);
+    }
+    Ok((h, functions))
 }
 
 // ---------------------------------------------------------------------------
@@ -751,6 +891,53 @@ pub fn decode_heap_summary(payload: &[u8]) -> Result<HeapSummary, Malformed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timers_round_trip() {
+        let mut buf = [0u8; 512];
+        let mut e = Encoder::new(&mut buf, 0);
+        let h = TimersHeader {
+            table: 3,
+            clock_ticks: 3_000_000,
+            clock_ns: 1_000_000,
+            untimed_calls: 1,
+        };
+        encode_timers_header(&mut e, &h);
+        let f = TimedFunction {
+            path: b"app::work".to_vec(),
+            file: b"src/main.rs".to_vec(),
+            line: 10,
+            calls: 2,
+            ticks: 900,
+            lines: vec![
+                TimedLine {
+                    line: 11,
+                    hits: 2,
+                    ticks: 100,
+                },
+                TimedLine {
+                    line: 12,
+                    hits: 22,
+                    ticks: 800,
+                },
+            ],
+        };
+        let head = TimedFunctionHead {
+            path: &f.path,
+            file: &f.file,
+            line: f.line,
+            calls: f.calls,
+            ticks: f.ticks,
+            lines: f.lines.len(),
+        };
+        encode_timed_function(&mut e, &head);
+        for l in &f.lines {
+            encode_timed_line(&mut e, l);
+        }
+        let n = e.pos();
+        assert_eq!(decode_timers(&buf[..n]).unwrap(), (h, vec![f]));
+        assert!(decode_timers(&buf[..n - 1]).is_err());
+    }
 
     #[test]
     fn events_round_trip() {

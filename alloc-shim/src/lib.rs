@@ -35,13 +35,17 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
+
+use coord::{ACTIVE, INITIALIZING, INSTALLED, OFF, STATE, UNINIT};
 
 mod aggregate;
 mod config;
+mod coord;
 mod cpu;
 mod crc;
 pub mod format;
+mod lifecycle;
 mod measure;
 mod modules;
 mod sampled;
@@ -50,9 +54,28 @@ mod stack;
 mod stacks;
 mod sys;
 mod thread;
+mod timers;
 mod writer;
 
+pub use lineprof_macros::profile;
 pub use measure::{measure, Usage};
+
+/// What `#[lineprof::profile]` expands to; not a public API.
+#[doc(hidden)]
+pub mod __timers {
+    pub use crate::timers::{type_name_of, Call, Counted, Function};
+
+    /// Starts a call of a marked function, first starting the profiler if
+    /// nothing has yet (a program whose global allocator is not
+    /// `Tracking`, or a call before its first allocation).
+    #[inline]
+    pub fn enter(f: &'static Function) -> Call {
+        if !crate::is_active() && !crate::start_for_timers() {
+            return Call::off();
+        }
+        Call::enter(f)
+    }
+}
 
 /// The tracking global allocator. Wraps [`System`] by default, or any other
 /// allocator with [`Tracking::wrap`].
@@ -87,15 +110,6 @@ impl<A> Tracking<A> {
     }
 }
 
-const UNINIT: u8 = 0;
-const INITIALIZING: u8 = 1;
-const ACTIVE: u8 = 2;
-const OFF: u8 = 3;
-const FINISHED: u8 = 4;
-
-static STATE: AtomicU8 = AtomicU8::new(UNINIT);
-static INSTALLED: AtomicBool = AtomicBool::new(false);
-
 thread_local! {
     static INITIALIZING_HERE: Cell<bool> = const { Cell::new(false) };
     /// Set while the load-time constructor probes the global allocator.
@@ -129,10 +143,6 @@ extern "C" fn start_at_load() {
     }
 }
 
-pub(crate) fn installed() -> bool {
-    INSTALLED.load(Ordering::Relaxed)
-}
-
 /// Whether events should be recorded now; starts the tracker on first use.
 #[inline(always)]
 fn recording() -> bool {
@@ -146,11 +156,30 @@ fn recording() -> bool {
 #[cold]
 #[inline(never)]
 fn start() -> bool {
+    INSTALLED.store(true, Ordering::Relaxed);
     sys::preserving_errno(start_now)
 }
 
+/// Starts the profiler for the line timers of a program whose global
+/// allocator is not `Tracking` (or before its first allocation). True if
+/// it is recording.
+#[cold]
+#[inline(never)]
+pub(crate) fn start_for_timers() -> bool {
+    match STATE.load(Ordering::Acquire) {
+        ACTIVE => true,
+        UNINIT | INITIALIZING => sys::preserving_errno(start_now),
+        _ => false,
+    }
+}
+
+/// Whether the profiler is recording (one load; for the line timers).
+#[inline(always)]
+pub(crate) fn is_active() -> bool {
+    STATE.load(Ordering::Relaxed) == ACTIVE
+}
+
 fn start_now() -> bool {
-    INSTALLED.store(true, Ordering::Relaxed);
     // Keeps the load-time constructor linked in wherever the tracker is.
     std::hint::black_box(&START_AT_LOAD);
     if INITIALIZING_HERE.with(|c| c.get()) {
@@ -168,7 +197,10 @@ fn start_now() -> bool {
                 && aggregate::init(cfg.aggregate)
             {
                 thread::init_clock();
+                timers::init();
                 cpu::init(cfg.cpu_hz, cfg.cpu_perf);
+                lifecycle::install();
+                sys::pin_this_object();
                 ACTIVE
             } else {
                 sys::stderr(
@@ -189,23 +221,6 @@ fn start_now() -> bool {
     }
 }
 
-/// Called by the exit handler: stops recording. False if it was not on.
-pub(crate) fn begin_finish() -> bool {
-    STATE
-        .compare_exchange(ACTIVE, FINISHED, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
-}
-
-pub(crate) fn after_fork_child() {
-    aggregate::after_fork_child();
-    cpu::after_fork_child();
-}
-
-/// Whether the tracker is recording (for the CPU signal handler).
-pub(crate) fn active() -> bool {
-    STATE.load(Ordering::Acquire) == ACTIVE
-}
-
 /// Captures the calling thread's stack into its state and interns it.
 ///
 /// # Safety
@@ -219,11 +234,11 @@ unsafe fn capture(t: *mut thread::ThreadState) -> Option<stacks::StackId> {
         if sp < (*t).stack_lo || sp >= (*t).stack_hi {
             thread::refresh_bounds(t, sp);
         }
-        let depth = writer::DEPTH.load(Ordering::Relaxed);
+        let depth = coord::DEPTH.load(Ordering::Relaxed);
         let frames = &mut (&mut (*t).frames)[..depth];
         let (n, full, h) = stack::walk(fp, sp, (*t).stack_hi, frames);
         if full {
-            writer::TRUNCATED_STACKS.fetch_add(1, Ordering::Relaxed);
+            coord::TRUNCATED_STACKS.fetch_add(1, Ordering::Relaxed);
         }
         // Most events repeat a recent stack: a per-thread cache keyed by the
         // full 64-bit hash skips the shared table (a false match needs two
@@ -236,7 +251,7 @@ unsafe fn capture(t: *mut thread::ThreadState) -> Option<stacks::StackId> {
         match id {
             Some(id) => *slot = (h, id),
             None => {
-                thread::DROPPED.fetch_add(1, Ordering::Relaxed);
+                coord::DROPPED.fetch_add(1, Ordering::Relaxed);
             }
         }
         id
@@ -259,40 +274,22 @@ fn sample_hit(mean: u64, size: usize) -> bool {
         if (*t).sample_countdown > 0 {
             return false;
         }
-        (*t).sample_countdown = next_countdown(t, mean);
+        (*t).sample_countdown = thread::next_countdown(t, mean);
     }
     true
-}
-
-/// An exponential draw with the given mean, from the thread's xorshift.
-///
-/// # Safety
-/// `t` is the caller's own state.
-unsafe fn next_countdown(t: *mut thread::ThreadState, mean: u64) -> i64 {
-    // SAFETY: per the contract.
-    let x = unsafe {
-        let mut x = (*t).rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (*t).rng = x;
-        x
-    };
-    let u = ((x >> 11) + 1) as f64 / (1u64 << 53) as f64; // (0, 1]
-    (-(mean as f64) * u.ln()).min(i64::MAX as f64 / 2.0) as i64 + 1
 }
 
 /// Records an allocation, in sampling mode only when it is sampled.
 #[inline(always)]
 fn on_alloc(addr: usize, size: usize) {
-    let mean = writer::SAMPLE_BYTES.load(Ordering::Relaxed);
+    let mean = coord::SAMPLE_BYTES.load(Ordering::Relaxed);
     if mean == 0 {
         record(thread::ALLOC, addr, size);
     } else if sample_hit(mean, size) {
         if sampled::insert(addr as u64) {
             record(thread::ALLOC, addr, size);
         } else {
-            thread::DROPPED.fetch_add(1, Ordering::Relaxed);
+            coord::DROPPED.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -300,7 +297,7 @@ fn on_alloc(addr: usize, size: usize) {
 /// Records a free, in sampling mode only of a sampled block.
 #[inline(always)]
 fn on_free(addr: usize, size: usize) {
-    let mean = writer::SAMPLE_BYTES.load(Ordering::Relaxed);
+    let mean = coord::SAMPLE_BYTES.load(Ordering::Relaxed);
     if mean == 0 || sampled::remove(addr as u64) {
         record(thread::FREE, addr, size);
     }
@@ -317,6 +314,9 @@ fn record(kind: u8, addr: usize, size: usize) {
     // signal handler on this thread re-entering while we work.
     unsafe {
         if (*t).busy {
+            // A host signal handler allocating while lineprof (maybe its
+            // CPU handler) is mid-update on this thread: counted, reported.
+            coord::REENTRANT_DROPPED.fetch_add(1, Ordering::Relaxed);
             return;
         }
         thread::set_busy(t, true);
@@ -384,9 +384,11 @@ fn record_realloc(
     let t = thread::current();
     // SAFETY: as in `record`.
     if !thread::is_dead(t) && unsafe { (*t).busy } {
-        return f(); // re-entered from a signal handler: not recorded
+        // Re-entered from a signal handler: not recorded, counted.
+        coord::REENTRANT_DROPPED.fetch_add(2, Ordering::Relaxed);
+        return f();
     }
-    let mean = writer::SAMPLE_BYTES.load(Ordering::Relaxed);
+    let mean = coord::SAMPLE_BYTES.load(Ordering::Relaxed);
     let (free_old, alloc_new) = if mean == 0 {
         (true, true)
     } else {

@@ -108,7 +108,7 @@ pub fn measure<T>(f: impl FnOnce() -> T) -> (T, Usage) {
     let guard = Restore { outer, inner };
     let out = f();
     drop(guard);
-    if !crate::installed() {
+    if !crate::coord::installed() {
         panic!(
             "lineprof::measure needs lineprof's allocator: add \
              `#[global_allocator] static A: lineprof::Tracking = lineprof::Tracking::new();`"

@@ -2,8 +2,10 @@
 //!
 //! Lock-free and allocation-free, because it runs inside the global
 //! allocator on every thread at once:
-//! - frames live in an append-only arena (one big lazily-touched mapping),
-//!   claimed with an atomic bump;
+//! - frames live in an append-only arena of segments (16 MiB each, mapped
+//!   when first needed, so the process's address space grows in bounded
+//!   steps as stacks are interned: a host under `ulimit -v` keeps its
+//!   room), claimed with an atomic bump;
 //! - `RECORDS[id]` publishes `(arena offset, length)` once the frames are
 //!   written (0 = not yet published), so the writer can stream stacks out in
 //!   id order without locking;
@@ -24,30 +26,70 @@ use crate::sys;
 /// A stack's index in the profile.
 pub type StackId = u32;
 
-const ARENA_WORDS: usize = 1 << 27; // 1 GiB of address space, touched as used
+const SEGMENT_WORDS: usize = 1 << 21; // 16 MiB
+const SEGMENTS: usize = 64; // 1 GiB of frames at most
+const ARENA_WORDS: usize = SEGMENT_WORDS * SEGMENTS;
 const MAX_STACKS: usize = 1 << 24;
+/// Id records per mapping (2 MiB).
+const RECORDS_PER_SEGMENT: usize = 1 << 18;
 const LEVEL_BITS: [u32; 4] = [14, 17, 20, 24];
 
-static ARENA: AtomicPtr<u64> = AtomicPtr::new(std::ptr::null_mut());
+static ARENA: [AtomicPtr<u64>; SEGMENTS] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; SEGMENTS];
 static ARENA_USED: AtomicUsize = AtomicUsize::new(1); // offset 0 means "unpublished"
-static RECORDS: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
+static RECORDS: [AtomicPtr<AtomicU64>; MAX_STACKS / RECORDS_PER_SEGMENT] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_STACKS / RECORDS_PER_SEGMENT];
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 static LEVELS: [AtomicPtr<AtomicU64>; 4] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 4];
 static LEVEL_FILL: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
 
-/// Maps the arena, the id records and the first table. Called once, by the
+/// Maps the first arena segment, id records and table. Called once, by the
 /// thread that initialises the tracker, before any other thread interns.
 pub fn init() -> bool {
-    let arena = sys::map_zeroed(ARENA_WORDS * 8) as *mut u64;
-    let records = sys::map_zeroed(MAX_STACKS * 8) as *mut AtomicU64;
     let level0 = sys::map_zeroed((1usize << LEVEL_BITS[0]) * 8) as *mut AtomicU64;
-    if arena.is_null() || records.is_null() || level0.is_null() {
+    if level0.is_null() {
         return false;
     }
-    ARENA.store(arena, Ordering::Release);
-    RECORDS.store(records, Ordering::Release);
     LEVELS[0].store(level0, Ordering::Release);
-    true
+    !segment(&ARENA[0], SEGMENT_WORDS).is_null()
+        && !segment(&RECORDS[0], RECORDS_PER_SEGMENT).is_null()
+}
+
+/// The mapping in `slot` of `words` 8-byte words, mapped by the first
+/// thread that needs it (a loser of the race unmaps its own). Null if the
+/// system has no address space left.
+fn segment<T>(slot: &AtomicPtr<T>, words: usize) -> *mut T {
+    let p = slot.load(Ordering::Acquire);
+    if !p.is_null() {
+        return p;
+    }
+    let fresh = sys::map_zeroed(words * 8) as *mut T;
+    if fresh.is_null() {
+        return fresh;
+    }
+    match slot.compare_exchange(
+        std::ptr::null_mut(),
+        fresh,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => fresh,
+        Err(existing) => {
+            // SAFETY: `fresh` is our own mapping that nobody else has seen.
+            unsafe { libc::munmap(fresh as *mut libc::c_void, words * 8) };
+            existing
+        }
+    }
+}
+
+/// The record cell of `id`, if its segment is mapped.
+fn record_cell(id: usize) -> Option<&'static AtomicU64> {
+    let seg = RECORDS
+        .get(id / RECORDS_PER_SEGMENT)?
+        .load(Ordering::Acquire);
+    // SAFETY: a mapped record segment holds RECORDS_PER_SEGMENT cells and
+    // stays mapped forever.
+    (!seg.is_null()).then(|| unsafe { &*seg.add(id % RECORDS_PER_SEGMENT) })
 }
 
 /// Folds one return address into a stack hash. Used by the frame walk as
@@ -85,20 +127,16 @@ pub fn hash(frames: &[u64]) -> u64 {
 
 /// The frames of a published stack.
 pub fn frames(id: StackId) -> Option<&'static [u64]> {
-    let records = RECORDS.load(Ordering::Acquire);
-    if records.is_null() || id as usize >= MAX_STACKS {
-        return None;
-    }
-    // SAFETY: `records` maps MAX_STACKS entries and `id` is in range.
-    let rec = unsafe { (*records.add(id as usize)).load(Ordering::Acquire) };
+    let rec = record_cell(id as usize)?.load(Ordering::Acquire);
     if rec == 0 {
         return None;
     }
     let (off, len) = ((rec >> 16) as usize, (rec & 0xffff) as usize);
-    // SAFETY: a published record points at `len` words of the arena that
-    // were fully written before the record was stored (Release/Acquire),
-    // and arena words are never written again.
-    Some(unsafe { std::slice::from_raw_parts(ARENA.load(Ordering::Acquire).add(off), len) })
+    let seg = ARENA[off / SEGMENT_WORDS].load(Ordering::Acquire);
+    // SAFETY: a published record points at `len` words of one mapped arena
+    // segment that were fully written before the record was stored
+    // (Release/Acquire), and arena words are never written again.
+    Some(unsafe { std::slice::from_raw_parts(seg.add(off % SEGMENT_WORDS), len) })
 }
 
 /// How many ids have been handed out (published or about to be).
@@ -229,21 +267,54 @@ fn next_level(level: usize) -> Option<usize> {
 
 /// Copies `frames` into the arena and publishes a new id for them.
 fn publish(frames: &[u64]) -> Option<StackId> {
-    let off = ARENA_USED.fetch_add(frames.len().max(1), Ordering::Relaxed);
-    if off + frames.len() > ARENA_WORDS {
+    let len = frames.len().max(1);
+    // Claim `len` words that do not straddle two segments.
+    let mut off = ARENA_USED.load(Ordering::Relaxed);
+    loop {
+        let start = if off % SEGMENT_WORDS + len > SEGMENT_WORDS {
+            off.next_multiple_of(SEGMENT_WORDS)
+        } else {
+            off
+        };
+        if start + len > ARENA_WORDS {
+            return None;
+        }
+        match ARENA_USED.compare_exchange_weak(
+            off,
+            start + len,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => {
+                off = start;
+                break;
+            }
+            Err(now) => off = now,
+        }
+    }
+    let seg = segment(&ARENA[off / SEGMENT_WORDS], SEGMENT_WORDS);
+    if seg.is_null() {
         return None;
     }
     let id = NEXT_ID.fetch_add(1, Ordering::AcqRel);
     if id as usize >= MAX_STACKS {
         return None;
     }
-    let arena = ARENA.load(Ordering::Acquire);
-    // SAFETY: `off..off + len` was claimed by this thread alone (atomic
-    // bump) and lies within the arena mapping (checked above).
-    unsafe { std::ptr::copy_nonoverlapping(frames.as_ptr(), arena.add(off), frames.len()) };
+    if segment(
+        &RECORDS[id as usize / RECORDS_PER_SEGMENT],
+        RECORDS_PER_SEGMENT,
+    )
+    .is_null()
+    {
+        return None;
+    }
+    // SAFETY: `off..off + len` was claimed by this thread alone and lies
+    // within one mapped segment (checked above).
+    unsafe {
+        std::ptr::copy_nonoverlapping(frames.as_ptr(), seg.add(off % SEGMENT_WORDS), frames.len())
+    };
     let rec = ((off as u64) << 16) | frames.len() as u64;
-    // SAFETY: `id < MAX_STACKS`, within the records mapping.
-    unsafe { (*RECORDS.load(Ordering::Acquire).add(id as usize)).store(rec, Ordering::Release) };
+    record_cell(id as usize)?.store(rec, Ordering::Release);
     Some(id)
 }
 
@@ -251,7 +322,7 @@ fn publish(frames: &[u64]) -> Option<StackId> {
 pub(crate) fn init_for_tests() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        if ARENA.load(Ordering::Acquire).is_null() {
+        if ARENA[0].load(Ordering::Acquire).is_null() {
             assert!(init());
         }
     });

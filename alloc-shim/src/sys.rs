@@ -29,21 +29,26 @@ pub fn map_zeroed(len: usize) -> *mut u8 {
 }
 
 /// Writes all of `data` to `fd`, retrying on partial writes and EINTR.
-/// Returns false on any other error (the profile is then incomplete, which
-/// the reader reports; the host program is not disturbed).
-pub fn write_all(fd: i32, mut data: &[u8]) -> bool {
+/// On any other error returns the errno and how many bytes did go out.
+pub fn write_all(fd: i32, mut data: &[u8]) -> Result<(), (i32, usize)> {
+    let mut done = 0;
     while !data.is_empty() {
         // SAFETY: `data` is a valid readable slice for its length.
         let n = unsafe { libc::write(fd, data.as_ptr() as *const libc::c_void, data.len()) };
         if n < 0 {
-            if errno() == libc::EINTR {
+            let e = errno();
+            if e == libc::EINTR {
                 continue;
             }
-            return false;
+            return Err((e, done));
         }
+        if n == 0 {
+            return Err((libc::EIO, done));
+        }
+        done += n as usize;
         data = &data[n as usize..];
     }
-    true
+    Ok(())
 }
 
 fn errno() -> i32 {
@@ -64,30 +69,168 @@ pub fn preserving_errno<T>(f: impl FnOnce() -> T) -> T {
     r
 }
 
-/// Creates (truncating) the profile file at the NUL-terminated `path`.
-/// Opens the profile file at the NUL-terminated `path` for appending,
-/// emptying it first with `truncate`. The descriptor is moved to a high
-/// number, away from the low ones a host program expects to be its own.
-pub fn create_file(path: &[u8], truncate: bool) -> Option<i32> {
-    let c = CStr::from_bytes_until_nul(path).ok()?;
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC | libc::O_APPEND;
-    let flags = if truncate {
-        flags | libc::O_TRUNC
-    } else {
-        flags
-    };
+/// Opens (creating) the file at the NUL-terminated `path` for appending
+/// (and reading its first bytes, to see whose it is),
+/// close-on-exec; the errno on failure.
+pub fn open_append(path: &[u8]) -> Result<i32, i32> {
+    let c = CStr::from_bytes_until_nul(path).map_err(|_| libc::EINVAL)?;
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC | libc::O_APPEND;
     // SAFETY: `c` is a valid NUL-terminated string.
     let fd = unsafe { libc::open(c.as_ptr(), flags, 0o644) };
     if fd < 0 {
+        Err(errno())
+    } else {
+        Ok(fd)
+    }
+}
+
+/// Takes an exclusive `flock` on `fd` without waiting: false if another
+/// open file (another process's) holds one.
+pub fn try_lock_file(fd: i32) -> bool {
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return true;
+        }
+        if errno() != libc::EINTR {
+            return false;
+        }
+    }
+}
+
+/// Whether process `pid` exists (signal 0 checks without sending).
+pub fn process_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: signal 0 sends nothing; only existence and permission are
+    // checked.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 || errno() == libc::EPERM }
+}
+
+/// Reads up to `buf.len()` bytes at `offset`; the number read.
+pub fn pread(fd: i32, buf: &mut [u8], offset: u64) -> usize {
+    // SAFETY: pread writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe {
+        libc::pread(
+            fd,
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            offset as libc::off_t,
+        )
+    };
+    n.max(0) as usize
+}
+
+/// Cuts the file open on `fd` to `len` bytes.
+pub fn truncate(fd: i32, len: u64) -> bool {
+    // SAFETY: ftruncate on a descriptor we own.
+    unsafe { libc::ftruncate(fd, len as libc::off_t) == 0 }
+}
+
+/// The soft `RLIMIT_FSIZE` (the largest file this process may write
+/// without SIGXFSZ), or None when unlimited.
+pub fn file_size_limit() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut r) } != 0
+        || r.rlim_cur == libc::RLIM_INFINITY
+    {
         return None;
     }
-    // SAFETY: duplicating and closing a descriptor we just opened.
-    let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 512) };
-    if high >= 0 {
-        close(fd);
-        return Some(high);
+    Some(r.rlim_cur)
+}
+
+/// The highest descriptor number the kernel hands out at all (`nr_open`,
+/// 1 Mi by default); used when `RLIMIT_NOFILE` is unlimited.
+const NR_OPEN: u64 = 1 << 20;
+
+/// Moves `fd` to a number the host can never be given: at or above the soft
+/// `RLIMIT_NOFILE`, where `open` fails with EMFILE. `F_DUPFD` only places
+/// below the soft limit, so the limit is raised for the one call (within
+/// the hard limit) and put back. Closes `fd` and returns the new number, or
+/// returns None (with `fd` still open) when the hard limit leaves no room.
+pub fn move_above_limit(fd: i32) -> Option<i32> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return None;
     }
-    Some(fd)
+    let dup_at = |floor: u64| {
+        // SAFETY: duplicating a descriptor we own.
+        unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor as libc::c_int) }
+    };
+    let high = if r.rlim_cur == libc::RLIM_INFINITY || r.rlim_cur >= NR_OPEN {
+        // No number is out of the host's reach: take one near the top.
+        dup_at(NR_OPEN - 4096)
+    } else if r.rlim_max == libc::RLIM_INFINITY || r.rlim_max > r.rlim_cur {
+        let soft = r.rlim_cur;
+        let raised = libc::rlimit {
+            rlim_cur: if r.rlim_max == libc::RLIM_INFINITY {
+                soft + 64
+            } else {
+                r.rlim_max.min(soft + 64)
+            },
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: setrlimit with a valid rlimit, within the hard limit; the
+        // soft limit is restored right after the one dup.
+        unsafe {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return None;
+            }
+            let h = dup_at(soft);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            h
+        }
+    } else {
+        -1
+    };
+    if high < 0 {
+        return None;
+    }
+    close(fd);
+    Some(high)
+}
+
+/// Marks the object (executable or shared library) holding lineprof as
+/// never to be unloaded: a cdylib that a host `dlclose`s keeps its code
+/// mapped, so the CPU timers' signal handler, the thread-exit destructor
+/// and the exit handler that point into it stay valid. (What many tracers
+/// do: `dlopen` of itself with `RTLD_NOLOAD | RTLD_NODELETE`.)
+pub fn pin_this_object() {
+    // SAFETY: `info` is a valid out-pointer; dladdr fills it for an address
+    // inside a loaded object (this function's own).
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let here = pin_this_object as *const () as *const libc::c_void;
+    // SAFETY: as above.
+    if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
+        return;
+    }
+    // The main program is never unloaded; pinning it would only cost a
+    // malloc inside the loader.
+    // SAFETY: getauxval has no preconditions; `main` is a valid out-pointer
+    // and dladdr only reads the address.
+    let mut main: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let entry = unsafe { libc::getauxval(libc::AT_ENTRY) } as *const libc::c_void;
+    if unsafe { libc::dladdr(entry, &mut main) } != 0 && main.dli_fbase == info.dli_fbase {
+        return;
+    }
+    // SAFETY: `dli_fname` is the loader's NUL-terminated path of a loaded
+    // object; NOLOAD never loads anything new. The handle is kept (never
+    // closed), which is the point.
+    unsafe {
+        libc::dlopen(
+            info.dli_fname,
+            libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+        )
+    };
 }
 
 /// The (device, inode, size) of the file open on `fd`.
@@ -109,6 +252,19 @@ pub fn current_dir(buf: &mut [u8]) -> usize {
         return 0;
     }
     buf.iter().position(|&b| b == 0).unwrap_or(0)
+}
+
+/// Creates (emptying) the file at the NUL-terminated `path` for writing,
+/// its descriptor moved above the host's range when there is room.
+pub fn create_truncated(path: &[u8]) -> Option<i32> {
+    let c = CStr::from_bytes_until_nul(path).ok()?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let fd = unsafe { libc::open(c.as_ptr(), flags, 0o644) };
+    if fd < 0 {
+        return None;
+    }
+    Some(move_above_limit(fd).unwrap_or(fd))
 }
 
 /// Renames `from` to `to` (both NUL-terminated), replacing `to`
@@ -198,7 +354,7 @@ pub fn getenv(name: &CStr) -> Option<&'static [u8]> {
 }
 
 pub fn stderr(msg: &[u8]) {
-    write_all(2, msg);
+    let _ = write_all(2, msg);
 }
 
 fn clock(id: libc::clockid_t) -> u64 {
@@ -213,6 +369,12 @@ fn clock(id: libc::clockid_t) -> u64 {
 
 pub fn unix_ns() -> u64 {
     clock(libc::CLOCK_REALTIME)
+}
+
+/// The monotonic clock at full resolution (vDSO), for the line timers
+/// where the time-stamp counter cannot be used, and to calibrate it.
+pub fn monotonic_ns() -> u64 {
+    clock(libc::CLOCK_MONOTONIC)
 }
 
 /// A cheap monotonic clock (vDSO, coarse resolution), for flush intervals.

@@ -10,7 +10,8 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::MAX_DEPTH;
-use crate::format::{self, tag, ChunkKind, Encoder, CHUNK_HEADER_LEN, MAX_EVENT_LEN};
+use crate::coord::{self, Padded};
+use crate::format::{self, tag, Encoder, CHUNK_HEADER_LEN, MAX_EVENT_LEN};
 use crate::spin::SpinLock;
 use crate::{sys, writer};
 
@@ -80,14 +81,18 @@ static ORPHAN: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
 /// Serialises the threads appending to the orphan state.
 static ORPHAN_APPEND: SpinLock = SpinLock::new();
 static KEY: AtomicU64 = AtomicU64::new(u64::MAX);
-pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Threads that ever attached; from the second on, the event order comes
 /// from a clock every thread can read without writing shared memory
 /// (`next_seq`).
 static ATTACHES: AtomicU64 = AtomicU64::new(0);
 /// Set when a second thread attaches. Read on every event, written once:
 /// on a cache line of its own.
-pub static MULTI: crate::writer::Padded<AtomicBool> = crate::writer::Padded(AtomicBool::new(false));
+pub static MULTI: Padded<AtomicBool> = Padded(AtomicBool::new(false));
+/// Global order of heap events while one thread records, and without an
+/// invariant TSC (`next_seq`). On a cache line of its own: every thread
+/// writes it, and must not drag read-mostly values next to it from core to
+/// core.
+static SEQ: Padded<AtomicU64> = Padded(AtomicU64::new(0));
 /// Whether the CPU's time-stamp counter is invariant (same rate on every
 /// core, never stopping), so that it can order events across threads.
 static TSC_OK: AtomicBool = AtomicBool::new(false);
@@ -127,7 +132,7 @@ pub fn next_seq(t: *mut ThreadState, after_alloc: bool) -> u64 {
                 (*t).seq_next += 1;
                 return s;
             }
-            let base = crate::writer::SEQ.fetch_add(SEQ_BLOCK, Ordering::Relaxed);
+            let base = SEQ.fetch_add(SEQ_BLOCK, Ordering::Relaxed);
             (*t).seq_next = base + 1;
             (*t).seq_end = base + SEQ_BLOCK;
             return base;
@@ -139,7 +144,7 @@ pub fn next_seq(t: *mut ThreadState, after_alloc: bool) -> u64 {
             return c;
         }
     }
-    crate::writer::SEQ.fetch_add(1, Ordering::Relaxed)
+    SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Decides at start whether the TSC can order events across threads: the
@@ -157,6 +162,30 @@ pub fn init_clock() {
         kernel_uses_tsc && crate::stack::tsc_is_invariant(),
         Ordering::Relaxed,
     );
+}
+
+/// An exponential draw with the given mean, from the thread's xorshift.
+///
+/// # Safety
+/// `t` is the caller's own state.
+pub unsafe fn next_countdown(t: *mut ThreadState, mean: u64) -> i64 {
+    // SAFETY: per the contract.
+    let x = unsafe {
+        let mut x = (*t).rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (*t).rng = x;
+        x
+    };
+    let u = ((x >> 11) + 1) as f64 / (1u64 << 53) as f64; // (0, 1]
+    (-(mean as f64) * u.ln()).min(i64::MAX as f64 / 2.0) as i64 + 1
+}
+
+/// Whether the time-stamp counter is invariant and the kernel keeps time
+/// with it (set by `init_clock`).
+pub fn tsc_ok() -> bool {
+    TSC_OK.load(Ordering::Relaxed)
 }
 
 /// Marks the calling thread's state (if it has one) as inside lineprof,
@@ -289,9 +318,11 @@ fn attach_now() -> *mut ThreadState {
     if !s.is_null() && s != DEAD {
         // `busy`: a host signal handler that allocates while we hold the
         // timers' lock must not reach it again through a flush.
-        set_busy(s, true);
-        crate::cpu::start_thread(sys::gettid());
-        set_busy(s, false);
+        if let Some(h) = coord::hooks() {
+            set_busy(s, true);
+            (h.started)(sys::gettid());
+            set_busy(s, false);
+        }
     }
     s
 }
@@ -349,11 +380,11 @@ fn attach_state() -> *mut ThreadState {
         (*s).last_flush_ns = sys::coarse_ns();
         (*s).events_until_clock = CLOCK_EVERY;
         (*s).rng = (s as u64) ^ sys::coarse_ns() ^ 0x9E37_79B9_7F4A_7C15;
-        let mean = writer::SAMPLE_BYTES.load(Ordering::Relaxed);
+        let mean = coord::SAMPLE_BYTES.load(Ordering::Relaxed);
         (*s).sample_countdown = if mean == 0 {
             0
         } else {
-            crate::next_countdown(s, mean)
+            next_countdown(s, mean)
         };
         // SAFETY: KEY was created at init; the value is only read back by
         // the destructor.
@@ -374,7 +405,9 @@ unsafe extern "C" fn on_thread_exit(p: *mut libc::c_void) {
     // A CPU signal still in flight must not append (and maybe flush) while
     // this thread holds the buffer and file locks below: `busy` parks it.
     set_busy(s, true);
-    crate::cpu::stop_thread(sys::gettid());
+    if let Some(h) = coord::hooks() {
+        (h.exiting)(sys::gettid());
+    }
     flush(s, false);
     CURRENT.with(|c| c.set(DEAD));
     // SAFETY: the state stays mapped; releasing it lets a new thread reuse it.
@@ -427,7 +460,9 @@ pub fn append(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, ad
             (*t).committed.store(pos + e.pos(), Ordering::Release);
             if now.wrapping_sub((*t).last_flush_ns) > FLUSH_INTERVAL_NS {
                 flush(t, false);
-                crate::cpu::scan_threads();
+                if let Some(h) = coord::hooks() {
+                    (h.periodic)();
+                }
             }
         } else {
             (*t).committed.store(pos + e.pos(), Ordering::Release);
@@ -478,7 +513,7 @@ pub fn append_cpu(t: *mut ThreadState, stack: u32, count: u32, now: u64, can_flu
         let mut pos = (*t).committed.load(Ordering::Relaxed);
         if BUF_LEN - pos < MAX_EVENT_LEN * 2 {
             if !can_flush {
-                crate::cpu::DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
+                coord::DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             flush(t, false);
@@ -504,7 +539,7 @@ pub fn park_sample(t: *mut ThreadState, stack: u32, count: u32) {
     unsafe {
         let n = (*t).parked_len.load(Ordering::Relaxed) as usize;
         if n >= PARKED {
-            crate::cpu::DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
+            coord::DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
             return;
         }
         (*t).parked[n] = (stack, count);
@@ -569,11 +604,6 @@ fn flush_now(t: *mut ThreadState, final_flush: bool) {
     }
 }
 
-/// Seals an events buffer in place as a chunk.
-pub fn seal(chunk: &mut [u8]) {
-    format::seal_chunk(ChunkKind::Events, chunk);
-}
-
 /// Every state that may hold unwritten events: registered ones and the
 /// orphan.
 pub fn for_each_state(mut f: impl FnMut(*mut ThreadState)) {
@@ -597,6 +627,7 @@ pub fn reset_after_fork() {
     REGISTRY_LOCK.force_unlock();
     MULTI.store(false, Ordering::Release);
     ATTACHES.store(1, Ordering::Release);
+    SEQ.store(0, Ordering::Relaxed);
     for_each_state(|s| {
         // SAFETY: the child is single-threaded here (inside fork).
         unsafe {

@@ -71,6 +71,13 @@ pub struct LineFigures {
     #[serde(rename = "self")]
     pub self_figures: Figures,
     pub total: Figures,
+    /// Lines of `#[lineprof::profile]` functions only: how often the line
+    /// started, and the wall time until the next line event (callees
+    /// included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hits: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ns: Option<u64>,
 }
 
 /// Figures per line for every line with a non-zero figure, in no particular
@@ -122,6 +129,8 @@ pub fn aggregate(
             kind,
             self_figures,
             total,
+            hits: None,
+            time_ns: None,
         });
     }
     out
@@ -137,6 +146,10 @@ pub enum SortKey {
     End,
     Allocations,
     Cpu,
+    /// Hits of `#[lineprof::profile]` lines (calls, for functions).
+    Hits,
+    /// Wall time of `#[lineprof::profile]` lines and functions.
+    Time,
 }
 
 impl SortKey {
@@ -149,7 +162,24 @@ impl SortKey {
             SortKey::End => f.end_bytes as i128,
             SortKey::Allocations => f.allocations as i128,
             SortKey::Cpu => f.cpu_time_ns.max(f.cpu_samples) as i128,
+            // Not memory or CPU figures: see `line_value`.
+            SortKey::Hits | SortKey::Time => 0,
         }
+    }
+
+    /// The value a line sorts by: its timer for `hits` and `time`, else
+    /// its `self` figure.
+    pub fn line_value(self, l: &LineFigures) -> i128 {
+        match self {
+            SortKey::Hits => l.hits.unwrap_or(0) as i128,
+            SortKey::Time => l.time_ns.unwrap_or(0) as i128,
+            _ => self.value(&l.self_figures),
+        }
+    }
+
+    /// Whether the key is a line timer's figure.
+    pub fn is_timer(self) -> bool {
+        matches!(self, SortKey::Hits | SortKey::Time)
     }
 }
 
@@ -157,8 +187,8 @@ impl SortKey {
 /// and line order so output is stable.
 pub fn sort_lines(lines: &mut [LineFigures], key: SortKey) {
     lines.sort_by(|a, b| {
-        key.value(&b.self_figures)
-            .cmp(&key.value(&a.self_figures))
+        key.line_value(b)
+            .cmp(&key.line_value(a))
             .then(key.value(&b.total).cmp(&key.value(&a.total)))
             .then_with(|| (&a.file, a.line, &a.function).cmp(&(&b.file, b.line, &b.function)))
     });
@@ -365,6 +395,8 @@ mod tests {
             source: None,
             self_figures: Figures::default(),
             total: Figures::default(),
+            hits: None,
+            time_ns: None,
         };
         let f = LineFilter {
             function: Some(Regex::new("^app::").unwrap()),

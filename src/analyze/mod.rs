@@ -9,6 +9,9 @@
 //!   the peak and at exit, CPU);
 //! - [`lines`] and [`stacks`]: per-stack figures -> per-line figures (self
 //!   and total) and per-logical-stack figures;
+//! - [`functions`]: per-stack figures -> per-function figures (pstats's
+//!   view), call-graph edges, and the `#[lineprof::profile]` line timers
+//!   put on lines and functions;
 //! - [`report`]: runs the stages and holds the result, the [`report::Report`]
 //!   every renderer and the run store take.
 //!
@@ -22,7 +25,9 @@
 
 pub mod classify;
 pub mod frame_pointers;
+pub mod functions;
 pub mod lines;
+pub mod names;
 pub mod profile;
 pub mod replay;
 pub mod report;

@@ -75,6 +75,10 @@ pub struct Profile {
     /// An aggregate profile (`LINEPROF_MODE=aggregate`): per-stack heap
     /// figures instead of `heap_events`.
     pub aggregate: Option<Aggregate>,
+    /// `#[lineprof::profile]` functions, summed over threads.
+    pub timed: Vec<TimedFunction>,
+    /// Calls of marked functions the program could not count.
+    pub untimed_calls: u64,
 }
 
 /// The heap figures of an aggregate profile's snapshot.
@@ -84,6 +88,20 @@ pub struct Aggregate {
     /// Absent when the file ends before its summary (not written by
     /// lineprof: a snapshot is renamed into place only when complete).
     pub summary: Option<HeapSummary>,
+}
+
+/// A `#[lineprof::profile]` function's figures over all threads, in ns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimedFunction {
+    /// `crate::module::Type::function`.
+    pub path: String,
+    /// `file!()`: relative to the workspace root for a workspace member.
+    pub file: String,
+    pub line: u32,
+    pub calls: u64,
+    pub time_ns: u64,
+    /// Line, hits, time in ns; in line order.
+    pub lines: Vec<(u32, u64, u64)>,
 }
 
 impl Profile {
@@ -101,7 +119,7 @@ impl Profile {
             );
         } else if self.end.is_none() {
             out.push(
-                "profile has no end record (the program crashed or was killed?); showing what was written"
+                "profile has no end record (the program crashed, was killed, or exec'd a new program, whose profile is this path with .<pid> appended: up to one flush interval, 0.5 s, of events before that point is missing); showing what was written"
                     .to_string(),
             );
         }
@@ -124,6 +142,12 @@ impl Profile {
                 Some(_) => {}
             }
         }
+        if self.untimed_calls > 0 {
+            out.push(format!(
+                "{} calls of #[lineprof::profile] functions could not be timed (more than 4096 threads or marked functions, or out of memory); hits and times are lower bounds",
+                self.untimed_calls
+            ));
+        }
         if let Some(end) = &self.end {
             if end.dropped > 0 {
                 out.push(format!(
@@ -132,9 +156,32 @@ impl Profile {
                 ));
             }
             if end.truncated_stacks > 0 {
+                let d = self.meta.max_depth;
+                let fix = if d as usize >= lineprof::format::MAX_DEPTH {
+                    "LINEPROF_DEPTH is at its maximum, so `total` figures of the deepest calls are low".to_string()
+                } else {
+                    format!(
+                        "raise LINEPROF_DEPTH (up to {}) for complete `total` figures",
+                        lineprof::format::MAX_DEPTH
+                    )
+                };
                 out.push(format!(
-                    "{} stacks were cut at the maximum depth of {} frames; raise LINEPROF_DEPTH for complete `total` figures",
-                    end.truncated_stacks, self.meta.max_depth
+                    "{} heap events had their stack cut at the maximum depth of {d} frames; {fix}",
+                    end.truncated_stacks
+                ));
+            }
+            if end.write_error != 0 {
+                out.push(format!(
+                    "writing the profile stopped early: {}; {} chunks ({} bytes) of events were not written, figures cover the run up to then",
+                    write_error_text(end.write_error),
+                    end.lost_chunks,
+                    end.lost_bytes
+                ));
+            }
+            if end.reentrant_dropped > 0 {
+                out.push(format!(
+                    "{} heap events of the program's own signal handlers landed while lineprof was busy on the same thread and were not recorded; figures are lower bounds",
+                    end.reentrant_dropped
                 ));
             }
         }
@@ -266,9 +313,35 @@ fn merge_threads(events: &EventChunks, f: &mut impl FnMut(&HeapEvent)) {
     }
 }
 
+/// Why the writer stopped, from the errno it recorded.
+fn write_error_text(errno: u32) -> String {
+    match errno as i32 {
+        28 => "disk full (ENOSPC)".to_string(),
+        122 => "disk quota exceeded (EDQUOT)".to_string(),
+        27 => "file size limit reached (ulimit -f)".to_string(),
+        24 | 23 => "no file descriptor free (ulimit -n)".to_string(),
+        5 => "I/O error (EIO)".to_string(),
+        e => format!("write error (errno {e})"),
+    }
+}
+
+/// Reads a whole file that must be a regular one: a path recorded in a
+/// profile may name a device (`/dev/zero`, `/dev/urandom`) or a pipe, whose
+/// reading never ends.
+pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a device, pipe or directory); give the path of the program's executable file",
+        ));
+    }
+    std::fs::read(path)
+}
+
 /// Reads and decodes the profile at `path`.
 pub fn read_profile(path: &Path) -> Result<Profile> {
-    let data = std::fs::read(path).map_err(|e| Error::io(path, "read the profile", e))?;
+    let data = read_regular(path).map_err(|e| Error::io(path, "read the profile", e))?;
     parse_profile_owned(data, path)
 }
 
@@ -295,6 +368,7 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
     let mut threads: BTreeMap<u32, Vec<Range<usize>>> = BTreeMap::new();
     let base = data.as_ptr() as usize;
     let mut saw_meta = false;
+    let mut timers = TimerSnapshots::default();
     for chunk in &chunks.chunks {
         let corrupt = |what: &str| Error::Corrupt {
             path: path.to_path_buf(),
@@ -358,8 +432,15 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
                     .get_or_insert_with(Aggregate::default)
                     .summary = Some(summary);
             }
+            ChunkKind::Timers => {
+                let (header, functions) =
+                    format::decode_timers(chunk.payload).map_err(|m| corrupt(m.0))?;
+                timers.add(header, functions);
+            }
         }
     }
+    profile.untimed_calls = timers.untimed_calls;
+    profile.timed = timers.finish();
     if !saw_meta {
         return Err(Error::NotAProfile {
             path: path.to_path_buf(),
@@ -405,6 +486,76 @@ fn format_error(e: FormatError, path: &Path) -> Error {
             path,
             detail: e.to_string(),
         },
+    }
+}
+
+/// The timer snapshots of a profile: each is cumulative for its thread
+/// table, so the last one of each (table, function) counts.
+#[derive(Default)]
+struct TimerSnapshots {
+    latest: std::collections::BTreeMap<(u32, Vec<u8>, Vec<u8>, u32), format::TimedFunction>,
+    /// The calibration read over the longest interval (the most precise).
+    clock: (u64, u64),
+    untimed_calls: u64,
+}
+
+impl TimerSnapshots {
+    fn add(&mut self, h: format::TimersHeader, functions: Vec<format::TimedFunction>) {
+        if h.clock_ticks > self.clock.0 {
+            self.clock = (h.clock_ticks, h.clock_ns);
+        }
+        self.untimed_calls = self.untimed_calls.max(h.untimed_calls);
+        for f in functions {
+            let key = (h.table, f.path.clone(), f.file.clone(), f.line);
+            self.latest.insert(key, f);
+        }
+    }
+
+    /// Sums over tables, converting ticks to nanoseconds.
+    fn finish(self) -> Vec<TimedFunction> {
+        let (ticks, ns) = self.clock;
+        let per_tick = if ticks == 0 {
+            1.0
+        } else {
+            ns as f64 / ticks as f64
+        };
+        let to_ns = |t: u64| (t as f64 * per_tick).round() as u64;
+        let mut out: Vec<TimedFunction> = Vec::new();
+        for ((_, path, file, line), f) in self.latest {
+            let path = String::from_utf8_lossy(&path).into_owned();
+            let file = String::from_utf8_lossy(&file).into_owned();
+            let i = match out
+                .iter()
+                .position(|o| o.path == path && o.file == file && o.line == line)
+            {
+                Some(i) => i,
+                None => {
+                    out.push(TimedFunction {
+                        path,
+                        file,
+                        line,
+                        ..TimedFunction::default()
+                    });
+                    out.len() - 1
+                }
+            };
+            let o = &mut out[i];
+            o.calls += f.calls;
+            o.time_ns += to_ns(f.ticks);
+            for l in f.lines {
+                match o.lines.iter_mut().find(|x| x.0 == l.line) {
+                    Some(x) => {
+                        x.1 += l.hits;
+                        x.2 += to_ns(l.ticks);
+                    }
+                    None => o.lines.push((l.line, l.hits, to_ns(l.ticks))),
+                }
+            }
+        }
+        for o in &mut out {
+            o.lines.sort();
+        }
+        out
     }
 }
 
@@ -572,6 +723,7 @@ pub(crate) mod testing {
                     dropped: 0,
                     truncated_stacks: 0,
                     end_unix_ns: 1_700_000_001_000_000_000,
+                    ..Default::default()
                 };
                 format::encode_end(e, &end);
             });

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::analyze::functions::{self, FunctionFigures};
 use crate::analyze::lines::{self, LineFigures, SourceFiles};
 use crate::analyze::profile::{self, Profile};
 use crate::analyze::replay::{self, StackFigures};
@@ -26,6 +27,10 @@ pub struct Report {
     pub totals: Totals,
     /// Every line with a non-zero figure, unsorted.
     pub lines: Vec<LineFigures>,
+    /// Every function with a non-zero figure, unsorted (added within
+    /// schema 1: runs stored before have none).
+    #[serde(default)]
+    pub functions: Vec<FunctionFigures>,
     /// Problems to print before the figures.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -128,13 +133,22 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
                 .and_then(|d| lines::workspace_root(&d))
         });
     let mut sources = SourceFiles::new(root.clone());
-    let lines = lines::aggregate(&replay, &symbols, root.as_deref(), &mut sources);
+    let mut lines = lines::aggregate(&replay, &symbols, root.as_deref(), &mut sources);
+    let mut functions = functions::aggregate(&replay, &symbols, root.as_deref());
+    functions::add_timers(
+        &profile.timed,
+        &mut lines,
+        &mut functions,
+        root.as_deref(),
+        &mut sources,
+    );
     let mut warnings = symbols.warnings.clone();
     warnings.extend(profile.warnings());
     Ok(Report {
         run: run_info(&profile, replay.estimated),
         totals: Totals::from_raw(&replay.totals),
         lines,
+        functions,
         warnings,
         stacks: Some(StackTable {
             pid: profile.meta.pid,

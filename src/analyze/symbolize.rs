@@ -10,7 +10,7 @@
 //! tables; those problems are errors. Shared libraries that cannot be read
 //! only cost their frames a name, with a warning.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use addr2line::Loader;
@@ -18,6 +18,7 @@ use object::{Object, ObjectSection};
 
 use crate::analyze::classify::trim_stack;
 pub use crate::analyze::classify::Location;
+use crate::analyze::names::{self, demangle, function_name, names_match, FullNames};
 use crate::analyze::profile::{Module, Profile};
 use crate::error::{Error, Result};
 
@@ -42,21 +43,19 @@ pub fn symbolize(profile: &Profile) -> Result<Symbols> {
     // Resolve each distinct address once, then settle names, then intern:
     // renaming after interning could make two ids for one line.
     let mut resolved: HashMap<u64, Vec<Location>> = HashMap::new();
-    let mut full_names = HashMap::new();
+    let mut full_names = FullNames::default();
     for &addr in profile.stacks.iter().flatten() {
         resolved
             .entry(addr)
             .or_insert_with(|| modules.resolve(addr, &mut full_names));
     }
-    for loc in resolved.values_mut().flatten() {
-        if loc.function.contains("::") {
-            continue;
-        }
-        let key = (loc.file.clone(), base_name(&loc.function).to_string());
-        if let Some(Some(full)) = full_names.get(&key) {
-            loc.function = String::clone(full);
-        }
-    }
+    // Names: full names for the short spellings (from the symbol table
+    // too), closures after their defining function, line 0 folded.
+    names::learn_from_frames(resolved.values().flatten(), &mut full_names);
+    modules.learn_symbols(&resolved, &mut full_names);
+    names::apply_full_names(resolved.values_mut().flatten(), &full_names);
+    names::qualify_closures(&mut resolved, &profile.stacks);
+    names::fold_line_zero(&mut resolved, &full_names);
     let mut interned: HashMap<Location, u32> = HashMap::new();
     let mut by_addr: HashMap<u64, Vec<u32>> = HashMap::new();
     for (addr, locs) in resolved {
@@ -77,42 +76,6 @@ pub fn symbolize(profile: &Profile) -> Result<Symbols> {
     Ok(out)
 }
 
-/// Full function names learnt from the symbol table, keyed by (file, the
-/// short name line-tables-only DWARF gives, without generic arguments).
-/// Inlined copies of a function only have the short name; this gives them
-/// the same name as an out-of-line copy, so one line is not split in two.
-/// `None`: two different functions of one file share the short name
-/// (`Foo::new`, `Bar::new`), so it says nothing.
-type FullNames = HashMap<(String, String), Option<String>>;
-
-/// DWARF's short name without generic arguments: `push<u8>` -> `push`.
-fn base_name(short: &str) -> &str {
-    short.split('<').next().unwrap_or(short)
-}
-
-fn learn(full_names: &mut FullNames, file: &str, short: &str, full: &str) {
-    let key = (file.to_string(), base_name(short).to_string());
-    match full_names.get(&key) {
-        None => {
-            full_names.insert(key, Some(full.to_string()));
-        }
-        Some(Some(known)) if known != full => {
-            full_names.insert(key, None);
-        }
-        _ => {}
-    }
-}
-
-/// Whether `short` (DWARF's name, maybe with generic arguments) names the
-/// function whose full path is `full`.
-fn names_match(full: &str, short: &str) -> bool {
-    if short.contains("::") {
-        return false;
-    }
-    let base = short.split('<').next().unwrap_or(short);
-    !base.is_empty() && (full == base || full.ends_with(&format!("::{base}")))
-}
-
 fn intern(map: &mut HashMap<Location, u32>, all: &mut Vec<Location>, loc: Location) -> u32 {
     *map.entry(loc).or_insert_with_key(|loc| {
         all.push(loc.clone());
@@ -126,6 +89,8 @@ struct ModuleTable {
     ranges: Vec<(u64, u64, usize)>,
     modules: Vec<Module>,
     loaders: Vec<Option<Loader>>,
+    /// Per module: the Rust function symbols (address, mangled name).
+    symbols: Vec<Vec<(u64, String)>>,
     warnings: Vec<String>,
 }
 
@@ -149,17 +114,57 @@ impl ModuleTable {
             ranges,
             modules: profile.modules.clone(),
             loaders: Vec::new(),
+            symbols: Vec::new(),
             warnings: Vec::new(),
         };
         for (i, m) in profile.modules.iter().enumerate() {
-            let loader = if Some(i) == exe_index {
+            let opened = if Some(i) == exe_index {
                 Some(open_executable(m, &profile.path, &mut table.warnings)?)
             } else {
                 open_library(m, &mut table.warnings)
             };
+            let (loader, symbols) = opened.map_or((None, Vec::new()), |(l, s)| (Some(l), s));
             table.loaders.push(loader);
+            table.symbols.push(symbols);
         }
         Ok(table)
+    }
+
+    /// Learns full names from the symbol table for the short names among
+    /// `resolved` (a function inlined everywhere in a line-tables-only build
+    /// is only known by its short name at its call sites, while a symbol of
+    /// an out-of-line copy, maybe never on a stack, has the full one), and
+    /// notes the first line of each (what tells two functions of one base
+    /// name apart, and where line 0 folds to).
+    fn learn_symbols(&self, resolved: &HashMap<u64, Vec<Location>>, full_names: &mut FullNames) {
+        let mut wanted: HashSet<&str> = HashSet::new();
+        for loc in resolved.values().flatten() {
+            if loc.line == 0 && loc.is_resolved() {
+                wanted.insert(names::last_segment(&loc.function));
+            }
+            if names::is_short(&loc.function) && !names::is_closure(&loc.function) {
+                wanted.insert(names::base_name(&loc.function));
+            }
+        }
+        for (m, symbols) in self.symbols.iter().enumerate() {
+            let Some(loader) = &self.loaders[m] else {
+                continue;
+            };
+            for (addr, raw) in symbols {
+                let full = demangle(raw);
+                let last = names::last_segment(&full);
+                if !wanted.contains(last) || names::is_closure(last) {
+                    continue;
+                }
+                let Ok(Some(at)) = loader.find_location(*addr) else {
+                    continue;
+                };
+                let (Some(file), Some(line)) = (at.file, at.line) else {
+                    continue;
+                };
+                full_names.learn(file, last, &full, Some(line));
+            }
+        }
     }
 
     /// Logical frames for one return address, innermost first.
@@ -234,88 +239,26 @@ fn frames_at(loader: &Loader, probe: u64, full_names: &mut FullNames) -> Vec<Loc
             // shims (`__rust_alloc`) that `#[global_allocator]` expands to.
             last.function = full;
         } else if names_match(&full, &last.function) {
-            learn(full_names, &last.file, &last.function, &full);
+            full_names.learn(&last.file, &last.function, &full, None);
             last.function = full;
         }
     }
     out
 }
 
-/// `{:#}` demangling: the path without the hash suffix, and without
-/// generic arguments (`function_name`).
-pub fn demangle(name: &str) -> String {
-    match rustc_demangle::try_demangle(name) {
-        Ok(d) => function_name(&format!("{d:#}")),
-        Err(_) => name.to_string(),
-    }
-}
-
-/// A function as written in the source: generic arguments dropped, so that
-/// every instantiation of a generic function (and every spelling of it:
-/// `Vec<T,A>::push` from the symbol table, `push<u8>` from DWARF,
-/// `<Vec<u8>>::push` from v0 mangling) is one function, and one source line
-/// one row. `<Type as Trait>` paths keep their form.
-pub fn function_name(name: &str) -> String {
-    let chars: Vec<char> = name.chars().collect();
-    let mut out = String::with_capacity(name.len());
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let after_ident = out
-            .chars()
-            .last()
-            .is_some_and(|p| p.is_alphanumeric() || p == '_' || p == '}');
-        let turbofish =
-            c == ':' && chars.get(i + 1) == Some(&':') && chars.get(i + 2) == Some(&'<');
-        if (c == '<' && after_ident) || turbofish {
-            // Skip the balanced generic argument list.
-            let mut j = if turbofish { i + 2 } else { i };
-            let mut depth = 0;
-            while j < chars.len() {
-                match chars[j] {
-                    '<' => depth += 1,
-                    '>' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
-                j += 1;
-            }
-            i = j + 1;
-            continue;
-        }
-        out.push(c);
-        i += 1;
-    }
-    unwrap_inherent(&out)
-}
-
-/// `<a::Type>::method` (v0's spelling of an inherent method) as
-/// `a::Type::method`.
-fn unwrap_inherent(name: &str) -> String {
-    if let Some(rest) = name.strip_prefix('<') {
-        if let Some(end) = rest.find(">::") {
-            let inner = &rest[..end];
-            if !inner.contains(" as ") && !inner.contains('<') {
-                return format!("{inner}{}", &rest[end + 1..]);
-            }
-        }
-    }
-    name.to_string()
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Opens the profiled executable: it must exist, match the recorded build-id
-/// and carry line tables.
-fn open_executable(m: &Module, profile: &Path, warnings: &mut Vec<String>) -> Result<Loader> {
+/// Opens the profiled executable: it must exist, be a regular file, match
+/// the recorded build-id and carry line tables.
+fn open_executable(
+    m: &Module,
+    profile: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<(Loader, Vec<(u64, String)>)> {
     let path = PathBuf::from(String::from_utf8_lossy(&m.path).into_owned());
-    let data = std::fs::read(&path).map_err(|e| match e.kind() {
+    let data = super::profile::read_regular(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::BinaryMissing {
             binary: path.clone(),
             profile: profile.to_path_buf(),
@@ -349,16 +292,16 @@ fn open_executable(m: &Module, profile: &Path, warnings: &mut Vec<String>) -> Re
     if let Some(w) = crate::analyze::frame_pointers::frame_pointer_warning(&obj, &loader, &path) {
         warnings.push(w);
     }
-    Ok(loader)
+    Ok((loader, rust_function_symbols(&obj)))
 }
 
 /// Opens a shared library; any problem only costs its frames their names.
-fn open_library(m: &Module, warnings: &mut Vec<String>) -> Option<Loader> {
+fn open_library(m: &Module, warnings: &mut Vec<String>) -> Option<(Loader, Vec<(u64, String)>)> {
     let path = String::from_utf8_lossy(&m.path).into_owned();
     if path.is_empty() || path.starts_with('[') || path.contains("linux-vdso") {
         return None;
     }
-    let data = std::fs::read(&path).ok()?;
+    let data = super::profile::read_regular(Path::new(&path)).ok()?;
     let obj = object::File::parse(&*data).ok()?;
     let now = obj.build_id().ok().flatten().unwrap_or_default();
     if !m.build_id.is_empty() && now != m.build_id.as_slice() {
@@ -369,56 +312,27 @@ fn open_library(m: &Module, warnings: &mut Vec<String>) -> Option<Loader> {
         ));
         return None;
     }
-    Loader::new(&path).ok()
+    let loader = Loader::new(&path).ok()?;
+    Some((loader, rust_function_symbols(&obj)))
+}
+
+/// The Rust function symbols of a module (legacy `_ZN` and v0 `_R`
+/// mangling), by their address in the file.
+fn rust_function_symbols(obj: &object::File<'_>) -> Vec<(u64, String)> {
+    use object::ObjectSymbol;
+    obj.symbols()
+        .filter(|s| s.kind() == object::SymbolKind::Text && s.address() != 0)
+        .filter_map(|s| {
+            let name = s.name().ok()?;
+            (name.starts_with("_ZN") || name.starts_with("_R"))
+                .then(|| (s.address(), name.to_string()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn function_names_drop_generic_arguments() {
-        for (raw, name) in [
-            ("std::panicking::catch_unwind::<i32, &dyn core::ops::function::Fn<(), Output = i32>>", "std::panicking::catch_unwind"),
-            ("alloc::vec::Vec<T,A>::push", "alloc::vec::Vec::push"),
-            ("<alloc::vec::Vec<u8>>::push", "alloc::vec::Vec::push"),
-            ("push<u8>", "push"),
-            ("<alloc::vec::Vec<T,A> as core::ops::drop::Drop>::drop", "<alloc::vec::Vec as core::ops::drop::Drop>::drop"),
-            ("app::main::{closure#0}", "app::main::{closure#0}"),
-            ("{closure#0}<u8>", "{closure#0}"),
-            ("app::build_index", "app::build_index"),
-        ] {
-            assert_eq!(function_name(raw), name, "{raw}");
-        }
-    }
-
-    #[test]
-    fn learns_full_names_by_base_name_unless_ambiguous() {
-        let mut names = FullNames::new();
-        learn(
-            &mut names,
-            "v.rs",
-            "push<u64>",
-            "alloc::vec::Vec<T,A>::push",
-        );
-        learn(&mut names, "v.rs", "push<u8>", "alloc::vec::Vec<T,A>::push");
-        learn(&mut names, "m.rs", "new", "app::Foo::new");
-        learn(&mut names, "m.rs", "new", "app::Bar::new");
-        let key = |f: &str, n: &str| (f.to_string(), n.to_string());
-        assert_eq!(
-            names[&key("v.rs", "push")].as_deref(),
-            Some("alloc::vec::Vec<T,A>::push")
-        );
-        assert_eq!(names[&key("m.rs", "new")], None);
-    }
-
-    #[test]
-    fn matches_short_dwarf_names() {
-        assert!(names_match("app::build_index", "build_index"));
-        assert!(names_match("app::Vec<T>::push", "push<u8>"));
-        assert!(!names_match("app::build_index", "index"));
-        assert!(!names_match("app::f", "app::f"));
-    }
 
     #[test]
     fn demangles_without_hash() {

@@ -69,6 +69,9 @@ pub fn render(report: &Report, view: &View, sources: &mut SourceFiles) -> String
     for (key, ranked) in &plan.tables {
         top_lines(&mut out, report, ranked, *key, view.filter.user_only);
     }
+    for t in super::timed_listings(report, view, sources) {
+        timed_listing(&mut out, report, &t);
+    }
     for own in &plan.listings {
         let own: Vec<&LineFigures> = own.iter().collect();
         listing(&mut out, report, &own, sources);
@@ -233,6 +236,44 @@ fn listing(out: &mut String, r: &Report, own: &[&LineFigures], sources: &mut Sou
     out.push_str("</tbody></table>\n");
 }
 
+/// A marked function's line_profiler listing (see the text renderer).
+fn timed_listing(out: &mut String, r: &Report, t: &super::TimedListing) {
+    let _ = writeln!(
+        out,
+        "<h2><code>{}</code> <span class=\"dim\">at line {}</span></h2>\n<pre>{}</pre>",
+        escape(&t.function),
+        t.line,
+        escape(&super::text::timed_head(t))
+    );
+    let has_cpu = r.totals.cpu_samples > 0;
+    out.push_str("<table class=\"sortable listing\">");
+    header_row(
+        out,
+        &["Line #", "Hits", "Time", "Per Hit", "% Time"],
+        has_cpu,
+        &["Line Contents"],
+    );
+    let columns = figure_headers(has_cpu).len();
+    for row in &t.rows {
+        let _ = write!(out, "<tr><td class=\"n\" data-v=\"{0}\">{0}</td>", row.line);
+        let values = [
+            row.hits.unwrap_or(0),
+            row.time_ns,
+            row.hits.map_or(0, |h| row.time_ns / h.max(1)),
+            row.time_ns,
+        ];
+        for (cell, v) in super::text::timer_cells(t, row).iter().zip(values) {
+            let _ = write!(out, "<td class=\"n\" data-v=\"{v}\">{cell}</td>");
+        }
+        match &row.figures {
+            Some(f) => number_cells(out, f, has_cpu, r.totals.cpu_time_ns),
+            None => (0..columns).for_each(|_| out.push_str("<td class=\"n\" data-v=\"0\"></td>")),
+        }
+        let _ = writeln!(out, "<td class=\"src\">{}</td></tr>", escape(&row.source));
+    }
+    out.push_str("</tbody></table>\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +298,8 @@ mod tests {
             source: Some("    let v = a < b && c > \"d\";".into()),
             self_figures: figures,
             total: figures,
+            hits: None,
+            time_ns: None,
         }];
         let html = render(&r, &View::default(), &mut SourceFiles::default());
         assert!(html.starts_with("<!DOCTYPE html>"), "{html}");

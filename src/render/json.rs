@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use super::{selected_lines, View};
+use super::{selected_functions, selected_lines, View};
+use crate::analyze::functions::FunctionFigures;
 use crate::analyze::lines::LineFigures;
 use crate::analyze::report::{Report, RunInfo, Totals};
 
@@ -15,6 +16,7 @@ struct JsonReport<'a> {
     lineprof_version: &'static str,
     run: &'a RunInfo,
     totals: &'a Totals,
+    functions: &'a [FunctionFigures],
     lines: &'a [LineFigures],
     /// What may make the figures wrong or incomplete (added to schema 1;
     /// the same messages the text report shows first).
@@ -32,6 +34,7 @@ pub fn render(report: &Report, view: &View) -> String {
         lineprof_version: env!("CARGO_PKG_VERSION"),
         run: &report.run,
         totals: &report.totals,
+        functions: &selected_functions(report, view),
         lines: &lines,
         warnings: &report.warnings,
     };
@@ -62,6 +65,8 @@ mod tests {
                 ..Figures::default()
             },
             total: Figures::default(),
+            hits: None,
+            time_ns: None,
         };
         let report = Report {
             run: RunInfo {
@@ -84,6 +89,7 @@ mod tests {
             totals: Totals::default(),
             lines: vec![line],
             warnings: vec![],
+            functions: vec![],
             root: None,
             stacks: None,
         };

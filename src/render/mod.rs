@@ -4,12 +4,14 @@
 
 pub mod collapsed;
 pub mod dhat;
+pub mod functions;
 pub mod html;
 pub mod json;
 pub mod pprof;
 pub mod text;
 
-use crate::analyze::lines::{sort_lines, LineFigures, LineFilter, SortKey};
+use crate::analyze::functions::FunctionFigures;
+use crate::analyze::lines::{sort_lines, Figures, LineFigures, LineFilter, SortKey, SourceFiles};
 use crate::analyze::report::Report;
 use crate::analyze::stacks::{Frame, StackTable};
 use crate::error::{Error, Result};
@@ -43,6 +45,47 @@ pub fn selected_lines(report: &Report, view: &View) -> Vec<LineFigures> {
         .collect();
     sort_lines(&mut lines, view.sort);
     lines
+}
+
+/// The functions of `report` that `view`'s function and file filters keep,
+/// sorted by the key (`self` figures; calls and wall time for `hits` and
+/// `time`), before `--top`.
+pub fn selected_functions(report: &Report, view: &View) -> Vec<FunctionFigures> {
+    let mut functions: Vec<FunctionFigures> = report
+        .functions
+        .iter()
+        .filter(|f| {
+            view.filter
+                .function
+                .as_ref()
+                .is_none_or(|r| r.is_match(&f.function))
+                && view
+                    .filter
+                    .file
+                    .as_ref()
+                    .is_none_or(|r| r.is_match(&f.file))
+        })
+        .cloned()
+        .collect();
+    sort_functions(&mut functions, view.sort, false);
+    functions
+}
+
+/// Sorts functions by a figure, descending: `self` or, with `cumulative`,
+/// `total`; `hits` sorts by calls and `time` by wall time.
+pub fn sort_functions(functions: &mut [FunctionFigures], key: SortKey, cumulative: bool) {
+    let value = |f: &FunctionFigures| match key {
+        SortKey::Hits => f.calls.unwrap_or(0) as i128,
+        SortKey::Time => f.time_ns.unwrap_or(0) as i128,
+        _ if cumulative => key.value(&f.total),
+        _ => key.value(&f.self_figures),
+    };
+    functions.sort_by(|a, b| {
+        value(b)
+            .cmp(&value(a))
+            .then(key.value(&b.total).cmp(&key.value(&a.total)))
+            .then_with(|| (&a.file, a.line, &a.function).cmp(&(&b.file, b.line, &b.function)))
+    });
 }
 
 /// The per-stack figures the stack formats need, or the error saying why
@@ -89,14 +132,18 @@ pub fn plan(report: &Report, view: &View) -> Plan {
         // Lines with only `total` figures show up in the listings instead.
         let mut ranked: Vec<LineFigures> = lines
             .iter()
-            .filter(|l| key.value(&l.self_figures) != 0)
+            .filter(|l| key.line_value(l) != 0)
             .cloned()
             .collect();
         sort_lines(&mut ranked, key);
         ranked.truncate(top);
         tables.push((key, ranked));
         for f in text::top_functions(&lines, key, top.min(text::LISTED_FUNCTIONS)) {
-            if !listed.contains(&f) {
+            let marked = report
+                .functions
+                .iter()
+                .any(|m| m.is_marked() && m.function == f.1);
+            if !listed.contains(&f) && !marked {
                 listed.push(f);
             }
         }
@@ -114,6 +161,125 @@ pub fn plan(report: &Report, view: &View) -> Plan {
         })
         .collect();
     Plan { tables, listings }
+}
+
+/// A `#[lineprof::profile]` function's listing, line_profiler's layout:
+/// every line from its `fn` to its closing brace, with hits, time, per hit
+/// and % time beside the memory figures (`total`: callees included, as the
+/// time is).
+pub struct TimedListing {
+    pub function: String,
+    pub file: String,
+    pub line: u32,
+    pub calls: u64,
+    pub time_ns: u64,
+    pub rows: Vec<TimedRow>,
+}
+
+pub struct TimedRow {
+    pub line: u32,
+    /// None where the line never ran.
+    pub hits: Option<u64>,
+    pub time_ns: u64,
+    pub figures: Option<Figures>,
+    pub source: String,
+}
+
+/// Longest listing of a marked function, in lines.
+const MAX_LISTING: u32 = 2000;
+
+/// The listings of the marked functions `view` keeps, most time first.
+pub fn timed_listings(
+    report: &Report,
+    view: &View,
+    sources: &mut SourceFiles,
+) -> Vec<TimedListing> {
+    let mut marked: Vec<&FunctionFigures> = report
+        .functions
+        .iter()
+        .filter(|f| f.is_marked())
+        .filter(|f| {
+            view.filter
+                .function
+                .as_ref()
+                .is_none_or(|r| r.is_match(&f.function))
+                && view
+                    .filter
+                    .file
+                    .as_ref()
+                    .is_none_or(|r| r.is_match(&f.file))
+        })
+        .collect();
+    marked.sort_by(|a, b| b.time_ns.cmp(&a.time_ns).then(a.function.cmp(&b.function)));
+    marked
+        .into_iter()
+        .map(|f| timed_listing(report, f, sources))
+        .collect()
+}
+
+fn timed_listing(report: &Report, f: &FunctionFigures, sources: &mut SourceFiles) -> TimedListing {
+    let own: Vec<&LineFigures> = report
+        .lines
+        .iter()
+        .filter(|l| l.file == f.file && l.function == f.function && l.hits.is_some())
+        .collect();
+    let full = match &report.root {
+        Some(root) if std::path::Path::new(&f.file).is_relative() => root.join(&f.file),
+        _ => std::path::PathBuf::from(&f.file),
+    };
+    let text = |n: u32, sources: &mut SourceFiles| {
+        let kept = report
+            .lines
+            .iter()
+            .find(|l| l.file == f.file && l.line == n && l.source.is_some())
+            .and_then(|l| l.source.clone());
+        kept.or_else(|| sources.line(&full, n).map(str::to_string))
+    };
+    let last_timed = own.iter().map(|l| l.line).max().unwrap_or(f.line);
+    // The closing brace: the first line after the last timed one that is
+    // `}` at the indentation of the `fn` line.
+    let indent = |s: &str| s.len() - s.trim_start().len();
+    let fn_indent = text(f.line, sources).map_or(0, |s| indent(&s));
+    let mut last = last_timed;
+    for n in last_timed + 1..f.line.saturating_add(MAX_LISTING) {
+        match text(n, sources) {
+            Some(s) if s.trim() == "}" && indent(&s) == fn_indent => {
+                last = n;
+                break;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let rows = (f.line..=last)
+        .map(|n| {
+            let timed = own.iter().find(|l| l.line == n);
+            // Memory of the line: on the marked function's own line, or
+            // under another name the symbolizer gave the same line.
+            let figures = timed.map(|l| l.total).or_else(|| {
+                report
+                    .lines
+                    .iter()
+                    .find(|l| l.file == f.file && l.line == n && !l.function.contains("{closure"))
+                    .map(|l| l.total)
+            });
+            TimedRow {
+                line: n,
+                hits: timed.and_then(|l| l.hits).filter(|&h| h > 0),
+                time_ns: timed.and_then(|l| l.time_ns).unwrap_or(0),
+                figures: figures.filter(|f| !f.is_zero()),
+                source: text(n, sources).unwrap_or_default(),
+            }
+        })
+        .collect();
+    TimedListing {
+        function: f.function.clone(),
+        file: f.file.clone(),
+        line: f.line,
+        calls: f.calls.unwrap_or(0),
+        time_ns: f.time_ns.unwrap_or(0),
+        rows,
+    }
 }
 
 /// The summary's (name, value) rows, shared by the text and HTML reports.
@@ -201,6 +367,7 @@ pub mod testing {
             totals: Totals::default(),
             lines: vec![],
             warnings: vec![],
+            functions: vec![],
             root: None,
             stacks: None,
         }

@@ -26,11 +26,72 @@ pub fn render(report: &Report, view: &View, sources: &mut SourceFiles) -> String
     for (key, ranked) in &plan.tables {
         top_lines(&mut out, ranked, *key, view, report.totals.cpu_time_ns);
     }
+    for t in super::timed_listings(report, view, sources) {
+        timed_listing(&mut out, report, &t);
+    }
     for own in &plan.listings {
         let own: Vec<&LineFigures> = own.iter().collect();
         listing(&mut out, report, &own, sources);
     }
     out
+}
+
+/// `12.5`: microseconds, line_profiler's default timer unit.
+pub(super) fn micros(ns: u64) -> String {
+    format!("{:.1}", ns as f64 / 1e3)
+}
+
+/// The timed listing's head and column titles (memory columns: `total`).
+pub(super) fn timed_head(t: &super::TimedListing) -> String {
+    format!(
+        "Timer unit: 1e-06 s\n\nTotal time: {:.6} s ({} calls)\nFile: {}\nFunction: {} at line {}\n",
+        t.time_ns as f64 / 1e9,
+        t.calls,
+        t.file,
+        t.function,
+        t.line
+    )
+}
+
+/// One row's timer cells: hits, time, per hit, % time (blank where the
+/// line never ran).
+pub(super) fn timer_cells(t: &super::TimedListing, row: &super::TimedRow) -> Vec<String> {
+    match row.hits {
+        Some(h) => vec![
+            h.to_string(),
+            micros(row.time_ns),
+            micros(row.time_ns / h),
+            if t.time_ns > 0 {
+                format!("{:.1}", row.time_ns as f64 * 100.0 / t.time_ns as f64)
+            } else {
+                String::new()
+            },
+        ],
+        None => vec![String::new(); 4],
+    }
+}
+
+fn timed_listing(out: &mut String, r: &Report, t: &super::TimedListing) {
+    let has_cpu = r.totals.cpu_samples > 0;
+    let _ = write!(out, "\n{}\n", timed_head(t));
+    let mut headers = vec!["Line #", "Hits", "Time", "Per Hit", "% Time"];
+    headers.extend(figure_headers(has_cpu));
+    headers.push("Line Contents");
+    let rows: Vec<Vec<String>> = t
+        .rows
+        .iter()
+        .map(|row| {
+            let mut cells = vec![row.line.to_string()];
+            cells.extend(timer_cells(t, row));
+            match &row.figures {
+                Some(f) => cells.extend(figure_cells(f, has_cpu, r.totals.cpu_time_ns)),
+                None => cells.extend(figure_headers(has_cpu).iter().map(|_| String::new())),
+            }
+            cells.push(row.source.clone());
+            cells
+        })
+        .collect();
+    table(out, &headers, &rows, true);
 }
 
 fn header(out: &mut String, r: &Report) {
@@ -92,6 +153,8 @@ pub(super) fn sort_title(key: SortKey) -> &'static str {
         SortKey::End => "bytes live at exit",
         SortKey::Allocations => "allocations",
         SortKey::Cpu => "CPU time",
+        SortKey::Hits => "hits",
+        SortKey::Time => "wall time",
     }
 }
 
@@ -118,12 +181,26 @@ fn top_lines(
         out.push_str("  (no lines with figures)\n");
         return;
     }
-    let mut headers = figure_headers(has_cpu);
+    let timer = key.is_timer();
+    let mut headers = if timer {
+        vec!["Hits", "Time (µs)"]
+    } else {
+        vec![]
+    };
+    headers.extend(figure_headers(has_cpu));
     headers.push("Line");
     let rows: Vec<Vec<String>> = lines
         .iter()
         .map(|l| {
-            let mut row = figure_cells(&l.self_figures, has_cpu, cpu_total_ns);
+            let mut row = if timer {
+                vec![
+                    l.hits.unwrap_or(0).to_string(),
+                    micros(l.time_ns.unwrap_or(0)),
+                ]
+            } else {
+                vec![]
+            };
+            row.extend(figure_cells(&l.self_figures, has_cpu, cpu_total_ns));
             row.push(describe_line(l));
             row
         })
@@ -304,6 +381,8 @@ mod tests {
             source: Some(src.into()),
             self_figures: s,
             total: t,
+            hits: None,
+            time_ns: None,
         }
     }
 
@@ -351,6 +430,7 @@ mod tests {
                 ),
             ],
             warnings: vec!["profile has no end record".into()],
+            functions: vec![],
             root: None,
             stacks: None,
         };

@@ -4,7 +4,9 @@
 //! Everything is configured through environment variables, never by
 //! editing the user's files:
 //! - `RUSTFLAGS` (or `CARGO_ENCODED_RUSTFLAGS`, which cargo prefers when
-//!   set) gets `-C force-frame-pointers=yes` appended;
+//!   set) gets `-C force-frame-pointers=yes` and `-C
+//!   symbol-mangling-version=v0` appended (v0 names closures
+//!   `app::f::{closure#0}` with any debug-info level);
 //! - `CARGO_PROFILE_<P>_DEBUG=limited` and `..._STRIP=none` for the dev,
 //!   release, test and bench profiles (and `--profile P`): line tables,
 //!   and the linkage names that give inlined functions their full paths
@@ -103,30 +105,40 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
     Ok(failure.map_or(ExitCode::SUCCESS, |c| ExitCode::from(c.clamp(1, 255) as u8)))
 }
 
-/// The environment of the build: frame pointers, line tables, own target dir.
+/// The environment of the build: frame pointers, v0 symbol names, line
+/// tables, own target dir.
 fn build_env(cargo_args: &[String]) -> Result<Vec<(String, String)>, String> {
-    const FLAG: &str = "force-frame-pointers=yes";
+    // Each flag is added unless the user's flags already set it. v0
+    // mangling names closures by index and keeps one spelling per function
+    // (`app::build::{closure#0}`, not `{{closure}}`).
+    const FLAGS: [(&str, &str); 2] = [
+        ("force-frame-pointers", "force-frame-pointers=yes"),
+        ("symbol-mangling-version", "symbol-mangling-version=v0"),
+    ];
     let mut env = Vec::new();
     // Cargo reads CARGO_ENCODED_RUSTFLAGS (0x1f-separated) over RUSTFLAGS.
-    match std::env::var("CARGO_ENCODED_RUSTFLAGS") {
-        Ok(enc) if !enc.contains("force-frame-pointers") => {
-            let sep = if enc.is_empty() { "" } else { "\x1f" };
-            env.push((
-                "CARGO_ENCODED_RUSTFLAGS".into(),
-                format!("{enc}{sep}-C\x1f{FLAG}"),
-            ));
-        }
-        Ok(_) => {}
-        Err(_) => {
-            let flags = std::env::var("RUSTFLAGS").unwrap_or_default();
-            if !flags.contains("force-frame-pointers") {
-                let sep = if flags.trim().is_empty() { "" } else { " " };
-                env.push((
-                    "RUSTFLAGS".into(),
-                    format!("{}{sep}-C {FLAG}", flags.trim()),
-                ));
+    let (var, sep, mut flags) = match std::env::var("CARGO_ENCODED_RUSTFLAGS") {
+        Ok(enc) => ("CARGO_ENCODED_RUSTFLAGS", "\x1f", enc),
+        Err(_) => (
+            "RUSTFLAGS",
+            " ",
+            std::env::var("RUSTFLAGS")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        ),
+    };
+    let before = flags.clone();
+    for (key, flag) in FLAGS {
+        if !flags.contains(key) {
+            if !flags.is_empty() {
+                flags.push_str(sep);
             }
+            flags.push_str(&format!("-C{sep}{flag}"));
         }
+    }
+    if flags != before {
+        env.push((var.to_string(), flags));
     }
     let mut profiles = vec![
         "DEV".to_string(),

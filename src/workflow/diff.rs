@@ -459,6 +459,8 @@ mod tests {
                 ..Figures::default()
             },
             total: Figures::default(),
+            hits: None,
+            time_ns: None,
         }
     }
 
@@ -512,6 +514,7 @@ mod tests {
             totals: Totals::default(),
             lines: lines.to_vec(),
             warnings: vec![],
+            functions: vec![],
             root: None,
             stacks: None,
         };

@@ -36,6 +36,13 @@ pub enum ReportFormat {
     Dhat,
 }
 
+/// `--by` of `lineprof report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum By {
+    Line,
+    Function,
+}
+
 /// What `lineprof report` was asked for.
 #[derive(Debug, Clone)]
 pub struct ReportRequest {
@@ -46,6 +53,9 @@ pub struct ReportRequest {
     pub file: Option<String>,
     pub focus: Option<Focus>,
     pub format: ReportFormat,
+    pub by: By,
+    pub callers: Option<String>,
+    pub callees: Option<String>,
     pub output: Option<PathBuf>,
 }
 
@@ -112,6 +122,30 @@ pub fn command(store: &Store, cwd: &Path, req: ReportRequest) -> Result<()> {
         },
     };
     let out = req.output.as_deref();
+    let callers = regex("callers", req.callers.as_deref())?;
+    let callees = regex("callees", req.callees.as_deref())?;
+    if req.by == By::Line && (callers.is_some() || callees.is_some()) {
+        return Err(Error::Usage {
+            detail: "--callers and --callees list call-graph edges of the function view; add --by function".into(),
+        });
+    }
+    if req.by == By::Function {
+        let text = match req.format {
+            ReportFormat::Text => {
+                render::functions::render(&report, &view, callers.as_ref(), callees.as_ref())
+            }
+            ReportFormat::Json => render::json::render(&report, &view),
+            other => {
+                return Err(Error::Usage {
+                    detail: format!(
+                        "--by function has a text and a JSON form, not --format {other:?}; use --format text or json",
+                    )
+                    .to_lowercase(),
+                })
+            }
+        };
+        return output::write_output(out, &text);
+    }
     let stack_table = |name| render::require_stacks(&report, name);
     let text = match req.format {
         ReportFormat::Text => {

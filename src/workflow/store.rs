@@ -55,6 +55,8 @@ struct Stored {
     run: RunInfo,
     totals: Totals,
     lines: Vec<LineFigures>,
+    #[serde(default)]
+    functions: Vec<crate::analyze::functions::FunctionFigures>,
     /// Added within schema 1: runs stored before it have none.
     #[serde(default)]
     stacks: Option<StackTable>,
@@ -179,6 +181,7 @@ impl Store {
             run: s.run,
             totals: s.totals,
             lines: s.lines,
+            functions: s.functions,
             warnings: Vec::new(),
             // No root: a stored run shows only the source it kept, never
             // today's text of a file that may have changed since.

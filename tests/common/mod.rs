@@ -242,7 +242,7 @@ impl Figures {
         self
     }
 
-    fn from_json(v: &Value) -> Figures {
+    pub fn from_json(v: &Value) -> Figures {
         let u = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no `{k}` in {v}"));
         let allocated_bytes = u("allocated_bytes");
         let freed_bytes = u("freed_bytes");
