@@ -685,6 +685,10 @@ pub struct End {
     /// Heap events of the host's own signal handlers that landed while
     /// lineprof was busy on the same thread, not recorded.
     pub reentrant_dropped: u64,
+    /// Perf-event descriptors lineprof had to open below the soft
+    /// `RLIMIT_NOFILE` (in its top band) because the hard limit left no
+    /// room above it.
+    pub fds_in_host_range: u64,
 }
 
 pub fn encode_end(e: &mut Encoder<'_>, end: &End) {
@@ -697,6 +701,7 @@ pub fn encode_end(e: &mut Encoder<'_>, end: &End) {
     e.u64(end.lost_chunks);
     e.u64(end.lost_bytes);
     e.u64(end.reentrant_dropped);
+    e.u64(end.fds_in_host_range);
 }
 
 pub fn decode_end(payload: &[u8]) -> Result<End, Malformed> {
@@ -712,6 +717,7 @@ pub fn decode_end(payload: &[u8]) -> Result<End, Malformed> {
         lost_chunks: if d.is_empty() { 0 } else { d.u64()? },
         lost_bytes: if d.is_empty() { 0 } else { d.u64()? },
         reentrant_dropped: if d.is_empty() { 0 } else { d.u64()? },
+        fds_in_host_range: if d.is_empty() { 0 } else { d.u64()? },
     })
 }
 

@@ -44,6 +44,7 @@ extern "C" fn at_exit() {
             truncated_stacks: coord::TRUNCATED_STACKS.load(Ordering::Relaxed),
             end_unix_ns: sys::unix_ns(),
             reentrant_dropped: coord::REENTRANT_DROPPED.load(Ordering::Relaxed),
+            fds_in_host_range: coord::FDS_IN_HOST_RANGE.load(Ordering::Relaxed),
             ..Default::default()
         });
     });
@@ -67,6 +68,7 @@ extern "C" fn after_fork_child() {
     coord::DROPPED.store(0, Ordering::Relaxed);
     coord::TRUNCATED_STACKS.store(0, Ordering::Relaxed);
     coord::REENTRANT_DROPPED.store(0, Ordering::Relaxed);
+    coord::FDS_IN_HOST_RANGE.store(0, Ordering::Relaxed);
     thread::reset_after_fork();
     cpu::after_fork_child();
     crate::aggregate::after_fork_child();

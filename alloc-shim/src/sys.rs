@@ -199,6 +199,41 @@ pub fn move_above_limit(fd: i32) -> Option<i32> {
     Some(high)
 }
 
+/// Where the hard `RLIMIT_NOFILE` leaves no room above the soft one: moves
+/// `fd` into the top band of the host's range (the lowest free number of
+/// the top `TOP_BAND` below the soft limit), when that range is large
+/// (`MIN_RANGE_FOR_BAND` or more), so that only a host that uses nearly
+/// all its descriptors notices. Closes `fd` and returns the new number, or
+/// None (with `fd` still open).
+pub fn move_to_top_band(fd: i32) -> Option<i32> {
+    const TOP_BAND: u64 = 256;
+    const MIN_RANGE_FOR_BAND: u64 = 4096;
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0
+        || r.rlim_cur == libc::RLIM_INFINITY
+        || r.rlim_cur < MIN_RANGE_FOR_BAND
+    {
+        return None;
+    }
+    // SAFETY: duplicating a descriptor we own.
+    let high = unsafe {
+        libc::fcntl(
+            fd,
+            libc::F_DUPFD_CLOEXEC,
+            (r.rlim_cur - TOP_BAND) as libc::c_int,
+        )
+    };
+    if high < 0 {
+        return None;
+    }
+    close(fd);
+    Some(high)
+}
+
 /// Marks the object (executable or shared library) holding lineprof as
 /// never to be unloaded: a cdylib that a host `dlclose`s keeps its code
 /// mapped, so the CPU timers' signal handler, the thread-exit destructor

@@ -195,6 +195,20 @@ impl Profile {
         out
     }
 
+    /// What the reader should know that does not make figures short.
+    pub fn notes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(end) = &self.end {
+            if end.fds_in_host_range > 0 {
+                out.push(format!(
+                    "lineprof held {} perf-event descriptors in the top 256 numbers below the soft RLIMIT_NOFILE (the hard limit leaves no room above it); a program that opens nearly that many files gets that many fewer: raise the hard limit (ulimit -Hn), or set LINEPROF_CPU=timer (coarser: the kernel's tick)",
+                    end.fds_in_host_range
+                ));
+            }
+        }
+        out
+    }
+
     /// The path of the profiled executable as recorded.
     pub fn executable(&self) -> PathBuf {
         PathBuf::from(String::from_utf8_lossy(&self.meta.executable).into_owned())

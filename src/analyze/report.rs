@@ -35,6 +35,10 @@ pub struct Report {
     /// Problems to print before the figures.
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// What the reader should know that is no problem with the figures
+    /// (how lineprof had to share the host's resources).
+    #[serde(skip)]
+    pub notes: Vec<String>,
     /// The workspace root user files are relative to.
     #[serde(skip)]
     pub root: Option<PathBuf>,
@@ -202,6 +206,7 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
         lines,
         functions,
         warnings,
+        notes: profile.notes(),
         stacks: Some(StackTable {
             pid: profile.meta.pid,
             ..stacks::stack_table(&replay, &symbols, &group_of, &groups, root.as_deref())
