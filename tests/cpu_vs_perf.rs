@@ -186,11 +186,26 @@ fn difference(a: &Shares, b: &Shares) -> f64 {
         .sum()
 }
 
+/// The fixtures run one at a time: two CPU-bound runs side by side on a
+/// two-core machine perturb each other's shares. A comparison that misses
+/// its bound is measured once more (a broken attribution misses it every
+/// time; the machine's noise rarely twice).
 fn agrees_with_perf(name: &str, args: &[&str]) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if let Err(why) = perf_usable() {
         println!("skipped: {why}");
         return;
     }
+    if let Err(first) = compare(name, args) {
+        println!("{first}; measuring again");
+        if let Err(second) = compare(name, args) {
+            panic!("{second} (and before: {first})");
+        }
+    }
+}
+
+fn compare(name: &str, args: &[&str]) -> Result<(), String> {
     let ours = lineprof_shares(name, args);
     let perf1 = perf_shares(name, args);
     let perf2 = perf_shares(name, args);
@@ -215,11 +230,14 @@ fn agrees_with_perf(name: &str, args: &[&str]) {
         fmt(&perf1),
         fmt(&perf2)
     );
-    assert!(
-        d_ours <= 1.5 * d_perf + 3.0,
-        "{name}: lineprof differs from perf by {d_ours:.1} points over the hot lines, \
-         perf from itself by {d_perf:.1}"
-    );
+    if d_ours <= 1.5 * d_perf + 3.0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}: lineprof differs from perf by {d_ours:.1} points over the hot lines, \
+             perf from itself by {d_perf:.1}"
+        ))
+    }
 }
 
 #[test]

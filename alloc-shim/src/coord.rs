@@ -68,6 +68,9 @@ pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// was busy on the same thread (not recorded: the thread's state was
 /// mid-update).
 pub static REENTRANT_DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Perf-event descriptors placed below the soft `RLIMIT_NOFILE`, in its
+/// top band, because the hard limit left no room above it.
+pub static FDS_IN_HOST_RANGE: AtomicU64 = AtomicU64::new(0);
 /// CPU samples not recorded.
 pub static DROPPED_SAMPLES: AtomicU64 = AtomicU64::new(0);
 

@@ -16,11 +16,16 @@
 //!   `1 + si_overrun`, which keeps time unbiased at a coarser grain, and the
 //!   report says how many samples were real. Cheap: the signal is raised
 //!   from the tick itself.
-//! - The signal is a real-time signal of lineprof's own, not SIGPROF, so a
-//!   program that uses SIGPROF or SIGALRM itself sees exactly the signals it
-//!   would without lineprof. A signal that is not from our timers (no
-//!   `SI_TIMER` code with our cookie) is passed on to the handler that was
-//!   installed before us. `SA_RESTART` keeps interrupted system calls going.
+//! - The signal is SIGURG, not SIGPROF, so a program that uses SIGPROF or
+//!   SIGALRM itself sees exactly the signals it would without lineprof.
+//!   SIGURG because its default action is to ignore it: a sample signal
+//!   still pending when a thread calls `execve` (the CPU clock runs in the
+//!   kernel too) is delivered to the new program image, which has no
+//!   handler of ours; a real-time signal would kill it there. A signal that
+//!   is not from our timers or perf events (no `SI_TIMER` code with our
+//!   cookie, no `POLL_IN` from one of our descriptors) is passed on to the
+//!   handler that was installed before us, and ignored as by default when
+//!   there was none. `SA_RESTART` keeps interrupted system calls going.
 //! - Threads get a timer when they attach (first allocation) and from a scan
 //!   of `/proc/self/task` at each periodic flush, which catches threads that
 //!   never allocate. Timers are deleted when their thread exits.
@@ -73,7 +78,7 @@ pub fn init(hz: u32, perf: bool) {
         return;
     }
     USE_PERF.store(perf, Ordering::Relaxed);
-    let signo = libc::SIGRTMAX() - 3;
+    let signo = libc::SIGURG;
     // SAFETY: a zeroed sigaction is a valid starting value; we fill in the
     // handler, flags and an empty mask, and keep the old action to chain to.
     unsafe {
@@ -208,11 +213,23 @@ fn open_perf_event(tid: i32) -> Option<i32> {
     if fd < 0 {
         return None;
     }
-    // Out of the host's descriptor range; where the limit leaves no room
-    // there, no perf event (timers hold no descriptor).
-    let Some(fd) = sys::move_above_limit(fd) else {
-        sys::close(fd);
-        return None;
+    // Out of the host's descriptor range. Where the hard limit leaves no
+    // room above the soft one (soft = hard, as in many containers), timers
+    // would give only the kernel tick's rate: in a large range the
+    // descriptor goes to its top band instead, and the report says so; in a
+    // small one, no perf event (timers hold no descriptor).
+    let fd = match sys::move_above_limit(fd) {
+        Some(high) => high,
+        None => match sys::move_to_top_band(fd) {
+            Some(top) => {
+                coord::FDS_IN_HOST_RANGE.fetch_add(1, Ordering::Relaxed);
+                top
+            }
+            None => {
+                sys::close(fd);
+                return None;
+            }
+        },
     };
     #[repr(C)]
     struct OwnerEx {

@@ -14,8 +14,14 @@
 /// First eight bytes of every profile.
 pub const MAGIC: [u8; 8] = *b"LPROF\0\x01\n";
 /// Format version written in the header; the reader refuses newer versions.
-/// Version 2 added the `Timers` chunk; version 1 files read as before.
-pub const VERSION: u32 = 2;
+/// Version 2 added the `Timers` chunk; version 3 the aggregate mode's
+/// `HeapStacks` and `HeapSummary` (only aggregate profiles are written as
+/// version 3); older files read as before.
+pub const VERSION: u32 = 3;
+/// The version of a stream profile.
+pub const STREAM_VERSION: u32 = 2;
+/// The version of an aggregate profile (`LINEPROF_MODE=aggregate`).
+pub const AGGREGATE_VERSION: u32 = 3;
 /// The deepest stack the shim records (`LINEPROF_DEPTH`'s maximum).
 pub const MAX_DEPTH: usize = 1024;
 /// Size of the file header: magic, version, reserved flags.
@@ -41,6 +47,10 @@ pub enum ChunkKind {
     /// Line timers of `#[lineprof::profile]` functions: a cumulative
     /// snapshot of one thread table's counters (the last one wins).
     Timers = 6,
+    /// Aggregate mode: heap figures per stack id (see `encode_heap_stack`).
+    HeapStacks = 7,
+    /// Aggregate mode: whole-process heap figures and the live-heap series.
+    HeapSummary = 8,
 }
 
 impl ChunkKind {
@@ -52,6 +62,8 @@ impl ChunkKind {
             4 => ChunkKind::Events,
             5 => ChunkKind::End,
             6 => ChunkKind::Timers,
+            7 => ChunkKind::HeapStacks,
+            8 => ChunkKind::HeapSummary,
             _ => return None,
         })
     }
@@ -85,8 +97,14 @@ pub mod tag {
 /// Writes the file header into `out` (at least `FILE_HEADER_LEN` bytes).
 pub fn write_file_header(out: &mut [u8]) {
     out[..8].copy_from_slice(&MAGIC);
-    out[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    out[8..12].copy_from_slice(&STREAM_VERSION.to_le_bytes());
     out[12..16].copy_from_slice(&0u32.to_le_bytes());
+}
+
+/// Writes a file header with the given format version.
+pub fn write_file_header_version(out: &mut [u8], version: u32) {
+    write_file_header(out);
+    out[8..12].copy_from_slice(&version.to_le_bytes());
 }
 
 pub use crate::crc::crc32;
@@ -667,6 +685,10 @@ pub struct End {
     /// Heap events of the host's own signal handlers that landed while
     /// lineprof was busy on the same thread, not recorded.
     pub reentrant_dropped: u64,
+    /// Perf-event descriptors lineprof had to open below the soft
+    /// `RLIMIT_NOFILE` (in its top band) because the hard limit left no
+    /// room above it.
+    pub fds_in_host_range: u64,
 }
 
 pub fn encode_end(e: &mut Encoder<'_>, end: &End) {
@@ -679,6 +701,7 @@ pub fn encode_end(e: &mut Encoder<'_>, end: &End) {
     e.u64(end.lost_chunks);
     e.u64(end.lost_bytes);
     e.u64(end.reentrant_dropped);
+    e.u64(end.fds_in_host_range);
 }
 
 pub fn decode_end(payload: &[u8]) -> Result<End, Malformed> {
@@ -694,6 +717,7 @@ pub fn decode_end(payload: &[u8]) -> Result<End, Malformed> {
         lost_chunks: if d.is_empty() { 0 } else { d.u64()? },
         lost_bytes: if d.is_empty() { 0 } else { d.u64()? },
         reentrant_dropped: if d.is_empty() { 0 } else { d.u64()? },
+        fds_in_host_range: if d.is_empty() { 0 } else { d.u64()? },
     })
 }
 
@@ -812,6 +836,164 @@ pub fn decode_timers(payload: &[u8]) -> Result<(TimersHeader, Vec<TimedFunction>
     Ok((h, functions))
 }
 
+// ---------------------------------------------------------------------------
+// Aggregate mode (`LINEPROF_MODE=aggregate`).
+
+/// The heap figures of one stack id as the aggregating shim keeps them.
+/// `allocations`/`allocated_bytes` count the stack's allocations,
+/// `frees`/`freed_bytes` the frees it made (of any block); `live_*` is what
+/// the stack's allocations hold now (at exit in the final snapshot),
+/// `peak_*` what they held when the whole heap reached its maximum, and
+/// `max_live_bytes` the most they ever held at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeapStack {
+    pub stack: u32,
+    pub allocations: u64,
+    pub allocated_bytes: u64,
+    pub frees: u64,
+    pub freed_bytes: u64,
+    pub live_bytes: i64,
+    pub live_blocks: i64,
+    pub peak_bytes: i64,
+    pub peak_blocks: i64,
+    pub max_live_bytes: i64,
+    pub cpu_samples: u64,
+}
+
+/// Upper bound on one encoded `HeapStack`.
+pub const MAX_HEAP_STACK_LEN: usize = 11 * 10;
+
+/// `HeapStacks` payload: records to the end of the payload, each `stack
+/// varint`, then `allocations, allocated_bytes, frees, freed_bytes` as
+/// varints, `live_bytes, live_blocks, peak_bytes, peak_blocks,
+/// max_live_bytes` as zigzag varints, `cpu_samples varint`.
+pub fn encode_heap_stack(e: &mut Encoder<'_>, s: &HeapStack) {
+    e.varint(s.stack as u64);
+    e.varint(s.allocations);
+    e.varint(s.allocated_bytes);
+    e.varint(s.frees);
+    e.varint(s.freed_bytes);
+    for v in [
+        s.live_bytes,
+        s.live_blocks,
+        s.peak_bytes,
+        s.peak_blocks,
+        s.max_live_bytes,
+    ] {
+        e.varint(zigzag(v));
+    }
+    e.varint(s.cpu_samples);
+}
+
+pub fn decode_heap_stacks(payload: &[u8]) -> Result<Vec<HeapStack>, Malformed> {
+    let mut d = Decoder::new(payload);
+    let mut out = Vec::new();
+    while !d.is_empty() {
+        let stack = u32::try_from(d.varint()?).map_err(|_| Malformed("stack id too large"))?;
+        let mut s = HeapStack {
+            stack,
+            allocations: d.varint()?,
+            allocated_bytes: d.varint()?,
+            frees: d.varint()?,
+            freed_bytes: d.varint()?,
+            ..HeapStack::default()
+        };
+        s.live_bytes = unzigzag(d.varint()?);
+        s.live_blocks = unzigzag(d.varint()?);
+        s.peak_bytes = unzigzag(d.varint()?);
+        s.peak_blocks = unzigzag(d.varint()?);
+        s.max_live_bytes = unzigzag(d.varint()?);
+        s.cpu_samples = d.varint()?;
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// The `HeapSummary` chunk: one per snapshot, written after its
+/// `HeapStacks` chunks (a snapshot is the whole file, rewritten and renamed
+/// into place, so a file holds exactly one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeapSummary {
+    /// Wall clock of the snapshot, nanoseconds since the Unix epoch.
+    pub snapshot_unix_ns: u64,
+    /// The largest live heap total (bytes).
+    pub peak_bytes: u64,
+    /// Live heap bytes at the snapshot (at exit in the final one).
+    pub live_bytes: u64,
+    /// Frees of blocks never seen allocated (allocated before a `fork`).
+    pub unknown_frees: u64,
+    /// Threads that recorded heap events (above 1, the peak's attribution
+    /// to stacks comes from counters updated concurrently).
+    pub threads: u32,
+    /// Width of one bucket of `series`, in nanoseconds.
+    pub bucket_ns: u64,
+    /// The largest live heap bytes in each bucket since the start.
+    pub series: Vec<u64>,
+    /// CPU samples taken while lineprof recorded an event, and the timer
+    /// periods they stand for (lineprof's cost; 0 in files before them).
+    pub profiler_cpu_samples: u64,
+    pub profiler_cpu_periods: u64,
+}
+
+/// `HeapSummary` payload: `snapshot_unix_ns u64`, then varints
+/// `peak_bytes, live_bytes, unknown_frees, threads, bucket_ns, n`, then `n`
+/// varints of the series, then `profiler_cpu_samples, profiler_cpu_periods`.
+pub fn encode_heap_summary(e: &mut Encoder<'_>, s: &HeapSummaryRef<'_>) {
+    e.u64(s.snapshot_unix_ns);
+    e.varint(s.peak_bytes);
+    e.varint(s.live_bytes);
+    e.varint(s.unknown_frees);
+    e.varint(s.threads as u64);
+    e.varint(s.bucket_ns);
+    let n = s.series.len().min(e.remaining().saturating_sub(30) / 10);
+    e.varint(n as u64);
+    for &v in &s.series[..n] {
+        e.varint(v);
+    }
+    e.varint(s.profiler_cpu_samples);
+    e.varint(s.profiler_cpu_periods);
+}
+
+/// Borrowed form of `HeapSummary` for the allocation-free writer.
+pub struct HeapSummaryRef<'a> {
+    pub snapshot_unix_ns: u64,
+    pub peak_bytes: u64,
+    pub live_bytes: u64,
+    pub unknown_frees: u64,
+    pub threads: u32,
+    pub bucket_ns: u64,
+    pub series: &'a [u64],
+    pub profiler_cpu_samples: u64,
+    pub profiler_cpu_periods: u64,
+}
+
+pub fn decode_heap_summary(payload: &[u8]) -> Result<HeapSummary, Malformed> {
+    let mut d = Decoder::new(payload);
+    let mut s = HeapSummary {
+        snapshot_unix_ns: d.u64()?,
+        peak_bytes: d.varint()?,
+        live_bytes: d.varint()?,
+        unknown_frees: d.varint()?,
+        threads: u32::try_from(d.varint()?).map_err(|_| Malformed("thread count too large"))?,
+        bucket_ns: d.varint()?,
+        series: Vec::new(),
+        profiler_cpu_samples: 0,
+        profiler_cpu_periods: 0,
+    };
+    let n = d.varint()?;
+    if n > payload.len() as u64 {
+        return Err(Malformed("series longer than its chunk"));
+    }
+    for _ in 0..n {
+        s.series.push(d.varint()?);
+    }
+    if !d.is_empty() {
+        s.profiler_cpu_samples = d.varint()?;
+        s.profiler_cpu_periods = d.varint()?;
+    }
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -928,6 +1110,56 @@ mod tests {
             split_chunks(b"hello world, not a profile").unwrap_err(),
             FormatError::NotAProfile
         );
+    }
+
+    #[test]
+    fn heap_stacks_and_summary_round_trip() {
+        let mut buf = [0u8; 512];
+        let mut e = Encoder::new(&mut buf, 0);
+        let a = HeapStack {
+            stack: 3,
+            allocations: 2,
+            allocated_bytes: 300,
+            frees: 1,
+            freed_bytes: 100,
+            live_bytes: 200,
+            live_blocks: 1,
+            peak_bytes: 300,
+            peak_blocks: 2,
+            max_live_bytes: 300,
+            cpu_samples: 7,
+        };
+        let b = HeapStack {
+            stack: 9,
+            live_bytes: -5,
+            ..HeapStack::default()
+        };
+        encode_heap_stack(&mut e, &a);
+        encode_heap_stack(&mut e, &b);
+        let n = e.pos();
+        assert_eq!(decode_heap_stacks(&buf[..n]).unwrap(), vec![a, b]);
+        let mut e = Encoder::new(&mut buf, 0);
+        let series = [0, 10, 400, 30];
+        encode_heap_summary(
+            &mut e,
+            &HeapSummaryRef {
+                snapshot_unix_ns: 5,
+                peak_bytes: 400,
+                live_bytes: 30,
+                unknown_frees: 1,
+                threads: 2,
+                bucket_ns: 1_000_000,
+                series: &series,
+                profiler_cpu_samples: 3,
+                profiler_cpu_periods: 7,
+            },
+        );
+        let n = e.pos();
+        let s = decode_heap_summary(&buf[..n]).unwrap();
+        assert_eq!((s.peak_bytes, s.live_bytes, s.threads), (400, 30, 2));
+        assert_eq!((s.profiler_cpu_samples, s.profiler_cpu_periods), (3, 7));
+        assert_eq!(s.series, series);
+        assert!(decode_heap_summary(&buf[..n - 1]).is_err());
     }
 
     #[test]

@@ -30,6 +30,11 @@ extern "C" fn at_exit() {
     sys::preserving_errno(|| {
         writer::begin_finishing();
         writer::refresh_modules();
+        if crate::aggregate::on() {
+            // The final snapshot replaces the file; the timers and the
+            // `End` chunk are appended to it below.
+            crate::aggregate::write_snapshot(true);
+        }
         thread::for_each_state(|s| thread::flush(s, true));
         timers::write_all_at_exit();
         writer::finish(&mut format::End {
@@ -39,6 +44,7 @@ extern "C" fn at_exit() {
             truncated_stacks: coord::TRUNCATED_STACKS.load(Ordering::Relaxed),
             end_unix_ns: sys::unix_ns(),
             reentrant_dropped: coord::REENTRANT_DROPPED.load(Ordering::Relaxed),
+            fds_in_host_range: coord::FDS_IN_HOST_RANGE.load(Ordering::Relaxed),
             ..Default::default()
         });
     });
@@ -62,8 +68,10 @@ extern "C" fn after_fork_child() {
     coord::DROPPED.store(0, Ordering::Relaxed);
     coord::TRUNCATED_STACKS.store(0, Ordering::Relaxed);
     coord::REENTRANT_DROPPED.store(0, Ordering::Relaxed);
+    coord::FDS_IN_HOST_RANGE.store(0, Ordering::Relaxed);
     thread::reset_after_fork();
     cpu::after_fork_child();
+    crate::aggregate::after_fork_child();
     timers::after_fork_child();
     writer::after_fork_child();
     FORKING.store(false, Ordering::Release);

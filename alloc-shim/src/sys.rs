@@ -199,6 +199,41 @@ pub fn move_above_limit(fd: i32) -> Option<i32> {
     Some(high)
 }
 
+/// Where the hard `RLIMIT_NOFILE` leaves no room above the soft one: moves
+/// `fd` into the top band of the host's range (the lowest free number of
+/// the top `TOP_BAND` below the soft limit), when that range is large
+/// (`MIN_RANGE_FOR_BAND` or more), so that only a host that uses nearly
+/// all its descriptors notices. Closes `fd` and returns the new number, or
+/// None (with `fd` still open).
+pub fn move_to_top_band(fd: i32) -> Option<i32> {
+    const TOP_BAND: u64 = 256;
+    const MIN_RANGE_FOR_BAND: u64 = 4096;
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0
+        || r.rlim_cur == libc::RLIM_INFINITY
+        || r.rlim_cur < MIN_RANGE_FOR_BAND
+    {
+        return None;
+    }
+    // SAFETY: duplicating a descriptor we own.
+    let high = unsafe {
+        libc::fcntl(
+            fd,
+            libc::F_DUPFD_CLOEXEC,
+            (r.rlim_cur - TOP_BAND) as libc::c_int,
+        )
+    };
+    if high < 0 {
+        return None;
+    }
+    close(fd);
+    Some(high)
+}
+
 /// Marks the object (executable or shared library) holding lineprof as
 /// never to be unloaded: a cdylib that a host `dlclose`s keeps its code
 /// mapped, so the CPU timers' signal handler, the thread-exit destructor
@@ -252,6 +287,40 @@ pub fn current_dir(buf: &mut [u8]) -> usize {
         return 0;
     }
     buf.iter().position(|&b| b == 0).unwrap_or(0)
+}
+
+/// Creates (emptying) the file at the NUL-terminated `path` for writing,
+/// its descriptor moved above the host's range when there is room.
+pub fn create_truncated(path: &[u8]) -> Option<i32> {
+    let c = CStr::from_bytes_until_nul(path).ok()?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let fd = unsafe { libc::open(c.as_ptr(), flags, 0o644) };
+    if fd < 0 {
+        return None;
+    }
+    Some(move_above_limit(fd).unwrap_or(fd))
+}
+
+/// Renames `from` to `to` (both NUL-terminated), replacing `to`
+/// atomically. False on failure.
+pub fn rename(from: &[u8], to: &[u8]) -> bool {
+    let (Ok(f), Ok(t)) = (
+        CStr::from_bytes_until_nul(from),
+        CStr::from_bytes_until_nul(to),
+    ) else {
+        return false;
+    };
+    // SAFETY: two valid NUL-terminated paths.
+    unsafe { libc::rename(f.as_ptr(), t.as_ptr()) == 0 }
+}
+
+/// Removes the NUL-terminated `path` (errors ignored).
+pub fn unlink(path: &[u8]) {
+    if let Ok(p) = CStr::from_bytes_until_nul(path) {
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::unlink(p.as_ptr()) };
+    }
 }
 
 pub fn close(fd: i32) {

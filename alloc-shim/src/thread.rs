@@ -508,6 +508,9 @@ unsafe fn start_chunk(t: *mut ThreadState, base_seq: u64) {
 /// thread outside lineprof, or `drain_parked`). Without `can_flush` a full
 /// buffer drops the sample instead of writing.
 pub fn append_cpu(t: *mut ThreadState, kind: u8, sample: CpuSample<'_>, can_flush: bool) {
+    if crate::aggregate::on() {
+        return crate::aggregate::cpu(kind == tag::CPU_LINEPROF, sample.stack, sample.count);
+    }
     let need = match &sample.copy {
         Some(c) => format::max_stack_copy_len(c.frame_addrs.len()),
         None => MAX_EVENT_LEN,

@@ -39,4 +39,5 @@ pub mod replay;
 pub mod report;
 pub mod stacks;
 pub mod symbolize;
+pub mod symbols;
 pub mod unwind;

@@ -28,7 +28,7 @@
 //! figure does not depend on how the threads of other tests interleave.
 //! Its `end_bytes` is 0 by construction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -257,21 +257,22 @@ struct TestEvents {
 /// is the most bytes of its other blocks live at once.
 fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents {
     let weight = Weight::new(profile.meta.sample_bytes);
-    let events = &profile.heap_events;
     let place = |stack: u32| match places.get(stack as usize) {
         Some(Place::Test(t)) => *t,
         _ => NONE,
     };
-    // Pass 1: which allocations of tests escape them: still live at exit,
-    // or freed by code outside the test (another test, libtest).
-    let mut open: HashMap<u64, (usize, u32)> = HashMap::new();
-    let mut escaped = vec![false; events.len()];
-    for (i, ev) in events.iter().enumerate() {
+    // Pass 1: which allocations of tests escape them (by event index):
+    // still live at exit, or freed by code outside the test (another test,
+    // libtest). Memory follows the live blocks and the escaped ones only.
+    let mut open: HashMap<u64, (u64, u32)> = HashMap::new();
+    let mut escaped: HashSet<u64> = HashSet::new();
+    let mut i = 0u64;
+    profile.for_each_heap_event(|ev| {
         match ev.kind {
             HeapEventKind::Alloc => {
                 let t = place(ev.stack);
                 if let Some((j, _)) = open.remove(&ev.addr) {
-                    escaped[j] = true; // its free was never seen
+                    escaped.insert(j); // its free was never seen
                 }
                 if t != NONE {
                     open.insert(ev.addr, (i, t));
@@ -279,17 +280,17 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents
             }
             HeapEventKind::Free => {
                 if let Some((j, t)) = open.remove(&ev.addr) {
-                    escaped[j] = place(ev.stack) != t;
+                    if place(ev.stack) != t {
+                        escaped.insert(j);
+                    }
                 }
             }
             HeapEventKind::Hole => {}
         }
-    }
-    let mut live_at_exit = vec![false; events.len()];
-    for &(i, _) in open.values() {
-        escaped[i] = true;
-        live_at_exit[i] = true;
-    }
+        i += 1;
+    });
+    let live_at_exit: HashSet<u64> = open.values().map(|&(j, _)| j).collect();
+    escaped.extend(live_at_exit.iter().copied());
     // Pass 2: figures and peaks of the rest.
     let mut out = TestEvents {
         transient: vec![StackFigures::default(); profile.stacks.len().max(places.len())],
@@ -298,7 +299,10 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents
     };
     let mut live = vec![0.0f64; ntests];
     let mut blocks: HashMap<u64, (u32, f64)> = HashMap::new();
-    for (i, ev) in events.iter().enumerate() {
+    let mut i = 0u64;
+    profile.for_each_heap_event(|ev| {
+        let index = i;
+        i += 1;
         match ev.kind {
             HeapEventKind::Alloc => {
                 let t = place(ev.stack);
@@ -307,17 +311,17 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents
                     live[old as usize] -= b;
                 }
                 if t == NONE {
-                    continue;
+                    return;
                 }
                 let w = weight.of(ev.size);
                 let bytes = w * ev.size as f64;
-                if escaped[i] {
+                if escaped.contains(&index) {
                     out.kept.allocations += w;
                     out.kept.allocated_bytes += bytes;
-                    if live_at_exit[i] {
+                    if live_at_exit.contains(&index) {
                         out.kept.end_bytes += bytes;
                     }
-                    continue;
+                    return;
                 }
                 if let Some(f) = out.transient.get_mut(ev.stack as usize) {
                     f.allocations += w;
@@ -337,7 +341,7 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents
             }
             HeapEventKind::Hole => {}
         }
-    }
+    });
     out
 }
 

@@ -35,6 +35,10 @@ pub struct Report {
     /// Problems to print before the figures.
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// What the reader should know that is no problem with the figures
+    /// (how lineprof had to share the host's resources).
+    #[serde(skip)]
+    pub notes: Vec<String>,
     /// The workspace root user files are relative to.
     #[serde(skip)]
     pub root: Option<PathBuf>,
@@ -175,7 +179,7 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
         root.as_deref(),
         &mut sources,
     );
-    let timeline = live_heap_timeline(&profile, &replay, &symbols, &lines, root.as_deref());
+    let timeline = live_heap_timeline(&profile, &symbols, &lines, root.as_deref());
     let split = per_test::split(&profile, &replay, &symbols, root.as_deref());
     let mut warnings = symbols.warnings.clone();
     warnings.extend(profile.warnings());
@@ -207,6 +211,7 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
         lines,
         functions,
         warnings,
+        notes: profile.notes(),
         stacks: Some(StackTable {
             pid: profile.meta.pid,
             ..stacks::stack_table(&replay, &symbols, &group_of, &groups, root.as_deref())
@@ -223,7 +228,6 @@ const TIMELINE_LINES: usize = 5;
 /// peak (by `self` peak bytes: each stack's bytes go to one line).
 fn live_heap_timeline(
     profile: &Profile,
-    replay: &replay::Replay,
     symbols: &symbolize::Symbols,
     lines: &[LineFigures],
     root: Option<&Path>,
@@ -266,7 +270,7 @@ fn live_heap_timeline(
                 .map_or(u32::MAX, |a| category_of_location[stack[a] as usize])
         })
         .collect();
-    replay::timeline(profile, replay, chosen, &category_of)
+    replay::timeline(profile, chosen, &category_of)
 }
 
 fn run_info(p: &Profile, estimated: bool) -> RunInfo {

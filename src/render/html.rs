@@ -133,6 +133,9 @@ fn summary(out: &mut String, r: &Report, command: &str) {
     for w in &r.warnings {
         let _ = writeln!(out, "<p class=\"warn\">warning: {}</p>", escape(w));
     }
+    for n in &r.notes {
+        let _ = writeln!(out, "<p class=\"dim\">note: {}</p>", escape(n));
+    }
     if r.run.sampling.estimated {
         let _ = writeln!(
             out,

@@ -98,6 +98,7 @@ mod tests {
             totals: Totals::default(),
             lines: vec![line],
             warnings: vec![],
+            notes: vec![],
             functions: vec![],
             root: None,
             stacks: None,

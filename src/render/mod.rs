@@ -632,6 +632,7 @@ pub mod testing {
             totals: Totals::default(),
             lines: vec![],
             warnings: vec![],
+            notes: vec![],
             functions: vec![],
             root: None,
             stacks: None,

@@ -166,6 +166,9 @@ fn header(out: &mut String, r: &Report) {
     for w in &r.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
+    for n in &r.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
     if r.run.sampling.estimated {
         let _ = writeln!(
             out,
@@ -487,6 +490,7 @@ mod tests {
                 ),
             ],
             warnings: vec!["profile has no end record".into()],
+            notes: vec![],
             functions: vec![],
             root: None,
             stacks: None,

@@ -652,6 +652,7 @@ mod tests {
             totals: Totals::default(),
             lines: lines.to_vec(),
             warnings: vec![],
+            notes: vec![],
             functions: vec![],
             root: None,
             stacks: None,

@@ -207,6 +207,7 @@ impl Store {
             lines: s.lines,
             functions: s.functions,
             warnings: Vec::new(),
+            notes: vec![],
             // No root: a stored run shows only the source it kept, never
             // today's text of a file that may have changed since.
             root: None,

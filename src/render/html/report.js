@@ -249,7 +249,7 @@
     el('text', { x: L - 6, y: sy(0) + 4, 'text-anchor': 'end' }, '0 B');
     var xfmt = t.timed ? fmtTime : function (n) { return n + ' events'; };
     el('text', { x: W - R, y: H - 10, 'text-anchor': 'end' }, xfmt(xmax));
-    el('text', { x: L, y: H - 10 }, t.timed ? 'time since the first heap events' : 'heap events');
+    el('text', { x: L, y: H - 10 }, t.timed ? 'time since the start' : 'heap events, in order');
     el('line', { x1: sx(peak[0]), y1: sy(0), x2: sx(peak[0]), y2: sy(peak[1]), stroke: '#c00',
                  'stroke-dasharray': '4 3' });
     el('circle', { cx: sx(peak[0]), cy: sy(peak[1]), r: 4, fill: '#c00' });
