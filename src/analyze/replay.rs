@@ -193,7 +193,6 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
                     out.unknown_frees += 1;
                 }
             }
-            HeapEventKind::Hole => {}
         }
     }
     // Blocks never freed lived until the last event.
