@@ -337,6 +337,10 @@ impl<'a> Decoder<'a> {
     pub fn is_empty(&self) -> bool {
         self.pos >= self.data.len()
     }
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> usize {
+        self.data.len().saturating_sub(self.pos)
+    }
     pub fn u8(&mut self) -> Result<u8, Malformed> {
         let b = *self.data.get(self.pos).ok_or(Malformed("unexpected end"))?;
         self.pos += 1;
@@ -489,11 +493,16 @@ pub fn decode_stacks(payload: &[u8]) -> Result<(u32, Vec<Vec<u64>>), Malformed> 
     let mut d = Decoder::new(payload);
     let first = d.u32()?;
     let count = d.u32()?;
-    let mut stacks = Vec::with_capacity(count.min(1 << 20) as usize);
+    // Every stack and frame takes at least a byte of the payload: capacity
+    // is bounded by what the payload holds, not by what it claims.
+    let mut stacks = Vec::with_capacity((count as usize).min(payload.len()));
     for _ in 0..count {
         let n = d.varint()?;
         if n > 1 << 16 {
             return Err(Malformed("stack deeper than 65536 frames"));
+        }
+        if n > d.remaining() as u64 {
+            return Err(Malformed("stack has more frames than its chunk holds"));
         }
         let mut frames = Vec::with_capacity(n as usize);
         let mut prev = 0u64;
