@@ -88,8 +88,10 @@ fn intern(map: &mut HashMap<Location, u32>, all: &mut Vec<Location>, loc: Locati
 struct ModuleTable {
     ranges: Vec<(u64, u64, usize)>,
     modules: Vec<Module>,
+    /// Per module: its index in `loaders` and `symbols` (one per file).
+    source_of: Vec<usize>,
     loaders: Vec<Option<Loader>>,
-    /// Per module: the Rust function symbols (address, mangled name).
+    /// Per opened file: the Rust function symbols (address, mangled name).
     symbols: Vec<Vec<(u64, String)>>,
     warnings: Vec<String>,
 }
@@ -113,17 +115,30 @@ impl ModuleTable {
         let mut table = ModuleTable {
             ranges,
             modules: profile.modules.clone(),
+            source_of: Vec::new(),
             loaders: Vec::new(),
             symbols: Vec::new(),
             warnings: Vec::new(),
         };
+        // One file mapped at several places (or listed many times by a
+        // crafted profile) is opened once.
+        let mut opened_at: HashMap<(&[u8], &[u8]), usize> = HashMap::new();
         for (i, m) in profile.modules.iter().enumerate() {
+            let key = (m.path.as_slice(), m.build_id.as_slice());
+            if Some(i) != exe_index {
+                if let Some(&source) = opened_at.get(&key) {
+                    table.source_of.push(source);
+                    continue;
+                }
+            }
             let opened = if Some(i) == exe_index {
                 Some(open_executable(m, &profile.path, &mut table.warnings)?)
             } else {
                 open_library(m, &mut table.warnings)
             };
             let (loader, symbols) = opened.map_or((None, Vec::new()), |(l, s)| (Some(l), s));
+            opened_at.entry(key).or_insert(table.loaders.len());
+            table.source_of.push(table.loaders.len());
             table.loaders.push(loader);
             table.symbols.push(symbols);
         }
@@ -184,7 +199,7 @@ impl ModuleTable {
         if !(s..e).contains(&pc) {
             return unknown();
         }
-        let Some(loader) = &self.loaders[m] else {
+        let Some(loader) = &self.loaders[self.source_of[m]] else {
             return unknown();
         };
         let probe = pc.wrapping_sub(self.modules[m].bias);
