@@ -90,8 +90,13 @@ impl Profile {
         let mut out = Vec::new();
         out.extend(self.damage_warnings());
         if self.missing_events > 0 {
+            let how = if self.damaged.is_empty() {
+                "were lost before they were written"
+            } else {
+                "are missing (lost before they were written, or in the damaged chunks)"
+            };
             out.push(format!(
-                "{} heap events were lost before they were written; figures are lower bounds",
+                "{} heap events {how}; figures are lower bounds",
                 self.missing_events
             ));
         }
