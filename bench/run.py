@@ -118,6 +118,10 @@ def workload_variants(with_valgrind):
                 {"LINEPROF_HZ": "1000", "LINEPROF_SAMPLE": SAMPLE,
                  "LINEPROF_OUT": "{tmp}/sampled-cpu.lprof"},
                 profile="sampled-cpu.lprof"),
+        Variant("lineprof aggregate", "tracking",
+                {"LINEPROF_HZ": "0", "LINEPROF_MODE": "aggregate",
+                 "LINEPROF_OUT": "{tmp}/aggregate.lprof"},
+                profile="aggregate.lprof"),
         Variant("lineprof LINEPROF=off", "tracking", {"LINEPROF": "off"}),
         Variant("dhat-rs", "dhat", profile="dhat-heap.json"),
         Variant("heaptrack", "system",
@@ -236,6 +240,77 @@ def bench_workload(args, work):
     return variants
 
 
+def heap_figures(report_json):
+    """Totals and every line's self/total figures without CPU (which
+    differ from run to run), for comparing a stream and an aggregate run."""
+    import json
+    r = json.loads(report_json)
+    strip = lambda f: {k: v for k, v in f.items() if not k.startswith("cpu")}
+    lines = {(l["file"], l["line"], l["function"]): (strip(l["self"]), strip(l["total"]))
+             for l in r["lines"]}
+    lines = {k: v for k, v in lines.items() if any(v[0].values()) or any(v[1].values())}
+    return strip(r["totals"]), lines
+
+
+def bench_aggregate(args, work):
+    """LINEPROF_MODE=aggregate at 1x and 4x the workload length beside
+    stream runs of the same length: profile sizes, time, and whether the
+    figures agree; then `lineprof report` time and memory on the largest
+    (4x stream) profile."""
+    tmp = os.path.join(work, "aggregate")
+    os.makedirs(tmp)
+    env0 = base_env()
+    lineprof = os.path.join(ROOT, "target", "release", "lineprof")
+    exe = binary("tracking", "workload")
+    rows, largest = [], None
+    for mult in (1, 4):
+        records = str(args.records * mult)
+        figures = {}
+        for mode in ("stream", "aggregate"):
+            out = os.path.join(tmp, f"{mode}-{mult}.lprof")
+            env = dict(env0, LINEPROF_HZ="0", LINEPROF_MODE=mode, LINEPROF_OUT=out)
+            wall, rss, _, _ = run([exe, records], env, tmp)
+            rep = subprocess.run([lineprof, "report", out, "--format", "json"],
+                                 check=True, capture_output=True, cwd=ROOT).stdout
+            figures[mode] = heap_figures(rep)
+            size = os.path.getsize(out)
+            rows.append([f"{mode}, {records} records", f"{wall * 1000:.0f} ms",
+                         mib(rss), mib(size) if size >= 2**20 else f"{size / 1024:.1f} KiB",
+                         ""])
+            if mode == "stream" and mult == 4:
+                largest = out
+            elif mode == "aggregate":
+                (ts, ls), (ta, la) = figures["stream"], figures["aggregate"]
+                differ = sum(1 for k in set(ls) | set(la) if ls.get(k) != la.get(k))
+                # The workload's HashMaps have random seeds: two stream runs
+                # differ in a few std lines' `total` figures too.
+                rows[-1][4] = (f"totals = stream's: {'yes' if ts == ta else 'NO'}; "
+                               f"{differ} of {len(la)} lines differ")
+    print()
+    print("Aggregate mode (LINEPROF_HZ=0), one run each")
+    table(rows, ["run", "wall", "peak RSS", "profile", "check"])
+    sizes = [os.path.getsize(os.path.join(tmp, f"aggregate-{m}.lprof")) for m in (1, 4)]
+    print(f"aggregate profile 4x / 1x: {sizes[1] / sizes[0]:.2f}x")
+    walls, rsss = [], []
+    for _ in range(3):
+        wall, rss, _, _ = run([lineprof, "report", largest], env0, tmp)
+        walls.append(wall)
+        rsss.append(rss)
+    events = heap_events(lineprof, largest)
+    w = statistics.median(walls)
+    print(f"lineprof report on the largest profile ({mib(os.path.getsize(largest))}, "
+          f"{events / 1e6:.1f} M heap events): median of 3 = {w * 1000:.0f} ms, "
+          f"{events / w / 1e6:.1f} M events/s, peak RSS {mib(max(rsss))}")
+
+
+def heap_events(lineprof, profile):
+    """allocations + frees of a profile's JSON totals."""
+    import json
+    r = json.loads(subprocess.run([lineprof, "report", profile, "--format", "json"],
+                                  check=True, capture_output=True, cwd=ROOT).stdout)
+    return r["totals"]["allocations"] + r["totals"]["frees"]
+
+
 def bench_micro(args, work):
     tmp = os.path.join(work, "micro")
     os.makedirs(tmp)
@@ -292,6 +367,7 @@ def main():
         print(f"machine: {os.cpu_count()} cores, load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         bench_workload(args, work)
+        bench_aggregate(args, work)
         bench_micro(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -10,7 +10,7 @@ use lineprof_cli::analyze::lines::SortKey;
 use lineprof_cli::error::{Error, Result};
 use lineprof_cli::workflow::show::{By, Focus, ReportFormat};
 use lineprof_cli::workflow::store::Store;
-use lineprof_cli::workflow::{check, diff, history, run, show, Format};
+use lineprof_cli::workflow::{check, diff, history, run, show};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +50,14 @@ struct RunArgs {
     /// Run the program in DIR (default: the current directory).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Print nothing but errors and notes (the report never goes to
+    /// stdout, which is the program's).
+    #[arg(long, short)]
+    quiet: bool,
+    /// A program that succeeds without writing a profile is skipped (exit
+    /// code 3), not an error: what `cargo lineprof test` uses.
+    #[arg(long, hide = true)]
+    skip_untracked: bool,
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "PROGRAM")]
     command: Vec<String>,
@@ -61,7 +69,10 @@ struct HistoryArgs {
     #[arg(long)]
     name: Option<String>,
     #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    format: history::HistoryFormat,
+    /// Write to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -70,11 +81,11 @@ struct DiffArgs {
     old: Option<String>,
     /// Run id, run name or git ref (default: the newest run).
     new: Option<String>,
-    /// Show at most N changed lines in text.
+    /// Show at most N changed lines (text and markdown).
     #[arg(long, value_name = "N", default_value = "20")]
     top: usize,
     #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    format: diff::DiffFormat,
 }
 
 #[derive(clap::Args)]
@@ -91,13 +102,18 @@ struct CheckArgs {
     /// Fail if the number of allocations exceeds N.
     #[arg(long, value_name = "N")]
     max_allocations: Option<u64>,
-    /// Fail if peak, allocated bytes or allocations grew over this run (id,
-    /// name, or git ref: the newest run at that commit).
+    /// Fail if peak, allocated bytes or allocations grew over the run of
+    /// the same name in RUN|GITREF (a run id, a run name, or a git ref: the
+    /// runs at that commit); per test for test binaries.
     #[arg(long, value_name = "RUN|GITREF")]
     baseline: Option<String>,
     /// Growth over the baseline allowed, in percent.
     #[arg(long, value_name = "PCT", default_value = "0")]
     tolerance: f64,
+    /// Also append a markdown summary to FILE (default: the file
+    /// `GITHUB_STEP_SUMMARY` names, when set).
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -125,7 +141,8 @@ struct ReportArgs {
     #[arg(long, value_enum, default_value = "text")]
     format: ReportFormat,
     /// `line`: per-line tables and listings; `function`: pstats's table,
-    /// one row per function (text; JSON always has a `functions` array).
+    /// one row per function (text; JSON always has a `functions` array);
+    /// `test`: one row per test of a test binary (JSON: the `tests` array).
     #[arg(long, value_enum, default_value = "line")]
     by: By,
     /// With --by function: who called the functions matching REGEX.
@@ -168,6 +185,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 name: a.name,
                 dir: a.dir,
                 command: a.command,
+                quiet: a.quiet,
+                skip_untracked: a.skip_untracked,
             },
         ),
         Command::Report(a) => done(show::command(
@@ -187,7 +206,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 output: a.output,
             },
         )),
-        Command::History(a) => done(history::command(&store, a.name.as_deref(), a.format)),
+        Command::History(a) => done(history::command(
+            &store,
+            a.name.as_deref(),
+            a.format,
+            a.output.as_deref(),
+        )),
         Command::Diff(a) => done(diff::command(
             &store,
             &cwd,
@@ -208,6 +232,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 max_allocations: a.max_allocations,
                 baseline: a.baseline,
                 tolerance: a.tolerance,
+                summary: a.summary,
             },
         ),
     }

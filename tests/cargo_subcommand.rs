@@ -28,7 +28,7 @@ fn run_on_a_fresh_project_gives_exact_lines() {
     let manifest = p.read("Cargo.toml");
     let out = p.cargo_lineprof(&["run", "--", "hello"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("Stored run"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("Stored run"), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("is not in a git repository"),
         "{}",
@@ -114,7 +114,7 @@ fn test_stores_one_run_per_test_binary() {
     let history = p.json(&["history"]);
     let runs = history["runs"].as_array().unwrap();
     let names: BTreeSet<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(names, BTreeSet::from(["calc-lib-unittests", "grow"]));
+    assert_eq!(names, BTreeSet::from(["calc-lib-test", "grow-test"]));
     let exes: BTreeSet<&str> = runs
         .iter()
         .map(|r| r["command"][0].as_str().unwrap())
@@ -122,7 +122,7 @@ fn test_stores_one_run_per_test_binary() {
     assert_eq!(exes.len(), 2, "one executable each: {exes:?}");
 
     // The integration test's run has the exact figures of the line it calls.
-    let grow = p.json(&["report", "grow"]);
+    let grow = p.json(&["report", "grow-test"]);
     let collect = line(&grow, ".collect()");
     assert_eq!(collect["self"]["allocated_bytes"], 8000);
     assert_eq!(collect["self"]["allocations"], 1);
@@ -132,7 +132,54 @@ fn test_stores_one_run_per_test_binary() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("(grow,") && text.contains("(calc-lib-unittests,"),
+        text.contains("(grow-test,") && text.contains("(calc-lib-test,"),
         "{text}"
     );
+}
+
+/// A build script without `rerun-if-changed` makes cargo fingerprint every
+/// file of the package that git does not ignore: the store must not be one
+/// of them, or every `cargo lineprof run` rebuilds the project.
+#[test]
+fn build_script_without_rerun_if_changed_does_not_rebuild() {
+    let p = Project::new("buildrs", "buildrs");
+    p.write(".gitignore", "/target\n"); // nothing says to ignore .lineprof
+    p.write(
+        "build.rs",
+        "fn main() {\n    println!(\"cargo:rustc-env=BUILT=yes\");\n}\n",
+    );
+    p.write("src/main.rs", MAIN);
+    p.git(&["init", "-q"]);
+    p.commit("base", "v1");
+    let out = p.cargo_lineprof(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Compiling buildrs"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        p.path().join(".lineprof/.gitignore").is_file(),
+        "the store ignores itself"
+    );
+    let status = p.git(&["status", "--porcelain", "--untracked-files=all"]);
+    assert!(
+        !status.contains(".lineprof"),
+        "git sees the store: {status}"
+    );
+    let out = p.cargo_lineprof(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("Compiling"),
+        "rebuilt after a run was stored: {}",
+        stderr(&out)
+    );
+
+    // --quiet: cargo's and lineprof's output are gone, the program's stays.
+    let out = p.cargo_lineprof(&["run", "--quiet", "--", "arg"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "5000 16\n");
+    assert_eq!(stderr(&out), "", "nothing but the program's output");
+    let history = p.json(&["history"]);
+    assert_eq!(history["runs"].as_array().unwrap().len(), 3);
 }

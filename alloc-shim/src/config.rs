@@ -13,9 +13,12 @@ pub const PATH_MAX: usize = 4096;
 
 pub struct Config {
     pub off: bool,
-    /// `LINEPROF_CPU=perf`: perf task-clock events (finer, dearer) instead
-    /// of POSIX CPU-clock timers.
+    /// perf task-clock events (the default, `LINEPROF_CPU=perf`: the asked
+    /// rate) or, with `LINEPROF_CPU=timer` or where perf events are refused,
+    /// POSIX CPU-clock timers (which fire at the kernel's tick).
     pub cpu_perf: bool,
+    /// `LINEPROF_MODE=aggregate`: per-stack figures kept in the process.
+    pub aggregate: bool,
     pub sample_bytes: u64,
     pub cpu_hz: u32,
     pub max_depth: usize,
@@ -27,7 +30,8 @@ pub struct Config {
 pub fn read() -> Config {
     let mut c = Config {
         off: false,
-        cpu_perf: false,
+        cpu_perf: true,
+        aggregate: false,
         sample_bytes: 0,
         cpu_hz: DEFAULT_HZ,
         max_depth: DEFAULT_DEPTH,
@@ -42,11 +46,29 @@ pub fn read() -> Config {
         }
     }
     match sys::getenv(c"LINEPROF_CPU") {
-        None | Some(b"") | Some(b"timer") => {}
-        Some(b"perf") => c.cpu_perf = true,
-        Some(_) => warn(c"LINEPROF_CPU", b"expected `timer` or `perf`; using timer"),
+        None | Some(b"") | Some(b"perf") => {}
+        Some(b"timer") => c.cpu_perf = false,
+        Some(_) => warn(
+            c"LINEPROF_CPU",
+            b"expected `perf` or `timer`; using perf events where allowed",
+        ),
+    }
+    match sys::getenv(c"LINEPROF_MODE") {
+        None | Some(b"") | Some(b"stream") => {}
+        Some(b"aggregate") => c.aggregate = true,
+        Some(_) => warn(
+            c"LINEPROF_MODE",
+            b"expected `stream` or `aggregate`; using stream",
+        ),
     }
     c.sample_bytes = number(c"LINEPROF_SAMPLE", 0, 1 << 40);
+    if c.aggregate && c.sample_bytes > 0 {
+        warn(
+            c"LINEPROF_SAMPLE",
+            b"is ignored with LINEPROF_MODE=aggregate, which records every allocation",
+        );
+        c.sample_bytes = 0;
+    }
     c.cpu_hz = number(c"LINEPROF_HZ", DEFAULT_HZ as u64, 100_000) as u32;
     c.max_depth = number(c"LINEPROF_DEPTH", DEFAULT_DEPTH as u64, MAX_DEPTH as u64) as usize;
     if c.max_depth == 0 {

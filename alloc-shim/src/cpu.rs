@@ -3,18 +3,19 @@
 //! records the interrupted stack. A thread is sampled in proportion to the
 //! CPU it uses, never for time it spends blocked.
 //!
-//! - Default: `timer_create` on each thread's CPU clock with
+//! - Default (`LINEPROF_CPU=perf`): a `perf_event_open` software
+//!   `task-clock` event per thread, driven by a high-resolution timer, so
+//!   1000 Hz means 1000 samples a second. It counts user and kernel time
+//!   (a sample due inside a system call is delivered on its return), as
+//!   the timers do; that needs `perf_event_paranoid` <= 1 or CAP_PERFMON
+//!   (root). Each overflow signals the thread (`F_SETSIG`, `F_SETOWN_EX`).
+//!   Where perf events are refused, timers are used.
+//! - `LINEPROF_CPU=timer`: `timer_create` on each thread's CPU clock with
 //!   `SIGEV_THREAD_ID`. The kernel checks those at its tick (often 250 Hz),
 //!   so a sample may stand for several periods: it is weighted by
-//!   `1 + si_overrun`, which keeps time unbiased at a coarser grain. Cheap:
-//!   the signal is raised from the tick itself.
-//! - `LINEPROF_CPU=perf`: a `perf_event_open` software `task-clock` event
-//!   per thread (user mode only, allowed unprivileged for one's own
-//!   threads), driven by a high-resolution timer, so 1000 Hz means 1000
-//!   samples a second. Each overflow signals the thread (`F_SETSIG`,
-//!   `F_SETOWN_EX`) through an inter-processor interrupt, which costs ~40 µs
-//!   a sample under virtualisation (about 4% at 1 kHz). Where perf events
-//!   are refused, timers are used.
+//!   `1 + si_overrun`, which keeps time unbiased at a coarser grain, and the
+//!   report says how many samples were real. Cheap: the signal is raised
+//!   from the tick itself.
 //! - The signal is a real-time signal of lineprof's own, not SIGPROF, so a
 //!   program that uses SIGPROF or SIGALRM itself sees exactly the signals it
 //!   would without lineprof. A signal that is not from our timers (no
@@ -26,13 +27,20 @@
 //! - The handler allocates nothing and takes no lock a host could hold: it
 //!   walks the interrupted frame-pointer chain into a per-thread buffer and
 //!   appends one event. If the signal lands while the same thread is inside
-//!   lineprof, the sample is parked and appended when lineprof returns.
+//!   lineprof, the sample is lineprof's own cost: it is parked and appended
+//!   as such (`CPU_LINEPROF`) when lineprof returns.
+//! - A sample whose program counter is outside the executable (C code,
+//!   built without frame pointers) also keeps the interrupted registers,
+//!   the frame addresses of its walk and a copy of up to 2 KiB of stack
+//!   (`CPU_STACK_COPY`): the reader unwinds the first frames with the
+//!   module's `.eh_frame`, as perf's DWARF mode does, and splices them onto
+//!   the walk.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::coord::{self, DROPPED_SAMPLES, FORKING};
 use crate::spin::SpinLock;
-use crate::{stack, stacks, sys, thread};
+use crate::{format, modules, stack, stacks, sys, thread};
 
 static SIGNO: AtomicI32 = AtomicI32::new(0);
 /// Whether threads get perf events (true) or POSIX CPU timers (false).
@@ -151,7 +159,6 @@ struct PerfEventAttr {
 const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_COUNT_SW_TASK_CLOCK: u64 = 1;
 const DISABLED: u64 = 1;
-const EXCLUDE_KERNEL: u64 = 1 << 5;
 /// `_IO('$', 2)`: enable the event for N more overflows.
 const PERF_EVENT_IOC_REFRESH: u64 = 0x2402;
 const EXCLUDE_HV: u64 = 1 << 6;
@@ -180,7 +187,8 @@ fn open_perf_event(tid: i32) -> Option<i32> {
         // `rearm`): a thread that blocks our signal then holds at most one
         // pending, instead of queueing until the kernel falls back to
         // SIGIO, whose default action kills the process.
-        flags: DISABLED | EXCLUDE_KERNEL | EXCLUDE_HV,
+        // Kernel time included, as the timers count it.
+        flags: DISABLED | EXCLUDE_HV,
         wakeup_events: 1,
         bp_type: 0,
         rest: [0; 7],
@@ -491,33 +499,87 @@ fn sample(uc: &libc::ucontext_t, weight: u32) {
         regs[libc::REG_RBP as usize] as usize,
     );
     // SAFETY: `t` is this thread's state; the handler runs on the owner
-    // thread, and uses the signal-only frame buffer, so it never touches
+    // thread, and uses the signal-only frame buffers, so it never touches
     // what the interrupted code may be writing.
     unsafe {
         if sp < (*t).stack_lo || sp >= (*t).stack_hi {
             thread::refresh_bounds(t, sp);
         }
+        let hi = (*t).stack_hi;
         let depth = coord::DEPTH.load(Ordering::Relaxed);
         let frames = &mut (&mut (*t).cpu_frames)[..depth];
         // The interrupted PC is not a return address: store PC + 1 so the
         // reader's "return address - 1" lands on it.
         frames[0] = pc as u64 + 1;
         let h = stacks::hash_step(stacks::HASH_SEED, frames[0]);
-        let (n, _, h) = stack::walk_from(fp, sp, (*t).stack_hi, frames, 1, h);
+        if (*t).busy {
+            // Lineprof's own cost: the stack only says where in lineprof.
+            let (n, _, h) = stack::walk_from(fp, sp, hi, frames, 1, h);
+            match stacks::intern_hashed(&frames[..n], h) {
+                Some(id) => thread::park_sample(t, id, weight),
+                None => {
+                    DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
+        let copy_stack = !modules::in_executable(pc) && sp >= (*t).stack_lo && sp < hi;
+        let (n, h) = if copy_stack {
+            // C code without frame pointers: the interrupted frame pointer
+            // may be the caller's (a leaf such as memcpy, whose caller the
+            // walk would skip) or no frame pointer at all (malloc's
+            // internals). Walk from it if it is a real frame record, else
+            // from the first one above the stack pointer, and keep the
+            // frame addresses and a copy of the stack so that the reader
+            // can unwind the first frames and splice them on.
+            let in_exe = |a: usize| modules::in_executable(a.wrapping_sub(1));
+            let start = if stack::plausible_frame(fp, sp, hi, in_exe) {
+                Some(fp)
+            } else {
+                stack::find_frame(sp, hi, FRAME_SEARCH_LEN, in_exe)
+            };
+            let addrs = &mut (&mut (*t).cpu_frame_addrs)[..depth];
+            match start {
+                Some(start) => stack::walk_with_addrs(start, sp, hi, frames, addrs, 1, h),
+                None => (1, stacks::hash_finish(h, 1)),
+            }
+        } else {
+            let (n, _, h) = stack::walk_from(fp, sp, hi, frames, 1, h);
+            (n, h)
+        };
         let Some(id) = stacks::intern_hashed(&frames[..n], h) else {
             DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if (*t).busy {
-            thread::park_sample(t, id, weight);
-        } else {
-            thread::set_busy(t, true);
-            let can_flush = !FORKING.load(Ordering::Acquire);
-            thread::append_cpu(t, id, weight, sys::coarse_ns(), can_flush);
-            thread::set_busy(t, false);
-        }
+        let copy = copy_stack.then(|| {
+            let len = (hi - sp).min(format::STACK_COPY_LEN);
+            thread::StackCopyRef {
+                sp: sp as u64,
+                bp: fp as u64,
+                frame_addrs: &(&(*t).cpu_frame_addrs)[1..n],
+                // SAFETY: `sp..sp + len` lies inside this thread's stack
+                // mapping (`sp < hi`, `len <= hi - sp`), which is readable;
+                // the handler's own frames are below `sp`.
+                bytes: std::slice::from_raw_parts(sp as *const u8, len),
+            }
+        });
+        thread::set_busy(t, true);
+        let can_flush = !FORKING.load(Ordering::Acquire);
+        let sample = thread::CpuSample {
+            stack: id,
+            count: weight,
+            now: sys::coarse_ns(),
+            copy,
+        };
+        thread::append_cpu(t, thread::CPU, sample, can_flush);
+        thread::set_busy(t, false);
     }
 }
+
+/// How far above the stack pointer the handler looks for the first frame
+/// record when the interrupted frame pointer is not one: past the C
+/// frames and the locals of their Rust caller (a few KiB of arrays).
+const FRAME_SEARCH_LEN: usize = 16 * 1024;
 
 /// Passes a signal that is not ours to the handler installed before us.
 fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {

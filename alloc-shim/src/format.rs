@@ -15,8 +15,14 @@
 /// First eight bytes of every profile.
 pub const MAGIC: [u8; 8] = *b"LPROF\0\x01\n";
 /// Format version written in the header; the reader refuses newer versions.
-/// Version 2 added the `Timers` chunk; version 1 files read as before.
-pub const VERSION: u32 = 2;
+/// Version 2 added the `Timers` chunk; version 3 the aggregate mode's
+/// `HeapStacks` and `HeapSummary` (only aggregate profiles are written as
+/// version 3); older files read as before.
+pub const VERSION: u32 = 3;
+/// The version of a stream profile.
+pub const STREAM_VERSION: u32 = 2;
+/// The version of an aggregate profile (`LINEPROF_MODE=aggregate`).
+pub const AGGREGATE_VERSION: u32 = 3;
 /// The deepest stack the shim records (`LINEPROF_DEPTH`'s maximum).
 pub const MAX_DEPTH: usize = 1024;
 /// Size of the file header: magic, version, reserved flags.
@@ -42,6 +48,10 @@ pub enum ChunkKind {
     /// Line timers of `#[lineprof::profile]` functions: a cumulative
     /// snapshot of one thread table's counters (the last one wins).
     Timers = 6,
+    /// Aggregate mode: heap figures per stack id (see `encode_heap_stack`).
+    HeapStacks = 7,
+    /// Aggregate mode: whole-process heap figures and the live-heap series.
+    HeapSummary = 8,
 }
 
 impl ChunkKind {
@@ -53,6 +63,8 @@ impl ChunkKind {
             4 => ChunkKind::Events,
             5 => ChunkKind::End,
             6 => ChunkKind::Timers,
+            7 => ChunkKind::HeapStacks,
+            8 => ChunkKind::HeapSummary,
             _ => return None,
         })
     }
@@ -69,13 +81,31 @@ pub mod tag {
     /// `time_delta`: a clock reading after the preceding heap event, written
     /// every so many events, so memory can be drawn over time.
     pub const TIME: u8 = 4;
+    /// `stack, count, time_delta`: a CPU sample taken while the thread was
+    /// inside lineprof (recording an event, writing the file): lineprof's
+    /// own cost, never a line's.
+    pub const CPU_LINEPROF: u8 = 5;
+    /// `stack, count, time_delta, sp, bp, frame_count, frame addresses,
+    /// copy_len, copy bytes`: a CPU sample whose program counter is outside
+    /// the executable (C code without frame pointers). Besides the stack,
+    /// it keeps the interrupted stack and frame pointers, the frame address
+    /// of each frame of `stack` after the first (zig-zag deltas, the first
+    /// from `sp`), and a copy of the stack from `sp` up, so the reader can
+    /// unwind the first frames with the module's call-frame information.
+    pub const CPU_STACK_COPY: u8 = 6;
 }
 
 /// Writes the file header into `out` (at least `FILE_HEADER_LEN` bytes).
 pub fn write_file_header(out: &mut [u8]) {
     out[..8].copy_from_slice(&MAGIC);
-    out[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    out[8..12].copy_from_slice(&STREAM_VERSION.to_le_bytes());
     out[12..16].copy_from_slice(&0u32.to_le_bytes());
+}
+
+/// Writes a file header with the given format version.
+pub fn write_file_header_version(out: &mut [u8], version: u32) {
+    write_file_header(out);
+    out[8..12].copy_from_slice(&version.to_le_bytes());
 }
 
 pub use crate::crc::crc32;
@@ -532,7 +562,7 @@ pub fn max_stack_len(frames: usize) -> usize {
 }
 
 /// A decoded heap event or CPU sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Alloc {
         seq: u64,
@@ -552,8 +582,43 @@ pub enum Event {
         /// Monotonic clock (ns) at the sample, for time series.
         time_ns: u64,
     },
+    /// A CPU sample that came with a copy of the stack (`tag::CPU_STACK_COPY`).
+    CpuStackCopy {
+        stack: u32,
+        count: u32,
+        time_ns: u64,
+        copy: StackCopy,
+    },
+    /// A CPU sample taken while lineprof was recording (`tag::CPU_LINEPROF`).
+    CpuLineprof {
+        stack: u32,
+        count: u32,
+        time_ns: u64,
+    },
     /// Monotonic clock (ns) after the preceding heap event of the chunk.
     Time { time_ns: u64 },
+}
+
+/// What a `CPU_STACK_COPY` sample keeps of the interrupted thread.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StackCopy {
+    /// Stack pointer and frame pointer at the interrupt.
+    pub sp: u64,
+    pub bp: u64,
+    /// Frame address (where the saved frame pointer lies) of each frame the
+    /// signal handler's frame-pointer walk found: `frame_addrs[i]` is the
+    /// record that gave `stack[i + 1]`.
+    pub frame_addrs: Vec<u64>,
+    /// The stack's bytes from `sp` up.
+    pub bytes: Vec<u8>,
+}
+
+/// Most bytes of stack a `CPU_STACK_COPY` sample copies.
+pub const STACK_COPY_LEN: usize = 2048;
+/// Upper bound on one encoded `CPU_STACK_COPY` event with `frames` frame
+/// addresses.
+pub const fn max_stack_copy_len(frames: usize) -> usize {
+    MAX_EVENT_LEN + 3 * 10 + frames * 10 + STACK_COPY_LEN
 }
 
 /// Header of an `Events` payload.
@@ -609,6 +674,45 @@ pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsH
                     stack: u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
                     count: u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
                     time_ns: time,
+                });
+            }
+            tag::CPU_LINEPROF => {
+                let stack = d.varint()?;
+                let count = d.varint()?;
+                time = time.wrapping_add(d.varint()?);
+                f(Event::CpuLineprof {
+                    stack: u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
+                    count: u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
+                    time_ns: time,
+                });
+            }
+            tag::CPU_STACK_COPY => {
+                let stack = d.varint()?;
+                let count = d.varint()?;
+                time = time.wrapping_add(d.varint()?);
+                let sp = d.varint()?;
+                let bp = d.varint()?;
+                let n = d.varint()?;
+                if n > 1 << 16 {
+                    return Err(Malformed("more than 65536 frame addresses"));
+                }
+                let mut frame_addrs = Vec::with_capacity(n as usize);
+                let mut prev = sp;
+                for _ in 0..n {
+                    prev = (prev as i64).wrapping_add(unzigzag(d.varint()?)) as u64;
+                    frame_addrs.push(prev);
+                }
+                let bytes = d.lp_bytes()?.to_vec();
+                f(Event::CpuStackCopy {
+                    stack: u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
+                    count: u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
+                    time_ns: time,
+                    copy: StackCopy {
+                        sp,
+                        bp,
+                        frame_addrs,
+                        bytes,
+                    },
                 });
             }
             tag::TIME => {
@@ -792,6 +896,164 @@ pub fn decode_timers(payload: &[u8]) -> Result<(TimersHeader, Vec<TimedFunction>
     Ok((h, functions))
 }
 
+// ---------------------------------------------------------------------------
+// Aggregate mode (`LINEPROF_MODE=aggregate`).
+
+/// The heap figures of one stack id as the aggregating shim keeps them.
+/// `allocations`/`allocated_bytes` count the stack's allocations,
+/// `frees`/`freed_bytes` the frees it made (of any block); `live_*` is what
+/// the stack's allocations hold now (at exit in the final snapshot),
+/// `peak_*` what they held when the whole heap reached its maximum, and
+/// `max_live_bytes` the most they ever held at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeapStack {
+    pub stack: u32,
+    pub allocations: u64,
+    pub allocated_bytes: u64,
+    pub frees: u64,
+    pub freed_bytes: u64,
+    pub live_bytes: i64,
+    pub live_blocks: i64,
+    pub peak_bytes: i64,
+    pub peak_blocks: i64,
+    pub max_live_bytes: i64,
+    pub cpu_samples: u64,
+}
+
+/// Upper bound on one encoded `HeapStack`.
+pub const MAX_HEAP_STACK_LEN: usize = 11 * 10;
+
+/// `HeapStacks` payload: records to the end of the payload, each `stack
+/// varint`, then `allocations, allocated_bytes, frees, freed_bytes` as
+/// varints, `live_bytes, live_blocks, peak_bytes, peak_blocks,
+/// max_live_bytes` as zigzag varints, `cpu_samples varint`.
+pub fn encode_heap_stack(e: &mut Encoder<'_>, s: &HeapStack) {
+    e.varint(s.stack as u64);
+    e.varint(s.allocations);
+    e.varint(s.allocated_bytes);
+    e.varint(s.frees);
+    e.varint(s.freed_bytes);
+    for v in [
+        s.live_bytes,
+        s.live_blocks,
+        s.peak_bytes,
+        s.peak_blocks,
+        s.max_live_bytes,
+    ] {
+        e.varint(zigzag(v));
+    }
+    e.varint(s.cpu_samples);
+}
+
+pub fn decode_heap_stacks(payload: &[u8]) -> Result<Vec<HeapStack>, Malformed> {
+    let mut d = Decoder::new(payload);
+    let mut out = Vec::new();
+    while !d.is_empty() {
+        let stack = u32::try_from(d.varint()?).map_err(|_| Malformed("stack id too large"))?;
+        let mut s = HeapStack {
+            stack,
+            allocations: d.varint()?,
+            allocated_bytes: d.varint()?,
+            frees: d.varint()?,
+            freed_bytes: d.varint()?,
+            ..HeapStack::default()
+        };
+        s.live_bytes = unzigzag(d.varint()?);
+        s.live_blocks = unzigzag(d.varint()?);
+        s.peak_bytes = unzigzag(d.varint()?);
+        s.peak_blocks = unzigzag(d.varint()?);
+        s.max_live_bytes = unzigzag(d.varint()?);
+        s.cpu_samples = d.varint()?;
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// The `HeapSummary` chunk: one per snapshot, written after its
+/// `HeapStacks` chunks (a snapshot is the whole file, rewritten and renamed
+/// into place, so a file holds exactly one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeapSummary {
+    /// Wall clock of the snapshot, nanoseconds since the Unix epoch.
+    pub snapshot_unix_ns: u64,
+    /// The largest live heap total (bytes).
+    pub peak_bytes: u64,
+    /// Live heap bytes at the snapshot (at exit in the final one).
+    pub live_bytes: u64,
+    /// Frees of blocks never seen allocated (allocated before a `fork`).
+    pub unknown_frees: u64,
+    /// Threads that recorded heap events (above 1, the peak's attribution
+    /// to stacks comes from counters updated concurrently).
+    pub threads: u32,
+    /// Width of one bucket of `series`, in nanoseconds.
+    pub bucket_ns: u64,
+    /// The largest live heap bytes in each bucket since the start.
+    pub series: Vec<u64>,
+    /// CPU samples taken while lineprof recorded an event, and the timer
+    /// periods they stand for (lineprof's cost; 0 in files before them).
+    pub profiler_cpu_samples: u64,
+    pub profiler_cpu_periods: u64,
+}
+
+/// `HeapSummary` payload: `snapshot_unix_ns u64`, then varints
+/// `peak_bytes, live_bytes, unknown_frees, threads, bucket_ns, n`, then `n`
+/// varints of the series, then `profiler_cpu_samples, profiler_cpu_periods`.
+pub fn encode_heap_summary(e: &mut Encoder<'_>, s: &HeapSummaryRef<'_>) {
+    e.u64(s.snapshot_unix_ns);
+    e.varint(s.peak_bytes);
+    e.varint(s.live_bytes);
+    e.varint(s.unknown_frees);
+    e.varint(s.threads as u64);
+    e.varint(s.bucket_ns);
+    let n = s.series.len().min(e.remaining().saturating_sub(30) / 10);
+    e.varint(n as u64);
+    for &v in &s.series[..n] {
+        e.varint(v);
+    }
+    e.varint(s.profiler_cpu_samples);
+    e.varint(s.profiler_cpu_periods);
+}
+
+/// Borrowed form of `HeapSummary` for the allocation-free writer.
+pub struct HeapSummaryRef<'a> {
+    pub snapshot_unix_ns: u64,
+    pub peak_bytes: u64,
+    pub live_bytes: u64,
+    pub unknown_frees: u64,
+    pub threads: u32,
+    pub bucket_ns: u64,
+    pub series: &'a [u64],
+    pub profiler_cpu_samples: u64,
+    pub profiler_cpu_periods: u64,
+}
+
+pub fn decode_heap_summary(payload: &[u8]) -> Result<HeapSummary, Malformed> {
+    let mut d = Decoder::new(payload);
+    let mut s = HeapSummary {
+        snapshot_unix_ns: d.u64()?,
+        peak_bytes: d.varint()?,
+        live_bytes: d.varint()?,
+        unknown_frees: d.varint()?,
+        threads: u32::try_from(d.varint()?).map_err(|_| Malformed("thread count too large"))?,
+        bucket_ns: d.varint()?,
+        series: Vec::new(),
+        profiler_cpu_samples: 0,
+        profiler_cpu_periods: 0,
+    };
+    let n = d.varint()?;
+    if n > payload.len() as u64 {
+        return Err(Malformed("series longer than its chunk"));
+    }
+    for _ in 0..n {
+        s.series.push(d.varint()?);
+    }
+    if !d.is_empty() {
+        s.profiler_cpu_samples = d.varint()?;
+        s.profiler_cpu_periods = d.varint()?;
+    }
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -929,6 +1191,56 @@ mod tests {
             split_chunks(b"hello world, not a profile").unwrap_err(),
             FormatError::NotAProfile
         );
+    }
+
+    #[test]
+    fn heap_stacks_and_summary_round_trip() {
+        let mut buf = [0u8; 512];
+        let mut e = Encoder::new(&mut buf, 0);
+        let a = HeapStack {
+            stack: 3,
+            allocations: 2,
+            allocated_bytes: 300,
+            frees: 1,
+            freed_bytes: 100,
+            live_bytes: 200,
+            live_blocks: 1,
+            peak_bytes: 300,
+            peak_blocks: 2,
+            max_live_bytes: 300,
+            cpu_samples: 7,
+        };
+        let b = HeapStack {
+            stack: 9,
+            live_bytes: -5,
+            ..HeapStack::default()
+        };
+        encode_heap_stack(&mut e, &a);
+        encode_heap_stack(&mut e, &b);
+        let n = e.pos();
+        assert_eq!(decode_heap_stacks(&buf[..n]).unwrap(), vec![a, b]);
+        let mut e = Encoder::new(&mut buf, 0);
+        let series = [0, 10, 400, 30];
+        encode_heap_summary(
+            &mut e,
+            &HeapSummaryRef {
+                snapshot_unix_ns: 5,
+                peak_bytes: 400,
+                live_bytes: 30,
+                unknown_frees: 1,
+                threads: 2,
+                bucket_ns: 1_000_000,
+                series: &series,
+                profiler_cpu_samples: 3,
+                profiler_cpu_periods: 7,
+            },
+        );
+        let n = e.pos();
+        let s = decode_heap_summary(&buf[..n]).unwrap();
+        assert_eq!((s.peak_bytes, s.live_bytes, s.threads), (400, 30, 2));
+        assert_eq!((s.profiler_cpu_samples, s.profiler_cpu_periods), (3, 7));
+        assert_eq!(s.series, series);
+        assert!(decode_heap_summary(&buf[..n - 1]).is_err());
     }
 
     #[test]

@@ -39,6 +39,7 @@ use std::sync::atomic::Ordering;
 
 use coord::{ACTIVE, INITIALIZING, INSTALLED, OFF, STATE, UNINIT};
 
+mod aggregate;
 mod config;
 mod coord;
 mod cpu;
@@ -190,7 +191,11 @@ fn start_now() -> bool {
             let cfg = config::read();
             let state = if cfg.off {
                 OFF
-            } else if stacks::init() && thread::init() && writer::init(&cfg) {
+            } else if stacks::init()
+                && thread::init()
+                && writer::init(&cfg)
+                && aggregate::init(cfg.aggregate)
+            {
                 thread::init_clock();
                 timers::init();
                 cpu::init(cfg.cpu_hz, cfg.cpu_perf);
@@ -316,8 +321,9 @@ fn record(kind: u8, addr: usize, size: usize) {
         }
         thread::set_busy(t, true);
         if let Some(id) = capture(t) {
-            let seq = thread::next_seq(t, kind == thread::ALLOC);
-            thread::append(t, kind, seq, id, size as u64, addr as u64);
+            put(t, kind, id, addr, size);
+        } else if kind == thread::FREE && aggregate::on() {
+            aggregate::free_taken(None, size as u64, aggregate::take(addr as u64));
         }
         if thread::has_parked(t) {
             thread::drain_parked(t);
@@ -334,10 +340,36 @@ fn record_orphan(kind: u8, addr: usize, size: usize) {
     // SAFETY: the orphan lock is held.
     unsafe {
         if let Some(id) = capture(t) {
-            let seq = thread::next_seq(t, kind == thread::ALLOC);
-            thread::append(t, kind, seq, id, size as u64, addr as u64);
+            put(t, kind, id, addr, size);
+        } else if kind == thread::FREE && aggregate::on() {
+            aggregate::free_taken(None, size as u64, aggregate::take(addr as u64));
         }
     }
+}
+
+/// One event with its stack: streamed into the thread's buffer, or, in
+/// aggregate mode, counted.
+///
+/// # Safety
+/// As for `capture`.
+#[inline(always)]
+unsafe fn put(
+    t: *mut thread::ThreadState,
+    kind: u8,
+    id: stacks::StackId,
+    addr: usize,
+    size: usize,
+) {
+    if aggregate::on() {
+        if kind == thread::ALLOC {
+            aggregate::alloc(id, size as u64, addr as u64);
+        } else {
+            aggregate::free(id, size as u64, addr as u64);
+        }
+        return;
+    }
+    let seq = thread::next_seq(t, kind == thread::ALLOC);
+    thread::append(t, kind, seq, id, size as u64, addr as u64);
 }
 
 /// A reallocation: one free of the old block and one allocation of the new
@@ -379,6 +411,10 @@ fn record_realloc(
         }
         return p;
     }
+    if aggregate::on() {
+        // SAFETY: `t` is this thread's own state.
+        return unsafe { realloc_aggregated(t, old, old_size, new_size, f) };
+    }
     // SAFETY: `t` is this thread's own state.
     unsafe {
         thread::set_busy(t, true);
@@ -408,6 +444,39 @@ fn record_realloc(
         thread::set_busy(t, false);
         p
     }
+}
+
+/// `record_realloc` in aggregate mode: the old block leaves the block table
+/// before the inner call (another thread may get its address as soon as
+/// the call returns) and comes back if the call fails.
+///
+/// # Safety
+/// `t` is the calling thread's own, live state.
+unsafe fn realloc_aggregated(
+    t: *mut thread::ThreadState,
+    old: usize,
+    old_size: usize,
+    new_size: usize,
+    f: impl FnOnce() -> *mut u8,
+) -> *mut u8 {
+    thread::set_busy(t, true);
+    // SAFETY: per the contract.
+    let id = unsafe { capture(t) };
+    let owner = aggregate::take(old as u64);
+    let p = f();
+    if p.is_null() {
+        aggregate::untake(old as u64, owner);
+    } else {
+        aggregate::free_taken(id, old_size as u64, owner);
+        if let Some(id) = id {
+            aggregate::alloc(id, new_size as u64, p as u64);
+        }
+    }
+    if thread::has_parked(t) {
+        thread::drain_parked(t);
+    }
+    thread::set_busy(t, false);
+    p
 }
 
 // SAFETY: every method forwards to the inner allocator with the caller's

@@ -30,6 +30,11 @@ extern "C" fn at_exit() {
     sys::preserving_errno(|| {
         writer::begin_finishing();
         writer::refresh_modules();
+        if crate::aggregate::on() {
+            // The final snapshot replaces the file; the timers and the
+            // `End` chunk are appended to it below.
+            crate::aggregate::write_snapshot(true);
+        }
         thread::for_each_state(|s| thread::flush(s, true));
         timers::write_all_at_exit();
         writer::finish(&mut format::End {
@@ -64,6 +69,7 @@ extern "C" fn after_fork_child() {
     coord::REENTRANT_DROPPED.store(0, Ordering::Relaxed);
     thread::reset_after_fork();
     cpu::after_fork_child();
+    crate::aggregate::after_fork_child();
     timers::after_fork_child();
     writer::after_fork_child();
     FORKING.store(false, Ordering::Release);

@@ -6,7 +6,20 @@
 //! called while lineprof holds none of its own locks: a host thread inside
 //! its own `dl_iterate_phdr` callback may allocate and reach us.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::format::Encoder;
+
+/// The runtime address range spanning the executable's code segments
+/// (built with frame pointers, so the CPU sampler's walk is right there),
+/// set by the first `encode`.
+static EXE_TEXT: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+/// Whether `pc` lies in the executable's code.
+#[inline]
+pub fn in_executable(pc: usize) -> bool {
+    EXE_TEXT[0].load(Ordering::Relaxed) <= pc && pc < EXE_TEXT[1].load(Ordering::Relaxed)
+}
 
 struct Ctx<'a, 'b> {
     enc: &'a mut Encoder<'b>,
@@ -94,12 +107,19 @@ unsafe extern "C" fn callback(
     ctx.enc.lp_bytes(build_id);
     ctx.enc.lp_bytes(path);
     ctx.enc.varint(ranges);
+    let (mut lo, mut hi) = (u64::MAX, 0);
     for ph in phdrs {
         if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
             let start = bias.wrapping_add(ph.p_vaddr);
             ctx.enc.varint(start);
             ctx.enc.varint(start.wrapping_add(ph.p_memsz));
+            lo = lo.min(start);
+            hi = hi.max(start.wrapping_add(ph.p_memsz));
         }
+    }
+    if ctx.count == 0 && lo < hi {
+        EXE_TEXT[0].store(lo as usize, Ordering::Relaxed);
+        EXE_TEXT[1].store(hi as usize, Ordering::Relaxed);
     }
     ctx.count += 1;
     0

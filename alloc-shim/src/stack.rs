@@ -123,9 +123,133 @@ pub fn walk_from(
     (n, true, hash_finish(h, n))
 }
 
+/// `walk_from` that also writes each frame's address (where its saved
+/// frame pointer lies) into `addrs[k]` for the frame written at `out[k]`.
+/// For the CPU sampler's samples that keep a stack copy: the reader splices
+/// its unwind of the first frames onto this walk by frame address.
+pub fn walk_with_addrs(
+    mut fp: usize,
+    lo: usize,
+    hi: usize,
+    out: &mut [u64],
+    addrs: &mut [u64],
+    mut n: usize,
+    mut h: u64,
+) -> (usize, u64) {
+    use crate::stacks::{hash_finish, hash_step};
+    let end = out.len().min(addrs.len());
+    while n < end {
+        if fp < lo || fp > hi.saturating_sub(16) || fp & 7 != 0 {
+            break;
+        }
+        // SAFETY: as in `walk_from`.
+        let (next, ret) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
+        if ret == 0 {
+            break;
+        }
+        out[n] = ret as u64;
+        addrs[n] = fp as u64;
+        h = hash_step(h, ret as u64);
+        n += 1;
+        if next <= fp {
+            break;
+        }
+        fp = next;
+    }
+    (n, hash_finish(h, n))
+}
+
+/// Whether a frame record at `fp` looks real: inside `lo..hi`, aligned, its
+/// return address in the executable (`in_exe`), and its saved frame
+/// pointer leading to another record up the stack whose return address is
+/// in the executable too. (A Rust program's outermost records, `main` and a
+/// thread's start, are std's code in the executable, called from C.)
+///
+/// # Safety
+/// `lo..hi` is readable stack memory of this thread.
+pub unsafe fn plausible_frame(
+    fp: usize,
+    lo: usize,
+    hi: usize,
+    in_exe: impl Fn(usize) -> bool,
+) -> bool {
+    let ok = |a: usize| a >= lo && a <= hi.saturating_sub(16) && a & 7 == 0;
+    if !ok(fp) {
+        return false;
+    }
+    // SAFETY: `fp..fp + 16` is inside `lo..hi` (checked by `ok`).
+    let (next, ret) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
+    if !in_exe(ret) {
+        return false;
+    }
+    if !ok(next) || next <= fp {
+        return false;
+    }
+    // SAFETY: as above, for `next`.
+    let ret2 = unsafe { *((next + 8) as *const usize) };
+    in_exe(ret2)
+}
+
+/// The lowest plausible frame record in `[sp, sp + window)`: where a
+/// frame-pointer walk can start when the interrupted frame pointer is not
+/// one (C code that uses it as a general register).
+///
+/// # Safety
+/// `sp..hi` is readable stack memory of this thread.
+pub unsafe fn find_frame(
+    sp: usize,
+    hi: usize,
+    window: usize,
+    in_exe: impl Fn(usize) -> bool + Copy,
+) -> Option<usize> {
+    let end = hi.min(sp.saturating_add(window));
+    let mut a = (sp + 7) & !7;
+    while a + 16 <= end {
+        // SAFETY: per the contract.
+        if unsafe { plausible_frame(a, sp, hi, in_exe) } {
+            return Some(a);
+        }
+        a += 8;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_first_real_frame_above_a_frameless_function() {
+        // A C function's frame (a saved register, a return address into C
+        // code), then two frame records whose return addresses lie in the
+        // "executable" (0x1000..0x2000).
+        let mut mem = [0usize; 16];
+        let base = mem.as_ptr() as usize;
+        let at = |i: usize| base + i * 8;
+        let in_exe = |pc: usize| (0x1000..0x2000).contains(&pc);
+        mem[0] = 0xdead; // a register the C function saved
+        mem[1] = 0x9999; // return address into the C library
+        mem[2] = 0; // a stale record: the chain ends at once
+        mem[3] = 0x1333;
+        mem[4] = at(8); // the Rust caller's frame record
+        mem[5] = 0x1111;
+        mem[8] = at(12); // the outermost Rust record
+        mem[9] = 0x1222;
+        mem[12] = 0; // C start code: the chain ends
+        mem[13] = 0x9000;
+        let hi = base + mem.len() * 8;
+        // SAFETY: `mem` is readable for its whole length.
+        unsafe {
+            assert_eq!(find_frame(base, hi, 4096, in_exe), Some(at(4)));
+            assert!(!plausible_frame(at(0), base, hi, in_exe));
+            assert_eq!(find_frame(base, at(4), 4096, in_exe), None);
+        }
+        let (mut out, mut addrs) = ([0u64; 8], [0u64; 8]);
+        let (n, _) = walk_with_addrs(at(4), base, hi, &mut out, &mut addrs, 1, 0);
+        assert_eq!(n, 4);
+        assert_eq!(&out[1..4], &[0x1111, 0x1222, 0x9000]);
+        assert_eq!(&addrs[1..3], &[at(4) as u64, at(8) as u64]);
+    }
 
     #[test]
     fn walks_a_hand_made_chain_and_stops_at_bounds() {

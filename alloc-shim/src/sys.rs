@@ -254,6 +254,40 @@ pub fn current_dir(buf: &mut [u8]) -> usize {
     buf.iter().position(|&b| b == 0).unwrap_or(0)
 }
 
+/// Creates (emptying) the file at the NUL-terminated `path` for writing,
+/// its descriptor moved above the host's range when there is room.
+pub fn create_truncated(path: &[u8]) -> Option<i32> {
+    let c = CStr::from_bytes_until_nul(path).ok()?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let fd = unsafe { libc::open(c.as_ptr(), flags, 0o644) };
+    if fd < 0 {
+        return None;
+    }
+    Some(move_above_limit(fd).unwrap_or(fd))
+}
+
+/// Renames `from` to `to` (both NUL-terminated), replacing `to`
+/// atomically. False on failure.
+pub fn rename(from: &[u8], to: &[u8]) -> bool {
+    let (Ok(f), Ok(t)) = (
+        CStr::from_bytes_until_nul(from),
+        CStr::from_bytes_until_nul(to),
+    ) else {
+        return false;
+    };
+    // SAFETY: two valid NUL-terminated paths.
+    unsafe { libc::rename(f.as_ptr(), t.as_ptr()) == 0 }
+}
+
+/// Removes the NUL-terminated `path` (errors ignored).
+pub fn unlink(path: &[u8]) {
+    if let Ok(p) = CStr::from_bytes_until_nul(path) {
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::unlink(p.as_ptr()) };
+    }
+}
+
 pub fn close(fd: i32) {
     // SAFETY: closing a descriptor we own.
     unsafe { libc::close(fd) };

@@ -60,6 +60,8 @@ pub struct ThreadState {
     /// Frames of the CPU signal handler, apart from `frames`, which the
     /// interrupted code may be filling.
     pub cpu_frames: [u64; MAX_DEPTH],
+    /// Frame addresses of `cpu_frames[1..]`, for samples with a stack copy.
+    pub cpu_frame_addrs: [u64; MAX_DEPTH],
     /// CPU samples taken while this thread was inside lineprof, appended
     /// when it leaves (`drain_parked`). The handler runs on the owner
     /// thread, so an atomic length is enough to hand them over.
@@ -501,14 +503,22 @@ unsafe fn start_chunk(t: *mut ThreadState, base_seq: u64) {
     }
 }
 
-/// Appends one CPU sample. Owner thread only (the signal handler, with the
-/// thread outside lineprof). Without `can_flush` a full buffer drops the
-/// sample instead of writing.
-pub fn append_cpu(t: *mut ThreadState, stack: u32, count: u32, now: u64, can_flush: bool) {
+/// Appends one CPU sample (`tag::CPU`, or `tag::CPU_LINEPROF` for one
+/// taken inside lineprof). Owner thread only (the signal handler, with the
+/// thread outside lineprof, or `drain_parked`). Without `can_flush` a full
+/// buffer drops the sample instead of writing.
+pub fn append_cpu(t: *mut ThreadState, kind: u8, sample: CpuSample<'_>, can_flush: bool) {
+    if crate::aggregate::on() {
+        return crate::aggregate::cpu(kind == tag::CPU_LINEPROF, sample.stack, sample.count);
+    }
+    let need = match &sample.copy {
+        Some(c) => format::max_stack_copy_len(c.frame_addrs.len()),
+        None => MAX_EVENT_LEN,
+    };
     // SAFETY: as in `append`.
     unsafe {
         let mut pos = (*t).committed.load(Ordering::Relaxed);
-        if BUF_LEN - pos < MAX_EVENT_LEN * 2 {
+        if BUF_LEN - pos < need + MAX_EVENT_LEN {
             if !can_flush {
                 coord::DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -520,16 +530,50 @@ pub fn append_cpu(t: *mut ThreadState, stack: u32, count: u32, now: u64, can_flu
             start_chunk(t, 0);
         }
         let mut e = Encoder::new(tail(t, pos), 0);
-        e.u8(tag::CPU);
-        e.varint(stack as u64);
-        e.varint(count as u64);
-        e.varint(now.saturating_sub((*t).prev_time));
-        (*t).prev_time = now.max((*t).prev_time);
+        e.u8(if sample.copy.is_some() {
+            tag::CPU_STACK_COPY
+        } else {
+            kind
+        });
+        e.varint(sample.stack as u64);
+        e.varint(sample.count as u64);
+        e.varint(sample.now.saturating_sub((*t).prev_time));
+        if let Some(c) = &sample.copy {
+            e.varint(c.sp);
+            e.varint(c.bp);
+            e.varint(c.frame_addrs.len() as u64);
+            let mut prev = c.sp;
+            for &a in c.frame_addrs {
+                e.varint(format::zigzag(a.wrapping_sub(prev) as i64));
+                prev = a;
+            }
+            e.lp_bytes(c.bytes);
+        }
+        (*t).prev_time = sample.now.max((*t).prev_time);
         (*t).committed.store(pos + e.pos(), Ordering::Release);
     }
 }
 
-/// Keeps a CPU sample taken while the thread was inside lineprof.
+/// One CPU sample to append: its stack, weight (periods it stands for),
+/// clock reading, and for a sample in code without frame pointers what the
+/// reader needs to unwind it (`tag::CPU_STACK_COPY`).
+pub struct CpuSample<'a> {
+    pub stack: u32,
+    pub count: u32,
+    pub now: u64,
+    pub copy: Option<StackCopyRef<'a>>,
+}
+
+/// Borrowed form of `format::StackCopy` for the allocation-free writer.
+pub struct StackCopyRef<'a> {
+    pub sp: u64,
+    pub bp: u64,
+    pub frame_addrs: &'a [u64],
+    pub bytes: &'a [u8],
+}
+
+/// Keeps a CPU sample taken while the thread was inside lineprof; it is
+/// appended as lineprof's own cost (`tag::CPU_LINEPROF`).
 pub fn park_sample(t: *mut ThreadState, stack: u32, count: u32) {
     // SAFETY: owner thread (signal handler); the slot at `n` is beyond what
     // the owner reads until the length is published.
@@ -560,7 +604,13 @@ pub fn drain_parked(t: *mut ThreadState) {
                 .compare_exchange(n, n - 1, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                append_cpu(t, stack, count, sys::coarse_ns(), true);
+                let sample = CpuSample {
+                    stack,
+                    count,
+                    now: sys::coarse_ns(),
+                    copy: None,
+                };
+                append_cpu(t, tag::CPU_LINEPROF, sample, true);
             }
         }
     }
@@ -651,4 +701,5 @@ pub fn unlock_registry_after_fork() {
 
 /// The event tag for allocations, re-exported for the hot path.
 pub const ALLOC: u8 = tag::ALLOC;
+pub const CPU: u8 = tag::CPU;
 pub const FREE: u8 = tag::FREE;

@@ -454,6 +454,12 @@ fn start_file(fd: i32) -> Option<i32> {
 }
 
 fn write_meta(fd: i32, pid: u32, forked_from: u32) {
+    let meta = meta_chunk(pid, forked_from);
+    put(fd, meta, true);
+}
+
+/// The sealed `Meta` chunk, built in the scratch space. File lock held.
+fn meta_chunk(pid: u32, forked_from: u32) -> &'static [u8] {
     let scratch = region(&SCRATCH, SCRATCH_LEN);
     let (out, cmdline) = scratch.split_at_mut(SCRATCH_LEN / 2);
     let n = sys::read_file(c"/proc/self/cmdline", cmdline);
@@ -475,7 +481,93 @@ fn write_meta(fd: i32, pid: u32, forked_from: u32) {
     format::encode_meta(&mut e, &meta, &mut taken);
     let len = e.pos();
     format::seal_chunk(ChunkKind::Meta, &mut out[..len]);
-    put(fd, &out[..len], true);
+    &out[..len]
+}
+
+/// Aggregate mode (`aggregate.rs`): writes the whole profile as one
+/// snapshot. The profile's path is claimed as for a stream profile (the
+/// first time); the snapshot goes to `<path>.tmp`, which `body` fills
+/// after the header (version `version`), metadata and modules, and is
+/// renamed over the profile only when every write succeeded, so the file
+/// always holds the last complete snapshot. `body` gets the descriptor and
+/// the scratch space and returns false on a failed write. A periodic
+/// snapshot (`wait` false) gives up when the file lock is taken. After it,
+/// the profile's descriptor is dropped, so later appends (the exit
+/// handler's) go to the renamed file.
+pub(crate) fn write_snapshot(
+    wait: bool,
+    version: u32,
+    body: impl FnOnce(&mut Sink, &'static mut [u8]) -> bool,
+) -> bool {
+    let _g = if wait {
+        FILE_LOCK.lock()
+    } else {
+        match FILE_LOCK.try_lock() {
+            Some(g) => g,
+            None => return false,
+        }
+    };
+    if FINISHING.load(Ordering::Acquire) && !wait {
+        return false;
+    }
+    let Some(fd) = ensure_open() else {
+        return false;
+    };
+    // The renamed snapshot replaces this file: the descriptor goes.
+    sys::close(fd);
+    FD.store(-1, Ordering::Release);
+    let path = chosen();
+    let end = path_str(path).len();
+    let mut tmp = [0u8; PATH_MAX + 8];
+    tmp[..end].copy_from_slice(&path[..end]);
+    tmp[end..end + 4].copy_from_slice(b".tmp");
+    let Some(tfd) = sys::create_truncated(&tmp) else {
+        return false;
+    };
+    let mut sink = Sink {
+        fd: tfd,
+        len: 0,
+        limit: sys::file_size_limit(),
+    };
+    let mut header = [0u8; format::FILE_HEADER_LEN];
+    format::write_file_header_version(&mut header, version);
+    let pid = PID.load(Ordering::Relaxed);
+    let ok = sink.put(&header)
+        && sink.put(meta_chunk(pid, FORKED_FROM.load(Ordering::Relaxed)))
+        && {
+            let n = MODULES_USED.load(Ordering::Acquire);
+            let scratch = region(&SCRATCH, SCRATCH_LEN);
+            let len = CHUNK_HEADER_LEN + n.min(SCRATCH_LEN - CHUNK_HEADER_LEN);
+            scratch[CHUNK_HEADER_LEN..len]
+                .copy_from_slice(&region(&MODULES, MODULES_LEN)[..len - CHUNK_HEADER_LEN]);
+            format::seal_chunk(ChunkKind::Modules, &mut scratch[..len]);
+            sink.put(&scratch[..len])
+        }
+        && body(&mut sink, region(&SCRATCH, SCRATCH_LEN));
+    sys::close(tfd);
+    if ok && sys::rename(&tmp, path) {
+        return true;
+    }
+    sys::unlink(&tmp);
+    false
+}
+
+/// Where a snapshot is written: whole writes only, within the file-size
+/// limit (so the host never gets SIGXFSZ from us).
+pub(crate) struct Sink {
+    fd: i32,
+    len: u64,
+    limit: Option<u64>,
+}
+
+impl Sink {
+    pub(crate) fn put(&mut self, data: &[u8]) -> bool {
+        if self.limit.is_some_and(|l| self.len + data.len() as u64 > l) {
+            return false;
+        }
+        self.len += data.len() as u64;
+        sys::write_all(self.fd, data).is_ok()
+    }
 }
 
 /// Copies `payload` behind a chunk header in the scratch space and writes

@@ -118,9 +118,17 @@ pub fn is_attributable(loc: &Location) -> bool {
 /// The attribution frame of a stack (innermost first): index into `stack`,
 /// `None` when the stack is unattributed.
 pub fn attribution(stack: &[u32], locations: &[Location]) -> Option<usize> {
-    stack
+    let at = stack
         .iter()
-        .position(|&id| is_attributable(&locations[id as usize]))
+        .position(|&id| is_attributable(&locations[id as usize]))?;
+    // The `main` rustc generates for a test binary (its line is the crate's
+    // first line: `#![allow(`, `#[cfg(test)]`) calls libtest: what libtest
+    // allocates for itself is not the user's line.
+    let harness = at > 0
+        && locations[stack[at - 1] as usize]
+            .function
+            .starts_with("test::test_main");
+    (!harness).then_some(at)
 }
 
 /// Removes the allocator machinery from the innermost end and unresolvable

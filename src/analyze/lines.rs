@@ -82,6 +82,24 @@ pub struct LineFigures {
     pub time_ns: Option<u64>,
 }
 
+/// CPU time of the stacks that have no attribution frame (unattributed:
+/// in the totals, on no line).
+pub fn unattributed_cpu_ns(replay: &Replay, symbols: &Symbols) -> f64 {
+    replay
+        .per_stack
+        .iter()
+        .enumerate()
+        .filter(|(sid, fig)| {
+            fig.cpu_time_ns > 0.0
+                && symbols
+                    .stacks
+                    .get(*sid)
+                    .is_none_or(|st| attribution(st, &symbols.locations).is_none())
+        })
+        .map(|(_, fig)| fig.cpu_time_ns)
+        .sum()
+}
+
 /// Figures per line for every line with a non-zero figure, in no particular
 /// order. `root` is the workspace root (for `kind` and relative paths).
 pub fn aggregate(

@@ -2,6 +2,9 @@
 //!
 //! - [`profile`]: `.lprof` bytes -> [`profile::Profile`] (modules, stacks of
 //!   raw addresses, heap events in global order, CPU samples);
+//! - [`unwind`]: CPU samples taken in C code get their first frames
+//!   unwound from their stack copy with `.eh_frame`; every CPU stack is cut
+//!   at its first frame outside the loaded modules;
 //! - [`symbolize`]: raw addresses -> logical frames (file, line, function,
 //!   inlined frames expanded), using [`classify`] to trim the allocator's
 //!   own frames;
@@ -12,6 +15,8 @@
 //! - [`functions`]: per-stack figures -> per-function figures (pstats's
 //!   view), call-graph edges, and the `#[lineprof::profile]` line timers
 //!   put on lines and functions;
+//! - [`per_test`]: for test binaries, the figures under each `#[test]`
+//!   function, shared initialisation apart;
 //! - [`report`]: runs the stages and holds the result, the [`report::Report`]
 //!   every renderer and the run store take.
 //!
@@ -28,8 +33,11 @@ pub mod frame_pointers;
 pub mod functions;
 pub mod lines;
 pub mod names;
+pub mod per_test;
 pub mod profile;
 pub mod replay;
 pub mod report;
 pub mod stacks;
 pub mod symbolize;
+pub mod symbols;
+pub mod unwind;

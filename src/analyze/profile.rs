@@ -1,19 +1,28 @@
-//! Reads a `.lprof` file into plain data: metadata, modules, interned stacks
-//! and the heap events of all threads merged into one global order.
+//! Reads a `.lprof` file into plain data: metadata, modules, interned stacks,
+//! CPU samples, and the heap events of all threads merged into one global
+//! order.
 //!
-//! Invariants of the result: `heap_events` is in sequence-number order with
-//! the holes (sequence numbers handed out but never written, as when a
-//! crashed process lost its buffers) removed, and `missing_events` counts
+//! The heap events are not held decoded: a big profile has hundreds of
+//! millions. `Profile::for_each_heap_event` streams them, decoding each
+//! thread's chunks one at a time and merging the threads by sequence
+//! number (a k-way merge: each thread's events are in increasing order), so
+//! memory is bounded by one chunk per thread. The order is the sequence
+//! order with the holes (numbers handed out but never written, as when a
+//! crashed process lost its buffers) skipped; `missing_events` counts
 //! those holes. A file cut short is not an error: its complete chunks are
 //! used and a warning says so.
 
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use lineprof::format::{self, ChunkKind, Event, FormatError, RawChunk};
 
 use crate::error::{Error, Result};
 
-pub use lineprof::format::{End, Meta, Module};
+pub use lineprof::format::{End, HeapStack, HeapSummary, Meta, Module};
 
 /// A heap event in global order. `kind` tells alloc from free; the sequence
 /// number is implied by the position in `Profile::heap_events`.
@@ -31,11 +40,16 @@ pub enum HeapEventKind {
     Free,
 }
 
-/// CPU samples taken with one stack.
+/// One CPU sample: its stack and how many timer periods it stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuSample {
     pub stack: u32,
     pub count: u32,
+    /// Taken while lineprof was recording: lineprof's cost, not the program's.
+    pub in_lineprof: bool,
+    /// Index into `Profile::stack_copies` for a sample taken in code without
+    /// frame pointers.
+    pub copy: Option<u32>,
 }
 
 /// Everything a profile file holds, decoded.
@@ -47,8 +61,16 @@ pub struct Profile {
     pub modules: Vec<Module>,
     /// Return addresses, innermost first, indexed by stack id.
     pub stacks: Vec<Vec<u64>>,
+    /// Heap events given decoded (tests, hand-made profiles); a profile read
+    /// from a file streams them from `events` instead.
     pub heap_events: Vec<HeapEvent>,
+    /// Where a read profile's heap events are, per thread.
+    pub events: EventChunks,
+    /// Heap events in the profile (decoded or streamed).
+    pub heap_event_count: u64,
     pub cpu_samples: Vec<CpuSample>,
+    /// Stack copies of the samples that have one (`CpuSample::copy`).
+    pub stack_copies: Vec<format::StackCopy>,
     /// The `End` chunk, present when the program exited cleanly.
     pub end: Option<End>,
     /// Byte offset where an incomplete final chunk starts, if any.
@@ -60,14 +82,27 @@ pub struct Profile {
     /// `Events` chunks that repeat an earlier one byte for byte, skipped:
     /// (offset, offset of the earlier one).
     pub duplicate_chunks: Vec<(u64, u64)>,
-    /// Heap events whose order number another event already had, dropped.
+    /// Heap events whose order number another event already had (or that
+    /// go back in their thread's order), skipped.
     pub duplicate_events: u64,
     /// Heap events and CPU samples naming a stack the file does not define.
     pub unknown_stack_refs: u64,
+    /// An aggregate profile (`LINEPROF_MODE=aggregate`): per-stack heap
+    /// figures instead of `heap_events`.
+    pub aggregate: Option<Aggregate>,
     /// `#[lineprof::profile]` functions, summed over threads.
     pub timed: Vec<TimedFunction>,
     /// Calls of marked functions the program could not count.
     pub untimed_calls: u64,
+}
+
+/// The heap figures of an aggregate profile's snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Aggregate {
+    pub stacks: Vec<HeapStack>,
+    /// Absent when the file ends before its summary (not written by
+    /// lineprof: a snapshot is renamed into place only when complete).
+    pub summary: Option<HeapSummary>,
 }
 
 /// A `#[lineprof::profile]` function's figures over all threads, in ns.
@@ -99,6 +134,19 @@ impl Profile {
                 "{} heap events {how}; figures are lower bounds",
                 self.missing_events
             ));
+        }
+        if let Some(agg) = &self.aggregate {
+            match &agg.summary {
+                None => out.push(
+                    "aggregate profile without its summary chunk; peak and live figures are missing"
+                        .to_string(),
+                ),
+                Some(s) if s.threads > 1 => out.push(format!(
+                    "aggregate mode with {} threads: the peak total is exact, its split over lines may differ from a stream run by the allocations in flight on other threads at that instant",
+                    s.threads
+                )),
+                Some(_) => {}
+            }
         }
         if self.untimed_calls > 0 {
             out.push(format!(
@@ -163,6 +211,11 @@ impl Profile {
             out.push(format!(
                 "profile ends in an incomplete or unreadable chunk at byte {at}{why}; showing the complete chunks before it"
             ));
+        } else if self.end.is_none() && self.aggregate.is_some() {
+            out.push(
+                "aggregate profile without an end record (the program crashed or was killed?); showing its last snapshot, written at most half a second before"
+                    .to_string(),
+            );
         } else if self.end.is_none() {
             out.push(
                 "profile has no end record (the program crashed, was killed, or exec'd a new program, whose profile is this path with .<pid> appended: up to one flush interval, 0.5 s, of events before that point is missing); showing what was written"
@@ -211,6 +264,152 @@ impl Profile {
     }
 }
 
+/// The file's bytes and, per thread, the payload ranges of its `Events`
+/// chunks in file order (which is the thread's own order).
+#[derive(Clone, Default)]
+pub struct EventChunks {
+    data: Arc<Vec<u8>>,
+    threads: Vec<Vec<Range<usize>>>,
+    /// Stack ids at or above this (none the file defines) read as this
+    /// one, an empty stack after the table.
+    unknown_stack: u32,
+}
+
+impl std::fmt::Debug for EventChunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let chunks: usize = self.threads.iter().map(Vec::len).sum();
+        write!(
+            f,
+            "EventChunks({} threads, {chunks} chunks)",
+            self.threads.len()
+        )
+    }
+}
+
+impl Profile {
+    /// Calls `f` with every heap event in the global order.
+    pub fn for_each_heap_event(&self, mut f: impl FnMut(&HeapEvent)) {
+        if !self.heap_events.is_empty() {
+            self.heap_events.iter().for_each(f);
+            return;
+        }
+        merge_threads(&self.events, &mut f);
+    }
+
+    /// Every heap event in order, decoded (tests and small profiles).
+    pub fn collect_heap_events(&self) -> Vec<HeapEvent> {
+        let mut out = Vec::new();
+        self.for_each_heap_event(|e| out.push(*e));
+        out
+    }
+}
+
+/// One thread's events, decoded a chunk at a time.
+struct Cursor<'a> {
+    chunks: std::slice::Iter<'a, Range<usize>>,
+    data: &'a [u8],
+    /// The current chunk's heap events, (sequence number, event).
+    buf: Vec<(u64, HeapEvent)>,
+    at: usize,
+    /// The thread's last order number: an event not above it repeats an
+    /// earlier one (counted in `Profile::duplicate_events`) and is skipped.
+    last: Option<u64>,
+    unknown_stack: u32,
+}
+
+impl Cursor<'_> {
+    /// The next event's sequence number, decoding the next chunk if needed.
+    fn peek(&mut self) -> Option<u64> {
+        while self.at >= self.buf.len() {
+            let range = self.chunks.next()?;
+            self.buf.clear();
+            self.at = 0;
+            let buf = &mut self.buf;
+            let last = &mut self.last;
+            let unknown = self.unknown_stack;
+            let mut push = |seq: u64, event: HeapEvent| {
+                if last.is_some_and(|l| seq <= l) {
+                    return;
+                }
+                *last = Some(seq);
+                let stack = event.stack.min(unknown);
+                buf.push((seq, HeapEvent { stack, ..event }));
+            };
+            // Checked when the profile was read: cannot fail here.
+            let _ = format::decode_events(&self.data[range.clone()], |ev| match ev {
+                Event::Alloc {
+                    seq,
+                    stack,
+                    size,
+                    addr,
+                } => push(seq, heap_event(addr, size, stack, HeapEventKind::Alloc)),
+                Event::Free {
+                    seq,
+                    stack,
+                    size,
+                    addr,
+                } => push(seq, heap_event(addr, size, stack, HeapEventKind::Free)),
+                _ => {}
+            });
+        }
+        Some(self.buf[self.at].0)
+    }
+}
+
+fn heap_event(addr: u64, size: u64, stack: u32, kind: HeapEventKind) -> HeapEvent {
+    HeapEvent {
+        addr,
+        size,
+        stack,
+        kind,
+    }
+}
+
+/// The k-way merge: the thread whose next event has the smallest (sequence
+/// number, thread) goes next, and keeps going while it stays below the
+/// runner-up. Ties between threads (equal clock readings) go to the lower
+/// thread index. A dense number already emitted (by another thread: a
+/// repeat) is skipped.
+fn merge_threads(events: &EventChunks, f: &mut impl FnMut(&HeapEvent)) {
+    let mut cursors: Vec<Cursor<'_>> = events
+        .threads
+        .iter()
+        .map(|chunks| Cursor {
+            chunks: chunks.iter(),
+            data: &events.data,
+            buf: Vec::new(),
+            at: 0,
+            last: None,
+            unknown_stack: events.unknown_stack,
+        })
+        .collect();
+    let mut last_dense: Option<u64> = None;
+    let mut heap = BinaryHeap::new();
+    for (i, c) in cursors.iter_mut().enumerate() {
+        if let Some(seq) = c.peek() {
+            heap.push(Reverse((seq, i)));
+        }
+    }
+    while let Some(Reverse((_, i))) = heap.pop() {
+        let next = heap.peek().map(|r| r.0);
+        let c = &mut cursors[i];
+        while let Some(seq) = c.peek() {
+            if next.is_some_and(|n| (seq, i) > n) {
+                heap.push(Reverse((seq, i)));
+                break;
+            }
+            let repeat = seq & CLOCK_MARK == 0 && last_dense == Some(seq);
+            if seq & CLOCK_MARK == 0 {
+                last_dense = Some(seq);
+            }
+            if !repeat {
+                f(&c.buf[c.at].1);
+            }
+            c.at += 1;
+        }
+    }
+}
+
 /// Why the writer stopped, from the errno it recorded.
 fn write_error_text(errno: u32) -> String {
     match errno as i32 {
@@ -240,20 +439,26 @@ pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
 /// Reads and decodes the profile at `path`.
 pub fn read_profile(path: &Path) -> Result<Profile> {
     let data = read_regular(path).map_err(|e| Error::io(path, "read the profile", e))?;
-    parse_profile(&data, path)
+    parse_profile_owned(data, path)
 }
 
 /// Decodes a profile held in memory; `path` is only used in messages.
+pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
+    parse_profile_owned(data.to_vec(), path)
+}
+
+/// As `parse_profile`, keeping `data` for streaming the events.
 ///
 /// Every size taken from the file is bounded by what the file holds:
 /// stack ids by its length, events and samples by their own bytes, so
 /// memory stays within a small multiple of the file's size whatever it
 /// claims. Damage is skipped (see `format::split_chunks`), exact repeats of
-/// an `Events` chunk and repeated sequence numbers are counted once, and
+/// an `Events` chunk and repeated order numbers are counted once, and
 /// references to stacks the file does not define go to one empty stack;
 /// each with a warning. Chunks of two writers in one file are an error.
-pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
-    let chunks = format::split_chunks(data).map_err(|e| format_error(e, path))?;
+pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
+    let data = Arc::new(data);
+    let chunks = format::split_chunks(&data).map_err(|e| format_error(e, path))?;
     let mut profile = Profile {
         path: path.to_path_buf(),
         ..Profile::default()
@@ -263,12 +468,15 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
     }
     profile.damaged = chunks.damaged.clone();
     // Dense sequence numbers above this are not from a real writer (they
-    // would leave more holes than a file of this size can explain).
+    // would leave more holes than a file of this size can explain); below
+    // it, a bitmap of them tells repeats.
     let seq_limit = (data.len() as u64).saturating_mul(4) + (1 << 20);
-    let mut ordered = EventOrder::default();
+    let mut count = EventCount::default();
     let mut first_meta: Option<RawChunk<'_>> = None;
     let mut events_seen = EventsChunkSet::default();
     let mut stacks = StackTable::new(data.len());
+    let mut threads: BTreeMap<u32, Vec<Range<usize>>> = BTreeMap::new();
+    let base = data.as_ptr() as usize;
     let mut timers = TimerSnapshots::default();
     for chunk in &chunks.chunks {
         let corrupt = |what: &str| Error::Corrupt {
@@ -298,11 +506,72 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
                     profile.duplicate_chunks.push((chunk.offset, earlier));
                     continue;
                 }
-                read_events(chunk, seq_limit, &mut ordered, &mut profile.cpu_samples)
-                    .map_err(corrupt)?;
+                let mut bad_seq = false;
+                let thread = chunk
+                    .payload
+                    .get(..4)
+                    .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
+                format::decode_events(chunk.payload, |ev| match ev {
+                    Event::Alloc { seq, .. } | Event::Free { seq, .. }
+                        if seq & CLOCK_MARK == 0 && seq >= seq_limit =>
+                    {
+                        bad_seq = true
+                    }
+                    Event::Alloc { seq, stack, .. } | Event::Free { seq, stack, .. } => {
+                        count.put(thread, seq, stack)
+                    }
+                    Event::Cpu { stack, count, .. } => profile.cpu_samples.push(CpuSample {
+                        stack,
+                        count,
+                        in_lineprof: false,
+                        copy: None,
+                    }),
+                    Event::CpuLineprof { stack, count, .. } => {
+                        profile.cpu_samples.push(CpuSample {
+                            stack,
+                            count,
+                            in_lineprof: true,
+                            copy: None,
+                        })
+                    }
+                    Event::CpuStackCopy {
+                        stack, count, copy, ..
+                    } => {
+                        profile.cpu_samples.push(CpuSample {
+                            stack,
+                            count,
+                            in_lineprof: false,
+                            copy: Some(profile.stack_copies.len() as u32),
+                        });
+                        profile.stack_copies.push(copy);
+                    }
+                    Event::Time { .. } => {}
+                })
+                .map_err(|m| corrupt(m.0))?;
+                if bad_seq {
+                    return Err(corrupt("event sequence number out of range"));
+                }
+                let start = chunk.payload.as_ptr() as usize - base;
+                threads
+                    .entry(thread)
+                    .or_default()
+                    .push(start..start + chunk.payload.len());
             }
             ChunkKind::End => {
                 profile.end = Some(format::decode_end(chunk.payload).map_err(|m| corrupt(m.0))?);
+            }
+            ChunkKind::HeapStacks => {
+                let stacks = format::decode_heap_stacks(chunk.payload).map_err(|m| corrupt(m.0))?;
+                let agg = profile.aggregate.get_or_insert_with(Aggregate::default);
+                agg.stacks.extend(stacks);
+            }
+            ChunkKind::HeapSummary => {
+                let summary =
+                    format::decode_heap_summary(chunk.payload).map_err(|m| corrupt(m.0))?;
+                profile
+                    .aggregate
+                    .get_or_insert_with(Aggregate::default)
+                    .summary = Some(summary);
             }
             ChunkKind::Timers => {
                 let (header, functions) =
@@ -321,54 +590,47 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
         });
     }
     profile.modules = merge_modules(std::mem::take(&mut profile.modules));
+    let (table, unknown_stack, unknown_refs) =
+        stacks.finish(&mut profile.cpu_samples, &count.stack_refs);
+    profile.stacks = table;
+    profile.unknown_stack_refs = unknown_refs;
+    if let Some(agg) = &profile.aggregate {
+        if let Some(s) = agg
+            .stacks
+            .iter()
+            .find(|s| s.stack as usize >= profile.stacks.len())
+        {
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "aggregate figures for stack {} which the profile does not hold",
+                    s.stack
+                ),
+            });
+        }
+        return Ok(profile);
+    }
     let expected = profile.end.map(|e| e.events);
-    let order = ordered.finish(expected);
-    profile.heap_events = order.events;
-    profile.missing_events = order.missing;
-    profile.duplicate_events = order.duplicates;
-    (profile.stacks, profile.unknown_stack_refs) =
-        stacks.finish(&mut profile.heap_events, &mut profile.cpu_samples);
+    profile.missing_events = count.missing(expected);
+    profile.heap_event_count = count.events;
+    profile.duplicate_events = count.duplicates;
+    profile.events = EventChunks {
+        data: data.clone(),
+        threads: threads.into_values().collect(),
+        unknown_stack,
+    };
     Ok(profile)
 }
 
-/// Decodes one `Events` chunk into `ordered` and `cpu`.
-fn read_events(
-    chunk: &RawChunk<'_>,
-    seq_limit: u64,
-    ordered: &mut EventOrder,
-    cpu: &mut Vec<CpuSample>,
-) -> std::result::Result<(), &'static str> {
-    let mut bad_seq = false;
-    let thread = chunk
-        .payload
-        .get(..4)
-        .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
-    format::decode_events(chunk.payload, |ev| match ev {
-        Event::Alloc { seq, .. } | Event::Free { seq, .. }
-            if seq & CLOCK_MARK == 0 && seq >= seq_limit =>
-        {
-            bad_seq = true
-        }
-        Event::Alloc {
-            seq,
-            stack,
-            size,
-            addr,
-        } => ordered.put(seq, thread, addr, size, stack, HeapEventKind::Alloc),
-        Event::Free {
-            seq,
-            stack,
-            size,
-            addr,
-        } => ordered.put(seq, thread, addr, size, stack, HeapEventKind::Free),
-        Event::Cpu { stack, count, .. } => cpu.push(CpuSample { stack, count }),
-        Event::Time { .. } => {}
-    })
-    .map_err(|m| m.0)?;
-    if bad_seq {
-        return Err("event sequence number out of range");
+fn format_error(e: FormatError, path: &Path) -> Error {
+    let path = path.to_path_buf();
+    match e {
+        FormatError::Empty | FormatError::NotAProfile => Error::NotAProfile {
+            path,
+            detail: e.to_string(),
+        },
+        FormatError::NewerVersion(version) => Error::NewerVersion { path, version },
     }
-    Ok(())
 }
 
 /// A second `Meta` chunk: a repeat of the first is harmless (a copied
@@ -449,33 +711,29 @@ impl StackTable {
         Ok(())
     }
 
-    /// The stacks by id, and how many events and samples name a stack
-    /// the file does not define. Those beyond the table are moved to one
-    /// empty stack after it (they count in totals, on no line); slots never
-    /// defined stay empty stacks.
-    fn finish(mut self, events: &mut [HeapEvent], cpu: &mut [CpuSample]) -> (Vec<Vec<u64>>, u64) {
+    /// The stacks by id; the id unknown ones read as (an empty stack after
+    /// the table, added when something names an id past it); and how many
+    /// heap events (`refs`: per stack id) and CPU samples name a stack the
+    /// file does not define. Slots never defined stay empty stacks.
+    fn finish(
+        mut self,
+        cpu: &mut [CpuSample],
+        refs: &std::collections::HashMap<u32, u64>,
+    ) -> (Vec<Vec<u64>>, u32, u64) {
         let n = self.stacks.len() as u32;
         let defined = &self.defined;
         let unknown = |id: u32| id >= n || !defined[id as usize];
-        let count = events.iter().filter(|e| unknown(e.stack)).count()
-            + cpu.iter().filter(|s| unknown(s.stack)).count();
-        if events.iter().any(|e| e.stack >= n) || cpu.iter().any(|s| s.stack >= n) {
-            events.iter_mut().for_each(|e| e.stack = e.stack.min(n));
+        let events: u64 = refs
+            .iter()
+            .filter(|(&id, _)| unknown(id))
+            .map(|(_, c)| c)
+            .sum();
+        let samples = cpu.iter().filter(|s| unknown(s.stack)).count() as u64;
+        if refs.keys().any(|&id| id >= n) || cpu.iter().any(|s| s.stack >= n) {
             cpu.iter_mut().for_each(|s| s.stack = s.stack.min(n));
             self.stacks.push(Vec::new());
         }
-        (self.stacks, count as u64)
-    }
-}
-
-fn format_error(e: FormatError, path: &Path) -> Error {
-    let path = path.to_path_buf();
-    match e {
-        FormatError::Empty | FormatError::NotAProfile => Error::NotAProfile {
-            path,
-            detail: e.to_string(),
-        },
-        FormatError::NewerVersion(version) => Error::NewerVersion { path, version },
+        (self.stacks, n, events + samples)
     }
 }
 
@@ -564,74 +822,64 @@ fn merge_modules(all: Vec<Module>) -> Vec<Module> {
     out
 }
 
-/// Puts heap events in their global order: by (order number, thread).
-/// Order numbers come in two kinds (see `lineprof::format`): small dense
-/// block numbers, used while a single thread records, each handed out
-/// once; and time-stamp counter readings marked with `CLOCK_MARK`, used
-/// once several threads record, which sort after all of those, increase
-/// strictly per thread, and tie between threads (broken by thread index).
-/// Memory is proportional to the events read, not to the numbers they
-/// claim.
+/// Counts the heap events of a profile as they are read, to tell how many
+/// were lost or repeated. Order numbers come in two kinds (see
+/// `lineprof::format`): small dense block numbers, used while a single
+/// thread records, each handed out once; and time-stamp counter readings
+/// marked with `CLOCK_MARK`, used once several threads record, which sort
+/// after all of those. Both increase strictly within a thread. An event
+/// that goes back in its thread's order, or whose dense number was seen
+/// already, is a repeat: the streamed merge skips the same ones.
 #[derive(Default)]
-struct EventOrder {
-    events: Vec<(u64, u32, HeapEvent)>,
+struct EventCount {
+    events: u64,
+    dense: u64,
+    /// One past the highest dense number seen.
+    dense_end: u64,
+    duplicates: u64,
+    last_of_thread: std::collections::HashMap<u32, u64>,
+    /// Dense numbers seen, a bit each (they are below the reader's
+    /// `seq_limit`, so this is within half the file's size).
+    dense_seen: Vec<u64>,
+    /// Heap events per stack id named.
+    stack_refs: std::collections::HashMap<u32, u64>,
 }
 
 /// Marks an order number read from the time-stamp counter.
 const CLOCK_MARK: u64 = 1 << 63;
 
-/// The events in order, with what the numbering says about them.
-struct Ordered {
-    events: Vec<HeapEvent>,
-    /// Events lost before they were written.
-    missing: u64,
-    /// Events read twice (a number used by two events), counted once.
-    duplicates: u64,
-}
-
-impl EventOrder {
-    fn put(
-        &mut self,
-        seq: u64,
-        thread: u32,
-        addr: u64,
-        size: u64,
-        stack: u32,
-        kind: HeapEventKind,
-    ) {
-        let event = HeapEvent {
-            addr,
-            size,
-            stack,
-            kind,
-        };
-        self.events.push((seq, thread, event));
+impl EventCount {
+    fn put(&mut self, thread: u32, seq: u64, stack: u32) {
+        if self.last_of_thread.get(&thread).is_some_and(|&l| seq <= l) {
+            self.duplicates += 1;
+            return;
+        }
+        self.last_of_thread.insert(thread, seq);
+        if seq & CLOCK_MARK == 0 {
+            let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+            if word >= self.dense_seen.len() {
+                self.dense_seen.resize(word + 1, 0);
+            }
+            if self.dense_seen[word] & bit != 0 {
+                self.duplicates += 1;
+                return;
+            }
+            self.dense_seen[word] |= bit;
+            self.dense += 1;
+            self.dense_end = self.dense_end.max(seq + 1);
+        }
+        self.events += 1;
+        *self.stack_refs.entry(stack).or_default() += 1;
     }
 
-    /// The events in order, each number once. Missing events: fewer than
-    /// `expected` (the writer's count of recorded events), or, without it
-    /// (a crash), the holes below the highest block number seen (with the
-    /// writer's count, gaps are not losses: threads take numbers in blocks).
-    fn finish(mut self, expected: Option<u64>) -> Ordered {
-        self.events.sort_by_key(|&(seq, thread, _)| (seq, thread));
-        let read = self.events.len();
-        // A dense number is one event whatever the thread; a clock reading
-        // is one event per thread.
-        self.events
-            .dedup_by(|b, a| a.0 == b.0 && (a.0 & CLOCK_MARK == 0 || a.1 == b.1));
-        let duplicates = (read - self.events.len()) as u64;
-        let recorded = self.events.len() as u64;
-        let dense = self.events.partition_point(|e| e.0 & CLOCK_MARK == 0);
-        let missing = match expected {
-            Some(expected) => expected.saturating_sub(recorded),
-            None => dense
-                .checked_sub(1)
-                .map_or(0, |last| self.events[last].0 + 1 - dense as u64),
-        };
-        Ordered {
-            events: self.events.into_iter().map(|(_, _, e)| e).collect(),
-            missing,
-            duplicates,
+    /// How many events are missing: fewer than `expected` (the writer's
+    /// count of recorded events), or, without it (a crash), the holes below
+    /// the highest block number seen (threads take numbers in blocks, so
+    /// with the writer's count gaps are not losses).
+    fn missing(&self, expected: Option<u64>) -> u64 {
+        match expected {
+            Some(expected) => expected.saturating_sub(self.events),
+            None => self.dense_end.saturating_sub(self.dense),
         }
     }
 }
@@ -646,6 +894,8 @@ pub(crate) mod testing {
         Alloc(u64, u32, u64, u64),
         Free(u64, u32, u64, u64),
         Cpu(u32, u32),
+        /// A sample taken while lineprof was recording.
+        CpuLineprof(u32, u32),
     }
 
     pub struct ProfileBytes {
@@ -718,8 +968,12 @@ pub(crate) mod testing {
                             seq = s;
                             addr = a;
                         }
-                        Ev::Cpu(st, count) => {
-                            e.u8(format::tag::CPU);
+                        Ev::Cpu(st, count) | Ev::CpuLineprof(st, count) => {
+                            e.u8(if matches!(ev, Ev::Cpu(..)) {
+                                format::tag::CPU
+                            } else {
+                                format::tag::CPU_LINEPROF
+                            });
                             e.varint(st as u64);
                             e.varint(count as u64);
                             e.varint(1000);
@@ -762,7 +1016,11 @@ mod tests {
         );
         p.end(4);
         let prof = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
-        let kinds: Vec<_> = prof.heap_events.iter().map(|e| (e.kind, e.size)).collect();
+        let kinds: Vec<_> = prof
+            .collect_heap_events()
+            .iter()
+            .map(|e| (e.kind, e.size))
+            .collect();
         assert_eq!(
             kinds,
             vec![
@@ -775,6 +1033,26 @@ mod tests {
         assert_eq!(prof.stacks, vec![vec![0x10, 0x20], vec![0x30]]);
         assert_eq!(prof.missing_events, 0);
         assert!(prof.warnings().is_empty());
+    }
+
+    #[test]
+    fn streamed_merge_takes_chunk_after_chunk_per_thread() {
+        // Two threads, two chunks each, the threads' chunks interleaved in
+        // the file out of global order (each thread's own in its order):
+        // thread 1 holds 0-1 and 4-5, thread 2 holds 2-3 and 6.
+        let mut p = ProfileBytes::new(0, 0);
+        p.stacks(0, &[&[0x10]]);
+        let a = |seq| Ev::Alloc(seq, 0, seq + 1, 0x100 * (seq + 1));
+        p.events(2, 2, &[a(2), a(3)]);
+        p.events(2, 6, &[a(6)]);
+        p.events(1, 0, &[a(0), a(1)]);
+        p.events(1, 4, &[a(4), a(5)]);
+        p.end(7);
+        let prof = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
+        assert!(prof.heap_events.is_empty(), "events stay in their chunks");
+        assert_eq!(prof.heap_event_count, 7);
+        let sizes: Vec<u64> = prof.collect_heap_events().iter().map(|e| e.size).collect();
+        assert_eq!(sizes, [1, 2, 3, 4, 5, 6, 7]);
     }
 
     #[test]
@@ -791,7 +1069,7 @@ mod tests {
         p.events(1, 4, &[Ev::Alloc(4, 0, 8, 0x300)]);
         let cut = &p.bytes[..p.bytes.len() - 3];
         let prof = parse_profile(cut, Path::new("t.lprof")).unwrap();
-        assert_eq!(prof.heap_events.len(), 2);
+        assert_eq!(prof.collect_heap_events().len(), 2);
         assert_eq!(prof.missing_events, 2);
         assert_eq!(prof.truncated_at, Some(whole as u64));
         let w = prof.warnings();
@@ -827,7 +1105,11 @@ mod tests {
             ],
         );
         let prof = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
-        let order: Vec<(u64, u64)> = prof.heap_events.iter().map(|e| (e.addr, e.size)).collect();
+        let order: Vec<(u64, u64)> = prof
+            .collect_heap_events()
+            .iter()
+            .map(|e| (e.addr, e.size))
+            .collect();
         assert_eq!(
             order,
             vec![
@@ -861,7 +1143,7 @@ mod tests {
         );
         p.end(3);
         let prof = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
-        let sizes: Vec<u64> = prof.heap_events.iter().map(|e| e.size).collect();
+        let sizes: Vec<u64> = prof.collect_heap_events().iter().map(|e| e.size).collect();
         assert_eq!(sizes, [8, 16, 4]);
         let samples: u32 = prof.cpu_samples.iter().map(|s| s.count).sum();
         assert_eq!(samples, 5);
@@ -925,7 +1207,7 @@ mod tests {
         p.end(2);
         let prof = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
         assert_eq!(prof.stacks, [vec![0x10], vec![]]);
-        let stacks: Vec<u32> = prof.heap_events.iter().map(|e| e.stack).collect();
+        let stacks: Vec<u32> = prof.collect_heap_events().iter().map(|e| e.stack).collect();
         assert_eq!(stacks, [0, 1]);
         assert_eq!(prof.cpu_samples[0].stack, 1);
         assert_eq!(prof.unknown_stack_refs, 2);
@@ -954,7 +1236,7 @@ mod tests {
         p.events(0, 3, &[Ev::Alloc(3, 0, 32, 0x400)]);
         p.end(4);
         let prof = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
-        let sizes: Vec<u64> = prof.heap_events.iter().map(|e| e.size).collect();
+        let sizes: Vec<u64> = prof.collect_heap_events().iter().map(|e| e.size).collect();
         assert_eq!(sizes, [8, 32]);
         assert_eq!(prof.missing_events, 2);
         assert_eq!(prof.truncated_at, None);
@@ -996,7 +1278,7 @@ mod tests {
             ("garbage", &garbage[..]),
         ] {
             let prof = parse_profile(bytes, Path::new("t.lprof")).unwrap();
-            assert_eq!(prof.heap_events.len(), 1, "{name}");
+            assert_eq!(prof.collect_heap_events().len(), 1, "{name}");
             assert_eq!(prof.truncated_at, Some(good as u64), "{name}");
             assert!(prof.damaged.is_empty(), "{name}");
             let w = prof.warnings();

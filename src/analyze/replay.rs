@@ -3,10 +3,14 @@
 //! heap peak and at exit, and its CPU samples.
 //!
 //! Peak attribution follows DHAT's t-gmax: the peak is the first moment the
-//! live total reaches its maximum. Rather than replaying twice, one pass
-//! tracks the live bytes per allocating stack and remembers where the maximum
-//! was; the snapshot at that point is recovered afterwards by undoing the
-//! events after it, which costs only the events after the peak.
+//! live total reaches its maximum. One pass over the streamed events (the
+//! memory needed is bounded by the live blocks and the stacks, not by the
+//! number of events) tracks the live bytes per allocating stack; each time
+//! the live total reaches a new maximum a peak epoch is bumped, and the
+//! first change to a stack's live figures after a bump first copies them
+//! into the stack's peak snapshot. A stack untouched since the last bump
+//! held at the peak what it holds at the end. (The shim's aggregate mode
+//! does the same in the process.)
 //!
 //! Sampled profiles weight each allocation of size `s` by `1/p` with
 //! `p = 1 - exp(-s/N)`, so figures are unbiased estimates. Weighted sums are
@@ -15,7 +19,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::analyze::profile::{HeapEvent, HeapEventKind, Profile};
+use crate::analyze::profile::{Aggregate, HeapEvent, HeapEventKind, Profile};
 
 /// Raw figures of one stack (or of the whole process), before rounding.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -76,6 +80,10 @@ pub struct Replay {
     pub events: u64,
     /// Index of the event at which the heap peaked, if it ever held bytes.
     pub peak_event: Option<u64>,
+    /// CPU samples taken while lineprof was recording, and the time they
+    /// stand for: lineprof's own cost, on no stack's figures.
+    pub profiler_cpu_samples: u64,
+    pub profiler_cpu_time_ns: f64,
 }
 
 /// The largest live bytes of a group of stacks over the run, and its live
@@ -157,6 +165,9 @@ pub fn replay(profile: &Profile) -> Replay {
 /// raw stacks symbolize to one logical stack, and a maximum over time
 /// cannot be summed afterwards, so it is tracked per group while replaying.
 pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
+    if let Some(agg) = &profile.aggregate {
+        return from_aggregate(profile, agg, group_of);
+    }
     let weight = Weight::new(profile.meta.sample_bytes);
     let nstacks = profile.stacks.len();
     let ngroups = if group_of.is_empty() {
@@ -167,25 +178,27 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
     let mut out = Replay {
         per_stack: vec![StackFigures::default(); nstacks],
         estimated: profile.meta.sample_bytes > 0,
-        events: profile.heap_events.len() as u64,
         ..Replay::default()
     };
-    let events = &profile.heap_events;
     let mut st = State {
         weight,
         group_of,
         live: AddrMap::default(),
-        events: &profile.heap_events,
         live_by_stack: vec![Live::default(); nstacks],
+        at_peak: vec![Snapshot::default(); nstacks],
+        epoch: 0,
         live_by_group: vec![Live::default(); ngroups],
         max_live: vec![Live::default(); ngroups],
-        freed_from: vec![NONE; events.len()],
         live_total: 0.0,
         peak_total: 0.0,
         peak_index: None,
     };
-    st.live.reserve(events.len() / 4);
-    for (i, ev) in events.iter().enumerate() {
+    let total = profile
+        .heap_event_count
+        .max(profile.heap_events.len() as u64);
+    let mut progress = Progress::new(total);
+    let mut i = 0u64;
+    profile.for_each_heap_event(|ev| {
         match ev.kind {
             HeapEventKind::Alloc => st.alloc(i, ev, &mut out.per_stack),
             HeapEventKind::Free => {
@@ -194,26 +207,34 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
                 }
             }
         }
-    }
+        i += 1;
+        if i & 0xF_FFFF == 0 {
+            progress.tick(i);
+        }
+    });
+    progress.done(i);
+    out.events = i;
     // Blocks never freed lived until the last event.
-    for &at in st.live.values() {
-        let b = &events[at as usize];
+    for b in st.live.values() {
         let w = st.weight.of(b.size);
-        out.per_stack[b.stack as usize].lifetime_events += w * (out.events - at) as f64;
-    }
-    let mut at_peak = st.live_by_stack.clone();
-    if let Some(p) = st.peak_index {
-        undo_after_peak(events, &st.freed_from, p, &weight, &mut at_peak);
-    } else {
-        at_peak.iter_mut().for_each(|l| *l = Live::default());
+        out.per_stack[b.stack as usize].lifetime_events += w * (out.events - b.at) as f64;
     }
     for (s, fig) in out.per_stack.iter_mut().enumerate() {
-        fig.end_bytes = st.live_by_stack[s].bytes.max(0.0);
-        fig.end_blocks = st.live_by_stack[s].blocks.max(0.0);
-        fig.peak_bytes = at_peak[s].bytes.max(0.0);
-        fig.peak_blocks = at_peak[s].blocks.max(0.0);
+        let live = st.live_by_stack[s];
+        fig.end_bytes = live.bytes.max(0.0);
+        fig.end_blocks = live.blocks.max(0.0);
+        if st.peak_index.is_some() {
+            let snap = st.at_peak[s];
+            let at_peak = if snap.epoch == st.epoch {
+                snap.live
+            } else {
+                live
+            };
+            fig.peak_bytes = at_peak.bytes.max(0.0);
+            fig.peak_blocks = at_peak.blocks.max(0.0);
+        }
     }
-    add_cpu(profile, &mut out.per_stack);
+    (out.profiler_cpu_samples, out.profiler_cpu_time_ns) = add_cpu(profile, &mut out.per_stack);
     let mut totals = StackFigures::default();
     for fig in &out.per_stack {
         totals.add(fig);
@@ -221,7 +242,7 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
     totals.peak_bytes = st.peak_total;
     totals.end_bytes = st.live_total.max(0.0);
     out.totals = totals;
-    out.peak_event = st.peak_index.map(|p| p as u64);
+    out.peak_event = st.peak_index;
     out.max_live = st
         .max_live
         .iter()
@@ -233,8 +254,44 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
     out
 }
 
-/// "No stack": a free whose block the profile never saw allocated.
-const NONE: u32 = u32::MAX;
+/// Progress on stderr for replays that take more than a second.
+struct Progress {
+    start: std::time::Instant,
+    total: u64,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        Progress {
+            start: std::time::Instant::now(),
+            total,
+            shown: false,
+        }
+    }
+
+    fn tick(&mut self, done: u64) {
+        let secs = self.start.elapsed().as_secs_f64();
+        if secs < 1.0 {
+            return;
+        }
+        self.shown = true;
+        eprint!(
+            "\rlineprof: replayed {:.1} M of {:.1} M heap events ({:.0}%, {:.1} s)",
+            done as f64 / 1e6,
+            self.total as f64 / 1e6,
+            100.0 * done as f64 / self.total.max(1) as f64,
+            secs
+        );
+    }
+
+    fn done(&mut self, done: u64) {
+        if self.shown {
+            self.tick(done);
+            eprintln!();
+        }
+    }
+}
 
 /// Live bytes and blocks (of a stack, a group, or at a maximum).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -243,23 +300,37 @@ struct Live {
     blocks: f64,
 }
 
-/// What the replay keeps between events.
+/// A stack's live figures at the latest peak, valid when `epoch` is the
+/// replay's current one.
+#[derive(Debug, Clone, Copy, Default)]
+struct Snapshot {
+    live: Live,
+    epoch: u64,
+}
+
+/// A live block: its allocating event's position, size and stack.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    at: u64,
+    size: u64,
+    stack: u32,
+}
+
+/// What the replay keeps between events: bounded by the live blocks and
+/// the stacks.
 struct State<'a> {
     weight: Weight,
     group_of: &'a [u32],
-    /// Live blocks: address -> index of the event that allocated it (its
-    /// size and stack are in that event), 16 bytes an entry.
-    live: AddrMap<u64>,
-    events: &'a [HeapEvent],
+    live: AddrMap<Block>,
     live_by_stack: Vec<Live>,
+    at_peak: Vec<Snapshot>,
+    /// Bumped at each new maximum of `live_total`.
+    epoch: u64,
     live_by_group: Vec<Live>,
     max_live: Vec<Live>,
-    /// For each free, the stack that allocated the freed block (or NONE),
-    /// needed to undo the events after the peak.
-    freed_from: Vec<u32>,
     live_total: f64,
     peak_total: f64,
-    peak_index: Option<usize>,
+    peak_index: Option<u64>,
 }
 
 impl State<'_> {
@@ -278,7 +349,13 @@ impl State<'_> {
     fn change_live(&mut self, stack: u32, size: u64, sign: f64) {
         let w = self.weight.of(size) * sign;
         let bytes = w * size as f64;
-        let l = &mut self.live_by_stack[stack as usize];
+        let s = stack as usize;
+        let l = &mut self.live_by_stack[s];
+        let snap = &mut self.at_peak[s];
+        if snap.epoch != self.epoch {
+            snap.live = *l;
+            snap.epoch = self.epoch;
+        }
         l.bytes += bytes;
         l.blocks += w;
         self.live_total += bytes;
@@ -295,93 +372,152 @@ impl State<'_> {
     }
 
     #[inline]
-    fn alloc(&mut self, i: usize, ev: &HeapEvent, per_stack: &mut Vec<StackFigures>) {
-        let s = stack_slot(per_stack, &mut self.live_by_stack, ev.stack);
+    fn alloc(&mut self, i: u64, ev: &HeapEvent, per_stack: &mut Vec<StackFigures>) {
+        let s = self.stack_slot(per_stack, ev.stack);
         let w = self.weight.of(ev.size);
         per_stack[s].allocations += w;
         per_stack[s].allocated_bytes += w * ev.size as f64;
-        if let Some(old) = self.live.insert(ev.addr, i as u64) {
+        let block = Block {
+            at: i,
+            size: ev.size,
+            stack: ev.stack,
+        };
+        if let Some(old) = self.live.insert(ev.addr, block) {
             // The free of the old block was lost: forget it.
-            let old = self.events[old as usize];
             self.change_live(old.stack, old.size, -1.0);
         }
         self.change_live(ev.stack, ev.size, 1.0);
         if self.live_total > self.peak_total {
             self.peak_total = self.live_total;
             self.peak_index = Some(i);
+            self.epoch += 1;
         }
     }
 
     /// Returns false for a free of a block never seen allocated.
     #[inline]
-    fn free(&mut self, i: usize, ev: &HeapEvent, per_stack: &mut Vec<StackFigures>) -> bool {
-        let s = stack_slot(per_stack, &mut self.live_by_stack, ev.stack);
+    fn free(&mut self, i: u64, ev: &HeapEvent, per_stack: &mut Vec<StackFigures>) -> bool {
+        let s = self.stack_slot(per_stack, ev.stack);
         let w = self.weight.of(ev.size);
         per_stack[s].frees += w;
         per_stack[s].freed_bytes += w * ev.size as f64;
-        let Some(at) = self.live.remove(&ev.addr) else {
+        let Some(block) = self.live.remove(&ev.addr) else {
             return false;
         };
-        let block = self.events[at as usize];
         self.change_live(block.stack, block.size, -1.0);
-        self.freed_from[i] = block.stack;
-        let lifetime = (i as u64 - at) as f64;
+        let lifetime = (i - block.at) as f64;
         per_stack[block.stack as usize].lifetime_events += self.weight.of(block.size) * lifetime;
         true
     }
-}
 
-/// Makes sure `stack` has a slot (a damaged or truncated profile may refer
-/// to a stack whose chunk was never written) and returns its index.
-#[inline]
-fn stack_slot(per_stack: &mut Vec<StackFigures>, live: &mut Vec<Live>, stack: u32) -> usize {
-    let s = stack as usize;
-    if s >= per_stack.len() {
-        per_stack.resize(s + 1, StackFigures::default());
-    }
-    if s >= live.len() {
-        live.resize(s + 1, Live::default());
-    }
-    s
-}
-
-/// Turns the live bytes per stack at the end into those at the peak by
-/// undoing, newest first, every event after `peak`.
-fn undo_after_peak(
-    events: &[crate::analyze::profile::HeapEvent],
-    freed_from: &[u32],
-    peak: usize,
-    weight: &Weight,
-    by_stack: &mut [Live],
-) {
-    for i in (peak + 1..events.len()).rev() {
-        let ev = &events[i];
-        let w = weight.of(ev.size);
-        let (stack, sign) = match ev.kind {
-            HeapEventKind::Alloc => (ev.stack, -1.0),
-            HeapEventKind::Free if freed_from[i] != NONE => (freed_from[i], 1.0),
-            _ => continue,
-        };
-        let l = &mut by_stack[stack as usize];
-        l.bytes += sign * w * ev.size as f64;
-        l.blocks += sign * w;
+    /// Makes sure `stack` has a slot (a damaged or truncated profile may
+    /// refer to a stack whose chunk was never written) and returns its
+    /// index.
+    #[inline]
+    fn stack_slot(&mut self, per_stack: &mut Vec<StackFigures>, stack: u32) -> usize {
+        let s = stack as usize;
+        if s >= per_stack.len() {
+            per_stack.resize(s + 1, StackFigures::default());
+        }
+        if s >= self.live_by_stack.len() {
+            self.live_by_stack.resize(s + 1, Live::default());
+            self.at_peak.resize(s + 1, Snapshot::default());
+        }
+        s
     }
 }
 
-fn add_cpu(profile: &Profile, per_stack: &mut Vec<StackFigures>) {
+/// An aggregate profile's figures, which the shim kept per stack: the
+/// same per-stack figures a replay of the events gives, except DHAT's
+/// lifetimes (no event clock is kept) and the maximum live bytes of a
+/// group of stacks, which is taken as the largest of its stacks' maxima
+/// (a lower bound when a logical stack has several raw ones).
+fn from_aggregate(profile: &Profile, agg: &Aggregate, group_of: &[u32]) -> Replay {
+    let nstacks = profile.stacks.len();
     let period_ns = if profile.meta.cpu_hz > 0 {
         1e9 / profile.meta.cpu_hz as f64
     } else {
         0.0
     };
+    let mut per_stack = vec![StackFigures::default(); nstacks];
+    let group = |s: usize| {
+        if group_of.is_empty() {
+            s
+        } else {
+            group_of.get(s).map_or(usize::MAX, |&g| g as usize)
+        }
+    };
+    let ngroups = if group_of.is_empty() {
+        nstacks
+    } else {
+        group_of.iter().max().map_or(0, |&g| g as usize + 1)
+    };
+    let mut max_live = vec![MaxLive::default(); ngroups];
+    let mut events = 0u64;
+    for s in &agg.stacks {
+        let i = s.stack as usize;
+        let f = &mut per_stack[i];
+        f.allocations += s.allocations as f64;
+        f.allocated_bytes += s.allocated_bytes as f64;
+        f.frees += s.frees as f64;
+        f.freed_bytes += s.freed_bytes as f64;
+        f.end_bytes += s.live_bytes.max(0) as f64;
+        f.end_blocks += s.live_blocks.max(0) as f64;
+        f.peak_bytes += s.peak_bytes.max(0) as f64;
+        f.peak_blocks += s.peak_blocks.max(0) as f64;
+        f.cpu_samples += s.cpu_samples as f64;
+        f.cpu_time_ns += s.cpu_samples as f64 * period_ns;
+        events += s.allocations + s.frees;
+        if let Some(m) = max_live.get_mut(group(i)) {
+            if s.max_live_bytes as f64 > m.bytes {
+                m.bytes = s.max_live_bytes as f64;
+            }
+        }
+    }
+    let mut totals = StackFigures::default();
+    for fig in &per_stack {
+        totals.add(fig);
+    }
+    let summary = agg.summary.clone().unwrap_or_default();
+    totals.peak_bytes = summary.peak_bytes as f64;
+    totals.end_bytes = summary.live_bytes as f64;
+    Replay {
+        per_stack,
+        totals,
+        profiler_cpu_samples: summary.profiler_cpu_samples,
+        profiler_cpu_time_ns: summary.profiler_cpu_periods as f64 * period_ns,
+        unknown_frees: summary.unknown_frees,
+        estimated: false,
+        max_live,
+        events,
+        peak_event: None,
+    }
+}
+
+/// Adds the program's CPU samples to their stacks: each sample counts once
+/// in `cpu_samples` and for the timer periods it stands for (`count`) in
+/// `cpu_time_ns`. Returns lineprof's own samples and time, kept apart.
+fn add_cpu(profile: &Profile, per_stack: &mut Vec<StackFigures>) -> (u64, f64) {
+    let period_ns = if profile.meta.cpu_hz > 0 {
+        1e9 / profile.meta.cpu_hz as f64
+    } else {
+        0.0
+    };
+    let (mut own_samples, mut own_ns) = (0, 0.0);
     for s in &profile.cpu_samples {
+        if s.in_lineprof {
+            own_samples += 1;
+            own_ns += s.count as f64 * period_ns;
+            continue;
+        }
         let i = s.stack as usize;
         if i >= per_stack.len() {
             per_stack.resize(i + 1, StackFigures::default());
         }
-        per_stack[i].cpu_samples += s.count as f64;
+        per_stack[i].cpu_samples += 1.0;
         per_stack[i].cpu_time_ns += s.count as f64 * period_ns;
     }
+    (own_samples, own_ns)
 }
 
 #[cfg(test)]
@@ -410,7 +546,8 @@ mod tests {
                 Ev::Free(4, 2, 200, 0xc),  // live 50 again
                 Ev::Alloc(5, 1, 10, 0xd),  // stack 1: after the peak, leaked
                 Ev::Free(6, 2, 7, 0xeee),  // unknown block: counted, no live change
-                Ev::Cpu(1, 3),             // 3 samples at 1000 Hz = 3 ms
+                Ev::Cpu(1, 3),             // 1 sample for 3 periods at 1000 Hz = 3 ms
+                Ev::CpuLineprof(2, 2),     // lineprof's own: 2 ms on no stack
             ],
         );
         p.end(7);
@@ -421,7 +558,13 @@ mod tests {
         let s1 = r.per_stack[1];
         assert_eq!((s1.allocations, s1.allocated_bytes), (2.0, 60.0));
         assert_eq!((s1.peak_bytes, s1.end_bytes), (50.0, 60.0));
-        assert_eq!((s1.cpu_samples, s1.cpu_time_ns), (3.0, 3_000_000.0));
+        assert_eq!((s1.cpu_samples, s1.cpu_time_ns), (1.0, 3_000_000.0));
+        assert_eq!(r.per_stack[2].cpu_time_ns, 0.0);
+        assert_eq!(r.totals.cpu_time_ns, 3_000_000.0);
+        assert_eq!(
+            (r.profiler_cpu_samples, r.profiler_cpu_time_ns),
+            (1, 2_000_000.0)
+        );
         let s2 = r.per_stack[2];
         assert_eq!((s2.frees, s2.freed_bytes), (3.0, 307.0));
         assert_eq!(r.totals.peak_bytes, 250.0);

@@ -9,11 +9,12 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::functions::{self, FunctionFigures};
-use crate::analyze::lines::{self, LineFigures, SourceFiles};
+use crate::analyze::lines::{self, Figures, LineFigures, SourceFiles};
+use crate::analyze::per_test::{self, TestFigures};
 use crate::analyze::profile::{self, Profile};
 use crate::analyze::replay::{self, StackFigures};
 use crate::analyze::stacks::{self, StackTable};
-use crate::analyze::symbolize;
+use crate::analyze::{symbolize, unwind};
 use crate::error::{Error, Result};
 
 /// The JSON schema version of reports and stored runs: it stays 1 while
@@ -41,6 +42,13 @@ pub struct Report {
     /// for stored runs written before they kept stacks.
     #[serde(skip)]
     pub stacks: Option<StackTable>,
+    /// Per-test figures of a test binary (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestFigures>,
+    /// What shared initialisation inside tests cost (`OnceLock` ...): kept
+    /// apart from the tests, never gated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_init: Option<Figures>,
 }
 
 /// The `run` object of JSON schema 1.
@@ -92,6 +100,23 @@ pub struct Totals {
     pub end_bytes: u64,
     pub cpu_samples: u64,
     pub cpu_time_ns: u64,
+    /// CPU time of samples taken while lineprof recorded an event: on no
+    /// line, and not in `cpu_time_ns`.
+    #[serde(default)]
+    pub profiler_cpu_time_ns: u64,
+    /// CPU time (in `cpu_time_ns`) of stacks with no frame outside the
+    /// standard library, C code and lineprof: on no line.
+    #[serde(default)]
+    pub unattributed_cpu_time_ns: u64,
+    /// Samples of `unattributed_cpu_time_ns` whose stack could not be
+    /// recovered (no call-frame information, a frame outside the stack
+    /// copy).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unrecovered_cpu_samples: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Totals {
@@ -106,6 +131,9 @@ impl Totals {
             end_bytes: f.end_bytes,
             cpu_samples: f.cpu_samples,
             cpu_time_ns: f.cpu_time_ns,
+            profiler_cpu_time_ns: 0,
+            unattributed_cpu_time_ns: 0,
+            unrecovered_cpu_samples: 0,
         }
     }
 }
@@ -120,7 +148,8 @@ pub fn report_from_profile(path: &Path) -> Result<Report> {
 /// fails when the target directory lives in another workspace
 /// (`CARGO_TARGET_DIR`).
 pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Report> {
-    let profile = profile::read_profile(path)?;
+    let mut profile = profile::read_profile(path)?;
+    let recovery = unwind::recover_cpu_stacks(&mut profile);
     let symbols = symbolize::symbolize(&profile)?;
     let (group_of, groups) = stacks::group_stacks(&symbols.stacks);
     let replay = replay::replay_grouped(&profile, &group_of);
@@ -142,11 +171,34 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
         root.as_deref(),
         &mut sources,
     );
+    let split = per_test::split(&profile, &replay, &symbols, root.as_deref());
     let mut warnings = symbols.warnings.clone();
     warnings.extend(profile.warnings());
+    warnings.extend(recovery.warnings.iter().cloned());
+    let mut totals = Totals::from_raw(&replay.totals);
+    totals.profiler_cpu_time_ns = replay.profiler_cpu_time_ns.round() as u64;
+    totals.unattributed_cpu_time_ns = lines::unattributed_cpu_ns(&replay, &symbols).round() as u64;
+    totals.unrecovered_cpu_samples = recovery.unrecovered;
+    if recovery.unrecovered > 0 {
+        warnings.push(format!(
+            "{} of {} CPU samples in code without frame pointers could not be unwound; \
+             they keep the frame-pointer stack, which may miss their direct caller",
+            recovery.unrecovered,
+            recovery.unrecovered + recovery.recovered
+        ));
+    }
+    if recovery.cut_stacks > 0 {
+        warnings.push(format!(
+            "{} CPU stacks were cut at a frame outside every loaded module's code \
+             (a frame-pointer chain broken by code built without frame pointers)",
+            recovery.cut_stacks
+        ));
+    }
     Ok(Report {
+        tests: split.tests,
+        shared_init: split.shared_init,
         run: run_info(&profile, replay.estimated),
-        totals: Totals::from_raw(&replay.totals),
+        totals,
         lines,
         functions,
         warnings,

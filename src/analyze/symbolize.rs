@@ -20,6 +20,7 @@ use crate::analyze::classify::trim_stack;
 pub use crate::analyze::classify::Location;
 use crate::analyze::names::{self, demangle, function_name, names_match, FullNames};
 use crate::analyze::profile::{Module, Profile};
+use crate::analyze::symbols::{self, SymbolTable};
 use crate::error::{Error, Result};
 
 /// The symbolized stacks of a profile.
@@ -91,8 +92,8 @@ struct ModuleTable {
     /// Per module: its index in `loaders` and `symbols` (one per file).
     source_of: Vec<usize>,
     loaders: Vec<Option<Loader>>,
-    /// Per opened file: the Rust function symbols (address, mangled name).
-    symbols: Vec<Vec<(u64, String)>>,
+    /// Per opened file: its function symbols.
+    symbols: Vec<SymbolTable>,
     warnings: Vec<String>,
 }
 
@@ -136,7 +137,8 @@ impl ModuleTable {
             } else {
                 open_library(m, &mut table.warnings)
             };
-            let (loader, symbols) = opened.map_or((None, Vec::new()), |(l, s)| (Some(l), s));
+            let (loader, symbols) =
+                opened.map_or((None, SymbolTable::default()), |(l, s)| (Some(l), s));
             opened_at.entry(key).or_insert(table.loaders.len());
             table.source_of.push(table.loaders.len());
             table.loaders.push(loader);
@@ -165,13 +167,13 @@ impl ModuleTable {
             let Some(loader) = &self.loaders[m] else {
                 continue;
             };
-            for (addr, raw) in symbols {
+            for (addr, raw) in symbols.rust_functions() {
                 let full = demangle(raw);
                 let last = names::last_segment(&full);
                 if !wanted.contains(last) || names::is_closure(last) {
                     continue;
                 }
-                let Ok(Some(at)) = loader.find_location(*addr) else {
+                let Ok(Some(at)) = loader.find_location(addr) else {
                     continue;
                 };
                 let (Some(file), Some(line)) = (at.file, at.line) else {
@@ -199,19 +201,24 @@ impl ModuleTable {
         if !(s..e).contains(&pc) {
             return unknown();
         }
-        let Some(loader) = &self.loaders[self.source_of[m]] else {
+        let source = self.source_of[m];
+        let Some(loader) = &self.loaders[source] else {
             return unknown();
         };
         let probe = pc.wrapping_sub(self.modules[m].bias);
-        let mut out = frames_at(loader, probe, full_names);
+        let mut out = frames_at(loader, &self.symbols[source], probe, full_names);
         if out.is_empty() {
-            if let Some(sym) = loader.find_symbol(probe) {
-                out.push(Location {
-                    file: String::new(),
-                    line: 0,
-                    function: demangle(sym),
-                });
-            }
+            let function = match self.symbols[source].lookup(probe) {
+                Some(sym) => demangle(sym),
+                None => {
+                    symbols::module_offset(&String::from_utf8_lossy(&self.modules[m].path), probe)
+                }
+            };
+            out.push(Location {
+                file: String::new(),
+                line: 0,
+                function,
+            });
         }
         if out.is_empty() {
             return unknown();
@@ -220,7 +227,12 @@ impl ModuleTable {
     }
 }
 
-fn frames_at(loader: &Loader, probe: u64, full_names: &mut FullNames) -> Vec<Location> {
+fn frames_at(
+    loader: &Loader,
+    symbols: &SymbolTable,
+    probe: u64,
+    full_names: &mut FullNames,
+) -> Vec<Location> {
     let mut out = Vec::new();
     let Ok(mut frames) = loader.find_frames(probe) else {
         return out;
@@ -247,7 +259,7 @@ fn frames_at(loader: &Loader, probe: u64, full_names: &mut FullNames) -> Vec<Loc
     }
     // DWARF of line-tables-only builds names the outermost function without
     // its path; the symbol table has the full name.
-    if let (Some(last), Some(sym)) = (out.last_mut(), loader.find_symbol(probe)) {
+    if let (Some(last), Some(sym)) = (out.last_mut(), symbols.lookup(probe)) {
         let full = demangle(sym);
         if last.function.is_empty() {
             // Code the compiler generates has no DWARF name: the allocator
@@ -271,7 +283,7 @@ fn open_executable(
     m: &Module,
     profile: &Path,
     warnings: &mut Vec<String>,
-) -> Result<(Loader, Vec<(u64, String)>)> {
+) -> Result<(Loader, SymbolTable)> {
     let path = PathBuf::from(String::from_utf8_lossy(&m.path).into_owned());
     let data = super::profile::read_regular(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::BinaryMissing {
@@ -307,11 +319,11 @@ fn open_executable(
     if let Some(w) = crate::analyze::frame_pointers::frame_pointer_warning(&obj, &loader, &path) {
         warnings.push(w);
     }
-    Ok((loader, rust_function_symbols(&obj)))
+    Ok((loader, SymbolTable::of(&obj)))
 }
 
 /// Opens a shared library; any problem only costs its frames their names.
-fn open_library(m: &Module, warnings: &mut Vec<String>) -> Option<(Loader, Vec<(u64, String)>)> {
+fn open_library(m: &Module, warnings: &mut Vec<String>) -> Option<(Loader, SymbolTable)> {
     let path = String::from_utf8_lossy(&m.path).into_owned();
     if path.is_empty() || path.starts_with('[') || path.contains("linux-vdso") {
         return None;
@@ -328,21 +340,7 @@ fn open_library(m: &Module, warnings: &mut Vec<String>) -> Option<(Loader, Vec<(
         return None;
     }
     let loader = Loader::new(&path).ok()?;
-    Some((loader, rust_function_symbols(&obj)))
-}
-
-/// The Rust function symbols of a module (legacy `_ZN` and v0 `_R`
-/// mangling), by their address in the file.
-fn rust_function_symbols(obj: &object::File<'_>) -> Vec<(u64, String)> {
-    use object::ObjectSymbol;
-    obj.symbols()
-        .filter(|s| s.kind() == object::SymbolKind::Text && s.address() != 0)
-        .filter_map(|s| {
-            let name = s.name().ok()?;
-            (name.starts_with("_ZN") || name.starts_with("_R"))
-                .then(|| (s.address(), name.to_string()))
-        })
-        .collect()
+    Some((loader, SymbolTable::of(&obj)))
 }
 
 #[cfg(test)]

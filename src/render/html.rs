@@ -107,7 +107,7 @@ fn summary(out: &mut String, r: &Report, command: &str) {
             r.run.sampling.alloc_sample_bytes
         );
     }
-    let rows = super::summary_rows(&r.totals);
+    let rows = super::summary_rows(&r.totals, r.run.sampling.cpu_hz);
     out.push_str("<table class=\"summary\">\n");
     for (name, value) in rows {
         let _ = writeln!(

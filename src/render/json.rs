@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use super::{selected_functions, selected_lines, View};
 use crate::analyze::functions::FunctionFigures;
-use crate::analyze::lines::LineFigures;
+use crate::analyze::lines::{Figures, LineFigures};
+use crate::analyze::per_test::TestFigures;
 use crate::analyze::report::{Report, RunInfo, Totals};
 
 pub use crate::analyze::report::SCHEMA;
@@ -18,6 +19,12 @@ struct JsonReport<'a> {
     totals: &'a Totals,
     functions: &'a [FunctionFigures],
     lines: &'a [LineFigures],
+    /// Test binaries: one object per test (`name`, `total`, ...).
+    #[serde(skip_serializing_if = "<[TestFigures]>::is_empty")]
+    tests: &'a [TestFigures],
+    /// Test binaries: the cost of shared initialisation inside tests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_init: Option<&'a Figures>,
     /// What may make the figures wrong or incomplete (added to schema 1;
     /// the same messages the text report shows first).
     warnings: &'a [String],
@@ -36,6 +43,8 @@ pub fn render(report: &Report, view: &View) -> String {
         totals: &report.totals,
         functions: &selected_functions(report, view),
         lines: &lines,
+        tests: &report.tests,
+        shared_init: report.shared_init.as_ref(),
         warnings: &report.warnings,
     };
     // Serializing plain structs of strings and integers cannot fail.
@@ -47,7 +56,7 @@ pub fn render(report: &Report, view: &View) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::lines::{Figures, LineKind};
+    use crate::analyze::lines::LineKind;
     use crate::analyze::report::{ExecutableInfo, GitInfo, Sampling};
 
     #[test]
@@ -92,6 +101,8 @@ mod tests {
             functions: vec![],
             root: None,
             stacks: None,
+            tests: Vec::new(),
+            shared_init: None,
         };
         let v: serde_json::Value =
             serde_json::from_str(&render(&report, &View::default())).unwrap();
@@ -102,7 +113,9 @@ mod tests {
         assert_eq!(l["kind"], "user");
         assert_eq!(l["self"]["allocated_bytes"], 10);
         assert_eq!(l["total"]["increment_bytes"], 0);
-        assert_eq!(v["totals"].as_object().unwrap().len(), 8);
+        assert_eq!(v["totals"].as_object().unwrap().len(), 10);
+        assert_eq!(v["totals"]["profiler_cpu_time_ns"], 0);
+        assert_eq!(v["totals"]["unattributed_cpu_time_ns"], 0);
         assert_eq!(l["self"].as_object().unwrap().len(), 9);
     }
 }

@@ -2,11 +2,15 @@
 //! of other tools (folded stacks, pprof, DHAT). They choose and order lines
 //! (`View`) but compute no figures: everything comes from the report.
 
+pub mod bmf;
+pub mod by_test;
 pub mod collapsed;
 pub mod dhat;
 pub mod functions;
+pub mod history_html;
 pub mod html;
 pub mod json;
+pub mod markdown;
 pub mod pprof;
 pub mod text;
 
@@ -283,7 +287,10 @@ fn timed_listing(report: &Report, f: &FunctionFigures, sources: &mut SourceFiles
 }
 
 /// The summary's (name, value) rows, shared by the text and HTML reports.
-pub fn summary_rows(t: &crate::analyze::report::Totals) -> Vec<(&'static str, String)> {
+pub fn summary_rows(
+    t: &crate::analyze::report::Totals,
+    cpu_hz: u32,
+) -> Vec<(&'static str, String)> {
     let mut rows = vec![
         ("allocations", t.allocations.to_string()),
         ("allocated", format_bytes(t.allocated_bytes)),
@@ -292,8 +299,40 @@ pub fn summary_rows(t: &crate::analyze::report::Totals) -> Vec<(&'static str, St
         ("at exit", format_bytes(t.end_bytes)),
     ];
     if t.cpu_samples > 0 {
-        let cpu = format!("{} ({} samples)", format_time(t.cpu_time_ns), t.cpu_samples);
+        // Timer samples fire at the kernel's tick: say so when the samples
+        // were fewer than the rate asked for.
+        let periods = t.cpu_time_ns as f64 * cpu_hz as f64 / 1e9;
+        let cpu = if cpu_hz > 0 && periods > 1.2 * t.cpu_samples as f64 {
+            format!(
+                "{} ({} real samples, {:.0} asked for at {} Hz)",
+                format_time(t.cpu_time_ns),
+                t.cpu_samples,
+                periods,
+                cpu_hz
+            )
+        } else {
+            format!("{} ({} samples)", format_time(t.cpu_time_ns), t.cpu_samples)
+        };
         rows.push(("CPU time", cpu));
+        if t.unattributed_cpu_time_ns > 0 {
+            let share = 100.0 * t.unattributed_cpu_time_ns as f64 / t.cpu_time_ns as f64;
+            rows.push((
+                "  on no line",
+                format!(
+                    "{} ({share:.1}%: std, C or start-up code only)",
+                    format_time(t.unattributed_cpu_time_ns)
+                ),
+            ));
+        }
+    }
+    if t.profiler_cpu_time_ns > 0 {
+        rows.push((
+            "lineprof's own CPU",
+            format!(
+                "{} (recording; in no line, not in CPU time)",
+                format_time(t.profiler_cpu_time_ns)
+            ),
+        ));
     }
     rows
 }
@@ -370,6 +409,8 @@ pub mod testing {
             functions: vec![],
             root: None,
             stacks: None,
+            tests: Vec::new(),
+            shared_init: None,
         }
     }
 }

@@ -137,7 +137,7 @@ fn header(out: &mut String, r: &Report) {
             r.run.sampling.alloc_sample_bytes
         );
     }
-    let rows = super::summary_rows(&r.totals);
+    let rows = super::summary_rows(&r.totals, r.run.sampling.cpu_hz);
     out.push('\n');
     for (name, value) in rows {
         let _ = writeln!(out, "  {name:<12} {value}");
@@ -433,6 +433,8 @@ mod tests {
             functions: vec![],
             root: None,
             stacks: None,
+            tests: Vec::new(),
+            shared_init: None,
         };
         let text = render(&report, &View::default(), &mut SourceFiles::default());
         let expected = "\

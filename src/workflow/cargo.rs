@@ -86,20 +86,30 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
         // What `cargo bench` passes, so harnesses run in benchmark mode.
         program_args.insert(0, "--bench".into());
     }
+    // `--quiet` is cargo's flag too: cargo gets it, and so does lineprof.
+    let quiet = cargo_args.iter().any(|a| a == "--quiet" || a == "-q");
     let artifacts = build(mode, cargo_args)?;
     let chosen = choose(mode, artifacts)?;
     let lineprof = lineprof_binary();
     let mut failure = None;
+    let mut skipped = 0;
     for a in &chosen {
-        let code = profile_one(&lineprof, mode, a, &program_args)?;
-        if code != 0 && failure.is_none() {
+        let code = profile_one(&lineprof, mode, a, &program_args, quiet)?;
+        if mode != Mode::Run && code == i32::from(super::run::SKIPPED) {
+            skipped += 1;
+        } else if code != 0 && failure.is_none() {
             failure = Some(code);
         }
     }
-    if mode != Mode::Run {
+    if mode != Mode::Run && !quiet {
+        let note = if skipped > 0 {
+            format!(", skipped {skipped} without a tracker")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "cargo lineprof: profiled {} binaries; see `lineprof history`",
-            chosen.len()
+            "cargo lineprof: profiled {} binaries{note}; see `lineprof history`",
+            chosen.len() - skipped
         );
     }
     Ok(failure.map_or(ExitCode::SUCCESS, |c| ExitCode::from(c.clamp(1, 255) as u8)))
@@ -272,12 +282,22 @@ fn choose(mode: Mode, artifacts: Vec<Artifact>) -> Result<Vec<Artifact>, String>
     }
 }
 
-/// The run name: the binary's name, or for unit-test harnesses, which share
-/// their crate's name, `<crate>-<kind>-unittests`.
-fn run_name(a: &Artifact) -> String {
-    match (a.is_test, a.kind.as_str()) {
-        (false, _) | (true, "test" | "bench") => a.target_name.clone(),
-        (true, kind) => format!("{}-{kind}-unittests", a.target_name),
+/// The run name, distinct per kind of build so that `diff` and `check`
+/// never compare a test build with a bench or a program build: a binary
+/// keeps its name (as `lineprof run` names it), an example gets
+/// `-example`; in `test` mode a test target gets `-test` and a crate's unit
+/// tests `-<kind>-test` (`app-lib-test`, `app-bin-test`), in `bench` mode
+/// likewise `-bench`.
+fn run_name(mode: Mode, a: &Artifact) -> String {
+    let suffix = match mode {
+        Mode::Run if a.kind == "example" => return format!("{}-example", a.target_name),
+        Mode::Run => return a.target_name.clone(),
+        Mode::Test => "test",
+        Mode::Bench => "bench",
+    };
+    match a.kind.as_str() {
+        "test" | "bench" => format!("{}-{suffix}", a.target_name),
+        kind => format!("{}-{kind}-{suffix}", a.target_name),
     }
 }
 
@@ -292,18 +312,30 @@ fn lineprof_binary() -> PathBuf {
         .unwrap_or_else(|| "lineprof".into())
 }
 
-fn profile_one(lineprof: &Path, mode: Mode, a: &Artifact, args: &[String]) -> Result<i32, String> {
-    let name = run_name(a);
+fn profile_one(
+    lineprof: &Path,
+    mode: Mode,
+    a: &Artifact,
+    args: &[String],
+    quiet: bool,
+) -> Result<i32, String> {
+    let name = run_name(mode, a);
     let mut cmd = Command::new(lineprof);
     cmd.args(["run", "--name", &name]);
+    if quiet {
+        cmd.arg("--quiet");
+    }
     if mode != Mode::Run {
         // Like cargo: test binaries run in their package's directory.
         cmd.arg("--dir").arg(&a.package_dir);
         cmd.env("CARGO_MANIFEST_DIR", &a.package_dir);
-        eprintln!(
-            "cargo lineprof: running {} ({name})",
-            a.executable.display()
-        );
+        cmd.arg("--skip-untracked");
+        if !quiet {
+            eprintln!(
+                "cargo lineprof: running {} ({name})",
+                a.executable.display()
+            );
+        }
     }
     cmd.arg("--").arg(&a.executable).args(args);
     let status = cmd.status().map_err(|e| {
@@ -312,11 +344,49 @@ fn profile_one(lineprof: &Path, mode: Mode, a: &Artifact, args: &[String]) -> Re
             lineprof.display()
         )
     })?;
-    let code = status.code().unwrap_or(1);
-    if code == 2 && mode != Mode::Run {
-        eprintln!(
-            "note: every test binary needs the allocator: declare it in src/lib.rs (it then applies to all binaries linking the crate) or in each tests/*.rs"
+    Ok(status.code().unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact(name: &str, kind: &str, is_test: bool) -> Artifact {
+        Artifact {
+            target_name: name.into(),
+            kind: kind.into(),
+            executable: PathBuf::from("/t").join(name),
+            package_dir: PathBuf::from("/p"),
+            is_test,
+        }
+    }
+
+    #[test]
+    fn run_names_differ_per_kind_of_build() {
+        let lib = artifact("app", "lib", true);
+        let bin_tests = artifact("app", "bin", true);
+        let itest = artifact("api", "test", true);
+        let bench = artifact("speed", "bench", true);
+        let names = [
+            run_name(Mode::Run, &artifact("app", "bin", false)),
+            run_name(Mode::Run, &artifact("demo", "example", false)),
+            run_name(Mode::Test, &lib),
+            run_name(Mode::Test, &bin_tests),
+            run_name(Mode::Test, &itest),
+            run_name(Mode::Bench, &lib),
+            run_name(Mode::Bench, &bench),
+        ];
+        assert_eq!(
+            names,
+            [
+                "app",
+                "demo-example",
+                "app-lib-test",
+                "app-bin-test",
+                "api-test",
+                "app-lib-bench",
+                "speed-bench"
+            ]
         );
     }
-    Ok(code)
 }

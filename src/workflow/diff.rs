@@ -21,8 +21,7 @@ use crate::error::{Error, Result};
 use crate::output;
 use crate::render::{format_bytes, format_time};
 use crate::workflow::git;
-use crate::workflow::store::{self, Store};
-use crate::workflow::Format;
+use crate::workflow::store::{self, RunSummary, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -177,14 +176,27 @@ fn match_lines(old: &[LineFigures], new: &[LineFigures]) -> Vec<(usize, usize, M
 
 /// Compares two runs line by line.
 pub fn diff(old: &Report, new: &Report) -> Diff {
-    let pairs = match_lines(&old.lines, &new.lines);
-    let mut old_matched = vec![false; old.lines.len()];
-    let mut new_matched = vec![false; new.lines.len()];
+    Diff {
+        schema: crate::analyze::report::SCHEMA,
+        old: old.run.clone(),
+        new: new.run.clone(),
+        old_totals: old.totals,
+        new_totals: new.totals,
+        lines: diff_lines(&old.lines, &new.lines),
+    }
+}
+
+/// Pairs and compares two sets of lines: changed, added and removed lines
+/// first (largest change first), then unchanged ones.
+pub fn diff_lines(old: &[LineFigures], new: &[LineFigures]) -> Vec<LineChange> {
+    let pairs = match_lines(old, new);
+    let mut old_matched = vec![false; old.len()];
+    let mut new_matched = vec![false; new.len()];
     let mut lines = Vec::new();
     for (i, j, how) in pairs {
         old_matched[i] = true;
         new_matched[j] = true;
-        let (o, n) = (&old.lines[i], &new.lines[j]);
+        let (o, n) = (&old[i], &new[j]);
         let delta = Delta::between(&o.self_figures, &n.self_figures);
         let status = if delta.memory_changed() {
             Status::Changed
@@ -195,12 +207,12 @@ pub fn diff(old: &Report, new: &Report) -> Diff {
     }
     // A line seen in one run only counts if it touched memory: lines with
     // CPU samples alone come and go with sampling luck.
-    for (i, o) in old.lines.iter().enumerate() {
+    for (i, o) in old.iter().enumerate() {
         if !old_matched[i] && (has_memory(&o.self_figures) || has_memory(&o.total)) {
             lines.push(change(o, Some(o), None, Status::Removed, None));
         }
     }
-    for (j, n) in new.lines.iter().enumerate() {
+    for (j, n) in new.iter().enumerate() {
         if !new_matched[j] && (has_memory(&n.self_figures) || has_memory(&n.total)) {
             lines.push(change(n, None, Some(n), Status::Added, None));
         }
@@ -211,14 +223,7 @@ pub fn diff(old: &Report, new: &Report) -> Diff {
             .then(b.delta.rank().cmp(&a.delta.rank()))
             .then_with(|| (&a.file, a.new_line, a.old_line).cmp(&(&b.file, b.new_line, b.old_line)))
     });
-    Diff {
-        schema: crate::analyze::report::SCHEMA,
-        old: old.run.clone(),
-        new: new.run.clone(),
-        old_totals: old.totals,
-        new_totals: new.totals,
-        lines,
-    }
+    lines
 }
 
 fn change(
@@ -379,6 +384,107 @@ pub fn render_text(diff: &Diff, top: usize) -> String {
     out
 }
 
+/// GitHub-flavoured markdown for a pull-request comment or a job summary:
+/// the totals, then the changed lines (largest change first) with their
+/// source text.
+pub fn render_markdown(diff: &Diff, top: usize) -> String {
+    use crate::render::markdown::{code, plain, table};
+    let name = diff.new.name.as_deref().unwrap_or("-");
+    let mut out = format!(
+        "### lineprof diff: {} {} → {}\n\n",
+        code(name),
+        code(&git::short(diff.old.git.commit.as_deref())),
+        code(&git::short(diff.new.git.commit.as_deref()))
+    );
+    let (o, n) = (&diff.old_totals, &diff.new_totals);
+    let rows: Vec<Vec<String>> = [
+        ("allocations", o.allocations, n.allocations, false),
+        ("allocated", o.allocated_bytes, n.allocated_bytes, true),
+        ("peak", o.peak_bytes, n.peak_bytes, true),
+        ("at exit", o.end_bytes, n.end_bytes, true),
+    ]
+    .iter()
+    .map(|&(what, a, b, bytes)| {
+        let (fa, fb, fd) = if bytes {
+            (format_bytes(a), format_bytes(b), signed_bytes(d(b, a)))
+        } else {
+            (a.to_string(), b.to_string(), signed(d(b, a)))
+        };
+        vec![plain(what), plain(&fa), plain(&fb), plain(&fd)]
+    })
+    .collect();
+    table(
+        &mut out,
+        &["Totals", "Old", "New", "Change"],
+        &[false, true, true, true],
+        &rows,
+    );
+    // Compact: only lines whose own (`self`) memory figures changed.
+    let changed: Vec<&LineChange> = diff
+        .lines
+        .iter()
+        .filter(|c| c.status != Status::Unchanged && c.delta.memory_changed())
+        .collect();
+    if changed.is_empty() {
+        out.push_str("\nNo line changed its memory figures.\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = changed
+        .iter()
+        .take(top)
+        .map(|c| {
+            let line = match (c.old_line, c.new_line) {
+                (Some(a), Some(b)) if a != b => format!("{}:{a}→{b}", c.file),
+                (_, Some(l)) | (Some(l), None) => format!("{}:{l}", c.file),
+                (None, None) => c.file.clone(),
+            };
+            let text = |s: &Option<String>| {
+                s.as_deref()
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(code)
+            };
+            let source = match (text(&c.old_source), text(&c.new_source)) {
+                (Some(a), Some(b)) if a != b => format!("{b} (was {a})"),
+                (_, Some(t)) | (Some(t), None) => t,
+                (None, None) => String::new(),
+            };
+            vec![
+                plain(&signed_bytes(c.delta.allocated_bytes)),
+                plain(&signed_bytes(c.delta.peak_bytes)),
+                plain(&signed(c.delta.allocations)),
+                plain(&format!("{:?}", c.status).to_lowercase()),
+                code(&line),
+                code(&c.function),
+                source,
+            ]
+        })
+        .collect();
+    out.push('\n');
+    table(
+        &mut out,
+        &[
+            "Δ Allocated",
+            "Δ Peak",
+            "Δ Allocs",
+            "Status",
+            "Line",
+            "Function",
+            "Source",
+        ],
+        &[true, true, true, false, false, false, false],
+        &rows,
+    );
+    if changed.len() > top {
+        let _ = writeln!(
+            out,
+            "\n… and {} more changed lines (`lineprof diff --top N`).",
+            changed.len() - top
+        );
+    }
+    out
+}
+
 pub fn render_json(diff: &Diff) -> String {
     let mut out = serde_json::to_string_pretty(diff).unwrap_or_default();
     out.push('\n');
@@ -391,7 +497,16 @@ pub struct DiffRequest {
     pub old: Option<String>,
     pub new: Option<String>,
     pub top: usize,
-    pub format: Format,
+    pub format: DiffFormat,
+}
+
+/// `--format` of `lineprof diff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    Json,
+    /// GitHub-flavoured markdown (a pull-request comment, `$GITHUB_STEP_SUMMARY`).
+    Markdown,
 }
 
 /// `lineprof diff [OLD] [NEW]`. Picks NEW first, then OLD among runs of
@@ -407,37 +522,60 @@ pub fn command(store: &Store, cwd: &Path, req: DiffRequest) -> Result<()> {
             (old, new)
         }
         (Some(o), None) => {
-            let old = store::resolve(&runs, o, newest.run.name.as_deref(), cwd, store)?;
-            let same_name = runs.iter().rev().find(|r| r.run.name == old.run.name);
-            (old, same_name.unwrap_or(newest))
+            // One argument: NAME means its two newest runs; a run id or a
+            // ref, that run against the newest run of its name (or, when
+            // it is the newest, against the one before).
+            let one = store::resolve(&runs, o, newest.run.name.as_deref(), cwd, store)?;
+            let newest_same = runs.iter().rev().find(|r| r.run.name == one.run.name);
+            match newest_same {
+                Some(n) if n.run.id != one.run.id => (one, n),
+                _ => (previous_of(&runs, one, store)?, one),
+            }
         }
         (None, _) => {
             let new = match &req.new {
                 Some(n) => store::resolve(&runs, n, None, cwd, store)?,
                 None => newest,
             };
-            let old = runs
-                .iter()
-                .rev()
-                .filter(|r| r.run.id < new.run.id)
-                .find(|r| r.run.name == new.run.name)
-                .ok_or_else(|| Error::UnknownRun {
-                    detail: format!(
-                        "{}: run {} is the only run named `{}`; profile it again, or name two runs: lineprof diff OLD NEW",
-                        store.dir.display(),
-                        new.run.id,
-                        new.run.name.as_deref().unwrap_or("-")
-                    ),
-                })?;
-            (old, new)
+            (previous_of(&runs, new, store)?, new)
         }
     };
+    if old.run.name != new.run.name {
+        // Only two explicit arguments get here: say so rather than let a
+        // comparison of two programs pass for a change in one.
+        eprintln!(
+            "note: comparing runs of two programs: `{}` (old) and `{}` (new); a git ref picks the run of NEW's name when that commit has one",
+            old.run.name.as_deref().unwrap_or("-"),
+            new.run.name.as_deref().unwrap_or("-")
+        );
+    }
     let d = diff(&store.load(old)?, &store.load(new)?);
     let text = match req.format {
-        Format::Text => render_text(&d, req.top),
-        Format::Json => render_json(&d),
+        DiffFormat::Text => render_text(&d, req.top),
+        DiffFormat::Json => render_json(&d),
+        DiffFormat::Markdown => render_markdown(&d, req.top),
     };
     output::write_output(None, &text)
+}
+
+/// The run of `new`'s name stored before it.
+fn previous_of<'a>(
+    runs: &'a [RunSummary],
+    new: &RunSummary,
+    store: &Store,
+) -> Result<&'a RunSummary> {
+    runs.iter()
+        .rev()
+        .filter(|r| r.run.id < new.run.id)
+        .find(|r| r.run.name == new.run.name)
+        .ok_or_else(|| Error::UnknownRun {
+            detail: format!(
+                "{}: run {} is the only run named `{}`; profile it again, or name two runs: lineprof diff OLD NEW",
+                store.dir.display(),
+                new.run.id,
+                new.run.name.as_deref().unwrap_or("-")
+            ),
+        })
 }
 
 #[cfg(test)]
@@ -517,6 +655,8 @@ mod tests {
             functions: vec![],
             root: None,
             stacks: None,
+            tests: Vec::new(),
+            shared_init: None,
         };
         let diff = diff(&report(&old), &report(&new));
         assert_eq!(diff.lines[0].status, Status::Changed);

@@ -1,15 +1,17 @@
 //! `lineprof history`: one row per stored run, newest last (like `git log
 //! --reverse`, so the latest run sits next to the prompt).
 
+use std::path::Path;
+
 use serde::Serialize;
 
 use crate::analyze::report::{GitInfo, Totals};
 use crate::error::Result;
 use crate::output;
+use crate::render::history_html::Point;
 use crate::render::{format_bytes, format_time, text::table};
 use crate::workflow::git;
 use crate::workflow::store::{RunSummary, Store};
-use crate::workflow::Format;
 
 #[derive(Serialize)]
 struct Row<'a> {
@@ -97,12 +99,37 @@ pub fn render_text(runs: &[RunSummary], name: Option<&str>) -> String {
     out
 }
 
-/// `lineprof history [--name NAME]`.
-pub fn command(store: &Store, name: Option<&str>, format: Format) -> Result<()> {
+/// `--format` of `lineprof history`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HistoryFormat {
+    Text,
+    Json,
+    /// A self-contained page with a chart of the figures per commit.
+    Html,
+}
+
+pub fn render_html(runs: &[RunSummary], name: Option<&str>) -> String {
+    let points: Vec<Point> = keep(runs, name)
+        .map(|r| Point {
+            run: &r.run,
+            totals: &r.totals,
+        })
+        .collect();
+    crate::render::history_html::render(&points)
+}
+
+/// `lineprof history [--name NAME] [--format F] [-o FILE]`.
+pub fn command(
+    store: &Store,
+    name: Option<&str>,
+    format: HistoryFormat,
+    out: Option<&Path>,
+) -> Result<()> {
     let runs = store.list()?;
     let text = match format {
-        Format::Text => render_text(&runs, name),
-        Format::Json => render_json(&runs, name),
+        HistoryFormat::Text => render_text(&runs, name),
+        HistoryFormat::Json => render_json(&runs, name),
+        HistoryFormat::Html => render_html(&runs, name),
     };
-    output::write_output(None, &text)
+    output::write_output(out, &text)
 }

@@ -17,10 +17,3 @@ pub mod history;
 pub mod run;
 pub mod show;
 pub mod store;
-
-/// `--format` of `history` and `diff`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}

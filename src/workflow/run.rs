@@ -12,7 +12,6 @@ use std::process::{Command, ExitCode, ExitStatus};
 use crate::analyze::lines::{workspace_root, LineFilter, LineKind, SourceFiles};
 use crate::analyze::report::{self, Report};
 use crate::error::{Error, Result};
-use crate::output;
 use crate::render::{self, View};
 use crate::workflow::git;
 use crate::workflow::store::{self, Store};
@@ -25,7 +24,18 @@ pub struct RunRequest {
     /// The program's working directory (default: ours).
     pub dir: Option<PathBuf>,
     pub command: Vec<String>,
+    /// Print nothing on success (the report never goes to stdout anyway:
+    /// stdout is the program's).
+    pub quiet: bool,
+    /// For `cargo lineprof test|bench`: a program that succeeds without
+    /// writing a profile (a test binary without the tracker) is skipped
+    /// with a note and exit code [`SKIPPED`], not an error.
+    pub skip_untracked: bool,
 }
+
+/// The exit code of `lineprof run --skip-untracked` for a program that ran
+/// fine but had no tracker (read by `cargo lineprof`).
+pub const SKIPPED: u8 = 3;
 
 /// Runs, stores and reports. The exit code is the program's when it failed
 /// (the run is stored anyway), 0 otherwise.
@@ -57,6 +67,17 @@ pub fn command(store: &Store, cwd: &Path, req: RunRequest) -> Result<ExitCode> {
         if !status.success() {
             eprintln!("note: `{program}` {}", describe_status(status));
         }
+        if req.skip_untracked {
+            if status.success() {
+                eprintln!(
+                    "note: skipped {program}: it wrote no profile (it has no lineprof tracker); to profile it, add `#[global_allocator] static A: lineprof::Tracking = lineprof::Tracking::new();` to it (for unit tests, `#[cfg(test)]` on it in src/lib.rs)"
+                );
+                return Ok(ExitCode::from(SKIPPED));
+            }
+            // Never let a failure read as a skip.
+            let code = failure_code(status);
+            return Ok(ExitCode::from(if code == SKIPPED { 1 } else { code }));
+        }
         return Err(Error::NoProfileWritten { program });
     };
     let result = report::report_from_profile_in(&profile, workspace_root(&dir));
@@ -74,7 +95,9 @@ pub fn command(store: &Store, cwd: &Path, req: RunRequest) -> Result<ExitCode> {
     };
     fill_run_info(&mut report, &id, &req, &program, &dir);
     let path = store.save(&report)?;
-    print_summary(&report, &path);
+    if !req.quiet {
+        print_summary(&report, &path);
+    }
     if profiles.len() > 1 {
         eprintln!(
             "note: {} processes wrote profiles; stored the one of `{program}` (pid {pid})",
@@ -166,7 +189,9 @@ fn print_summary(report: &Report, path: &Path) {
         report.run.name.as_deref().unwrap_or("-"),
         path.display()
     );
-    let _ = output::write_output(None, &stored);
+    // The report goes to stderr: stdout carries the program's own output,
+    // which a caller may be piping somewhere.
+    eprint!("{stored}");
 }
 
 fn describe_status(status: ExitStatus) -> String {

@@ -34,13 +34,18 @@ pub enum ReportFormat {
     Collapsed,
     /// DHAT's JSON, for dh_view.html.
     Dhat,
+    /// Bencher Metric Format JSON: one benchmark per test (test binaries)
+    /// or per run.
+    Bmf,
 }
 
-/// `--by` of `lineprof report`.
+/// `--by` of `lineprof report`: what a row of the report is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum By {
     Line,
     Function,
+    /// One row per test of a test binary.
+    Test,
 }
 
 /// What `lineprof report` was asked for.
@@ -124,7 +129,7 @@ pub fn command(store: &Store, cwd: &Path, req: ReportRequest) -> Result<()> {
     let out = req.output.as_deref();
     let callers = regex("callers", req.callers.as_deref())?;
     let callees = regex("callees", req.callees.as_deref())?;
-    if req.by == By::Line && (callers.is_some() || callees.is_some()) {
+    if req.by != By::Function && (callers.is_some() || callees.is_some()) {
         return Err(Error::Usage {
             detail: "--callers and --callees list call-graph edges of the function view; add --by function".into(),
         });
@@ -148,6 +153,8 @@ pub fn command(store: &Store, cwd: &Path, req: ReportRequest) -> Result<()> {
     }
     let stack_table = |name| render::require_stacks(&report, name);
     let text = match req.format {
+        ReportFormat::Bmf => render::bmf::render(&report),
+        ReportFormat::Text if req.by == By::Test => render::by_test::render(&report),
         ReportFormat::Text => {
             let mut sources = SourceFiles::new(report.root.clone());
             render::text::render(&report, &view, &mut sources)

@@ -18,7 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::analyze::lines::LineFigures;
+use crate::analyze::lines::{Figures, LineFigures};
+use crate::analyze::per_test::TestFigures;
 use crate::analyze::report::{rfc3339, Report, RunInfo, Totals};
 use crate::analyze::stacks::StackTable;
 use crate::error::{Error, Result};
@@ -60,6 +61,11 @@ struct Stored {
     /// Added within schema 1: runs stored before it have none.
     #[serde(default)]
     stacks: Option<StackTable>,
+    /// Added within schema 1 (test binaries).
+    #[serde(default)]
+    tests: Vec<TestFigures>,
+    #[serde(default)]
+    shared_init: Option<Figures>,
 }
 
 /// Stacks larger than this (compact JSON) are not stored: the run stays a
@@ -120,7 +126,11 @@ impl Store {
     /// Writes `report` as run `report.run.id`; returns the file's path.
     pub fn save(&self, report: &Report) -> Result<PathBuf> {
         let dir = self.runs_dir();
+        let fresh = !self.dir.exists();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create the run store", e))?;
+        if fresh {
+            self.ignore_in_git();
+        }
         let path = dir.join(format!("{}.json", report.run.id));
         let tmp = dir.join(format!(".{}.json.tmp", report.run.id));
         let text = stored_text(report);
@@ -137,6 +147,16 @@ impl Store {
             let _ = d.sync_all();
         }
         Ok(path)
+    }
+
+    /// A new store ignores itself in git: runs are per machine, and a
+    /// package with a build script that prints no `rerun-if-changed` is
+    /// fingerprinted by every file git does not ignore, so new runs would
+    /// make cargo rebuild it on every `cargo lineprof`. Failing to write
+    /// the file costs only that, so it is not an error.
+    fn ignore_in_git(&self) {
+        let text = "# lineprof's run store: local runs, ignored by git (and so by cargo's\n# fingerprints). Delete this file to commit runs.\n*\n";
+        let _ = std::fs::write(self.dir.join(".gitignore"), text);
     }
 
     /// Every stored run, oldest first. No store yet means no runs.
@@ -187,6 +207,8 @@ impl Store {
             // today's text of a file that may have changed since.
             root: None,
             stacks: s.stacks,
+            tests: s.tests,
+            shared_init: s.shared_init,
         })
     }
 }

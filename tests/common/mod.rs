@@ -356,3 +356,16 @@ impl Report {
             .collect()
     }
 }
+
+/// A command running `program` with the soft descriptor limit lowered to
+/// 4096 (when it is higher): lineprof keeps its perf event descriptors
+/// above the soft limit, and where the soft limit already equals the hard
+/// one (some CI shells) it falls back to timers, which would hide the
+/// perf backend's behaviour from the test.
+pub fn with_room_above_fd_limit(program: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"[ "$(ulimit -Sn)" = unlimited ] || [ "$(ulimit -Sn)" -gt 4096 ] && ulimit -Sn 4096; exec "$0" "$@""#)
+        .arg(program);
+    cmd
+}

@@ -184,6 +184,7 @@ pub fn lineprof_in(dir: &Path, args: &[&str]) -> Output {
         .env_remove("LINEPROF")
         .env_remove("LINEPROF_SAMPLE")
         .env_remove("RUST_BACKTRACE")
+        .env_remove("GITHUB_STEP_SUMMARY")
         .output()
         .expect("run lineprof")
 }

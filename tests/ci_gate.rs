@@ -1,0 +1,403 @@
+//! The CI recipe end to end, on a generated git project set up the
+//! test-only way (lineprof a dev-dependency, `#[cfg(test)]
+//! #[global_allocator]` in src/lib.rs, the two lines in a tests/*.rs) with
+//! a parallel unit-test suite: the recipe passes on an unchanged commit,
+//! every time; a regression in one test fails naming the test and its
+//! line; a new test binary is new, never compared with another program; a
+//! missing baseline is exit 2; `diff NAME` compares two runs; the
+//! markdown summary is a valid table with the line's source.
+
+mod projects;
+
+use projects::{stderr, stdout, Project};
+use serde_json::Value;
+
+const MANIFEST: &str = r#"[package]
+name = "calc"
+version = "0.1.0"
+edition = "2021"
+
+[dev-dependencies]
+lineprof = { path = "SHIM" }
+"#;
+
+/// Ten tests run on parallel threads; each test's own figures are exact.
+const LIB: &str = r#"#[cfg(test)]
+#[global_allocator]
+static A: lineprof::Tracking = lineprof::Tracking::new();
+
+use std::sync::OnceLock;
+
+static TABLE: OnceLock<Vec<u64>> = OnceLock::new();
+
+/// Shared between tests: 1 alloc of 4096 bytes, on whichever test is first.
+pub fn table() -> &'static [u64] {
+    TABLE.get_or_init(|| vec![3u64; 512])
+}
+
+pub fn buffer(n: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n); // the line that grows
+    v.resize(n, 0u8);
+    std::hint::black_box(v)
+}
+
+/// Scratch buffers kept for reuse, like a regex's cache pool: which tests
+/// allocate them depends on scheduling; they stay live to exit, so they
+/// count as shared state, never in a test.
+static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+pub fn churn(rounds: usize) -> usize {
+    let taken = POOL.lock().unwrap().pop();
+    let mut scratch = taken.unwrap_or_else(|| Vec::with_capacity(256));
+    scratch.push(1);
+    let mut kept = 0;
+    for i in 0..rounds {
+        let v = std::hint::black_box(vec![1u8; 64 * (i % 7 + 1)]);
+        kept += v.len();
+        std::thread::yield_now(); // let the other tests interleave
+    }
+    scratch.clear();
+    POOL.lock().unwrap().push(scratch);
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_once() {
+        assert_eq!(buffer(1000).len(), 1000); // 1 alloc of 1000 bytes
+    }
+
+    #[test]
+    fn table_a() {
+        assert_eq!(format!("{}", table()[0]), "3"); // 1 alloc of 8 bytes: a String's smallest capacity
+    }
+
+    #[test]
+    fn table_b() {
+        assert_eq!(format!("{}", table()[1]), "3"); // 1 alloc of 8 bytes: a String's smallest capacity
+    }
+
+    macro_rules! churners {
+        ($($name:ident),*) => {$(
+            #[test]
+            fn $name() {
+                assert!(churn(200) > 0);
+            }
+        )*};
+    }
+    churners!(churn_1, churn_2, churn_3, churn_4, churn_5, churn_6, churn_7);
+}
+"#;
+
+const API_TEST: &str = r#"#[global_allocator]
+static A: lineprof::Tracking = lineprof::Tracking::new();
+
+#[test]
+fn api_buffer() {
+    assert_eq!(calc::buffer(10).len(), 10);
+}
+"#;
+
+/// A test binary without the tracker: skipped with a note.
+const UNTRACKED_TEST: &str = r#"#[test]
+fn plain() {
+    assert_eq!(calc::buffer(3).len(), 3);
+}
+"#;
+
+const EXTRA_TEST: &str = r#"#[global_allocator]
+static A: lineprof::Tracking = lineprof::Tracking::new();
+
+#[test]
+fn extra() {
+    assert_eq!(calc::churn(3), 64 + 128 + 192);
+}
+"#;
+
+fn setup() -> Project {
+    let p = Project::new("ci", "calc");
+    let shim = projects::repo().join("alloc-shim");
+    p.write(
+        "Cargo.toml",
+        &MANIFEST.replace("SHIM", shim.to_str().unwrap()),
+    );
+    p.write("src/lib.rs", LIB);
+    p.write("tests/api.rs", API_TEST);
+    p.write("tests/untracked.rs", UNTRACKED_TEST);
+    p.git(&["init", "-q"]);
+    p
+}
+
+/// `cargo lineprof test ARGS`, which must pass and skip the untracked binary.
+fn profile_tests(p: &Project, args: &[&str]) {
+    let out = p.cargo_lineprof(&[&["test"], args].concat());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("note: skipped") && err.contains("untracked"),
+        "{err}"
+    );
+    assert!(err.contains("skipped 1 without a tracker"), "{err}");
+}
+
+fn check(p: &Project, args: &[&str]) -> (Option<i32>, String) {
+    let out = p.lineprof(&[&["check"], args].concat());
+    (out.status.code(), stdout(&out) + &stderr(&out))
+}
+
+fn test_of<'a>(report: &'a Value, name: &str) -> &'a Value {
+    let tests = report["tests"].as_array().expect("a tests array");
+    tests
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no test {name}: {tests:#?}"))
+}
+
+#[test]
+fn ci_recipe_gates_per_test() {
+    let p = setup();
+    p.commit("base", "v1");
+    profile_tests(&p, &[]);
+
+    // Per-test figures, exact while the tests ran on parallel threads.
+    let report = p.json(&["report", "calc-lib-test"]);
+    let buffer = test_of(&report, "tests::buffer_once");
+    assert_eq!(buffer["function"], "calc::tests::buffer_once");
+    assert_eq!(buffer["total"]["allocations"], 1);
+    assert_eq!(buffer["total"]["allocated_bytes"], 1000);
+    assert_eq!(buffer["total"]["peak_bytes"], 1000);
+    // 200 rounds of 64..448 bytes, one block live at a time.
+    let churn = test_of(&report, "tests::churn_3");
+    assert_eq!(churn["total"]["allocations"], 200);
+    let per_round: u64 = (0..200).map(|i| 64 * (i % 7 + 1)).sum();
+    assert_eq!(churn["total"]["allocated_bytes"], per_round);
+    assert_eq!(churn["total"]["peak_bytes"], 448);
+    // The OnceLock's 4096 bytes are shared initialisation, in neither test,
+    // and so are the pooled scratch buffers (256 bytes each, 1 to 7 of
+    // them, as the threads met) and the pool's own vector.
+    let shared = report["shared_init"]["allocated_bytes"].as_u64().unwrap();
+    assert!(
+        (4096 + 256..=4096 + 7 * 256 + 1024).contains(&shared),
+        "{shared}"
+    );
+    for t in ["tests::table_a", "tests::table_b"] {
+        assert_eq!(test_of(&report, t)["total"]["allocated_bytes"], 8, "{t}");
+    }
+    assert_eq!(report["tests"].as_array().unwrap().len(), 10);
+    // libtest's harness `main` (line 1 of lib.rs) is nobody's top line.
+    for l in report["lines"].as_array().unwrap() {
+        if l["function"] == "calc::main" {
+            assert_eq!(l["self"]["allocated_bytes"], 0, "{l:#}");
+        }
+    }
+    let text = stdout(&p.lineprof(&["report", "calc-lib-test"]));
+    assert!(!text.contains("#[cfg(test)]"), "{text}");
+    let by_test = stdout(&p.lineprof(&["report", "calc-lib-test", "--by", "test"]));
+    assert!(by_test.contains("tests::buffer_once"), "{by_test}");
+    assert!(by_test.contains("(shared initialisation"), "{by_test}");
+    let bmf: Value = serde_json::from_str(&stdout(&p.lineprof(&[
+        "report",
+        "calc-lib-test",
+        "--format",
+        "bmf",
+    ])))
+    .unwrap();
+    assert_eq!(
+        bmf["calc-lib-test::tests::buffer_once"]["allocated-bytes"]["value"],
+        1000
+    );
+    assert_eq!(bmf.as_object().unwrap().len(), 10);
+
+    // The recipe on the unchanged commit passes, every time.
+    // Twice, the second time on more threads than cores, with the summary
+    // going where GitHub Actions says.
+    profile_tests(&p, &[]);
+    let (code, text) = check(&p, &["--baseline", "v1"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("process totals not gated"), "{text}");
+    profile_tests(&p, &["--", "--test-threads=8"]);
+    let job_summary = p.path().join("job-summary.md");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lineprof"))
+        .args(["check", "--baseline", "v1"])
+        .current_dir(p.path())
+        .env("GITHUB_STEP_SUMMARY", &job_summary)
+        .env_remove("LINEPROF_STORE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let md = std::fs::read_to_string(&job_summary).unwrap();
+    assert!(md.starts_with("### lineprof check: passed"), "{md}");
+    assert!(md.contains("33 figures checked, none regressed"), "{md}");
+
+    // One test regresses, a new test binary appears.
+    p.write(
+        "src/lib.rs",
+        &LIB.replace("Vec::with_capacity(n)", "Vec::with_capacity(2 * n)"),
+    );
+    p.write("tests/extra.rs", EXTRA_TEST);
+    p.commit("grow the buffer", "v2");
+    profile_tests(&p, &[]);
+    let summary = p.path().join("summary.md");
+    let out = p.lineprof(&[
+        "check",
+        "--baseline",
+        "v1",
+        "--summary",
+        summary.to_str().unwrap(),
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    // calc-lib-test: buffer_once fails, with its line; the others pass.
+    let section = text
+        .split("lineprof check:")
+        .find(|s| s.contains("(calc-lib-test,"))
+        .unwrap();
+    let failing: Vec<&str> = section.lines().filter(|l| l.contains("FAIL")).collect();
+    assert_eq!(
+        failing.len(),
+        2,
+        "allocated_bytes and peak_bytes: {section}"
+    );
+    let test_block = section
+        .split("  test ")
+        .find(|b| b.starts_with("tests::buffer_once"))
+        .unwrap();
+    assert!(
+        test_block.contains("FAIL  allocated_bytes 1000 B -> 2000 B"),
+        "{test_block}"
+    );
+    assert!(
+        test_block.contains("+1000 B") && test_block.contains("Vec::with_capacity(2 * n)"),
+        "{test_block}"
+    );
+    assert!(test_block.contains("src/lib.rs:15"), "{test_block}");
+    // api-test calls buffer(10): 10 -> 20 bytes, its own failure.
+    assert!(text.contains("(api-test,"), "{text}");
+    // The new binary is new, not compared with another program.
+    let extra = text
+        .split("lineprof check:")
+        .find(|s| s.contains("(extra-test,"))
+        .unwrap();
+    assert!(
+        extra.contains("new since the baseline, not gated"),
+        "{extra}"
+    );
+    assert!(!extra.contains("baseline 2"), "{extra}");
+
+    // The summary: a GFM table with the grown line's source.
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        md.contains("### lineprof check: 4 figure(s) regressed"),
+        "{md}"
+    );
+    assert!(
+        md.contains("`let mut v = Vec::with_capacity(2 * n); // the line that grows`"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| calc-lib-test | tests::buffer\\_once | allocated\\_bytes |"),
+        "{md}"
+    );
+    assert!(md.contains("| extra-test |"), "{md}");
+    assert_tables_are_well_formed(&md);
+
+    // Named on the command line, a run without a baseline is exit 2.
+    let (code, text) = check(&p, &["extra-test", "--baseline", "v1"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("no baseline run of `extra-test`"), "{text}");
+    assert!(text.contains("cargo lineprof"), "how to make it: {text}");
+
+    // diff NAME: its two newest runs, which differ.
+    let d = p.json(&["diff", "calc-lib-test"]);
+    assert_ne!(d["old"]["id"], d["new"]["id"]);
+    assert_eq!(
+        d["new"]["git"]["commit"],
+        p.git(&["rev-parse", "v2"]).as_str()
+    );
+    let grown: Vec<&Value> = d["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["delta"]["allocated_bytes"] == 1000)
+        .collect();
+    assert_eq!(grown.len(), 1, "{d:#}");
+    let md = stdout(&p.lineprof(&["diff", "calc-lib-test", "--format", "markdown"]));
+    assert!(md.contains("| +1000 B |"), "{md}");
+    assert!(md.contains("`let mut v = Vec::with_capacity(2 * n); // the line that grows` (was `let mut v = Vec::with_capacity(n); // the line that grows`)"), "{md}");
+    assert_tables_are_well_formed(&md);
+
+    // The history page: a chart per figure, every run's point linked to
+    // its row, nothing fetched from the network.
+    let page = p.path().join("history.html");
+    let out = p.lineprof(&["history", "--format", "html", "-o", page.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(
+        html.matches("<svg").count(),
+        4,
+        "peak, allocated, allocations, CPU"
+    );
+    for t in ["Peak", "Allocated bytes", "Allocations", "CPU time"] {
+        assert!(html.contains(&format!("<h2>{t}</h2>")), "{t}");
+    }
+    let history = p.json(&["history"]);
+    for run in history["runs"].as_array().unwrap() {
+        let id = run["id"].as_str().unwrap();
+        assert_eq!(
+            html.matches(&format!("href=\"#run-{id}\"")).count(),
+            4,
+            "{id}"
+        );
+        assert!(html.contains(&format!("<tr id=\"run-{id}\">")), "{id}");
+    }
+    assert!(
+        !html.contains("<script") && !html.contains(" src="),
+        "self-contained"
+    );
+    assert_eq!(
+        html.matches("http").count(),
+        html.matches("http://www.w3.org/2000/svg").count()
+    );
+
+    // A ref with no stored run at all.
+    p.write("NOTES.md", "nothing profiled here\n");
+    p.commit("notes", "v3");
+    let (code, text) = check(&p, &["--baseline", "v3"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("no stored run at commit"), "{text}");
+}
+
+/// Every table row has as many cells as its header: `|` inside cells is
+/// escaped, so splitting on unescaped pipes counts the cells.
+fn assert_tables_are_well_formed(md: &str) {
+    let cells = |line: &str| {
+        let mut n = 0;
+        let mut escaped = false;
+        for c in line.chars() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '|' if !escaped => n += 1,
+                _ => escaped = false,
+            }
+            if c != '\\' {
+                escaped = false;
+            }
+        }
+        n
+    };
+    let mut expected = None;
+    for line in md.lines() {
+        if !line.starts_with('|') {
+            expected = None;
+            continue;
+        }
+        let n = cells(line);
+        match expected {
+            None => expected = Some(n),
+            Some(e) => assert_eq!(n, e, "row with {n} pipes, header {e}: {line}\n{md}"),
+        }
+    }
+}
