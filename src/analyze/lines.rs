@@ -43,7 +43,9 @@ impl Figures {
             allocated_bytes,
             frees: r(raw.frees),
             freed_bytes,
-            increment_bytes: allocated_bytes as i64 - freed_bytes as i64,
+            // Saturating: a crafted profile may claim sizes near 2^64.
+            increment_bytes: (allocated_bytes as i128 - freed_bytes as i128)
+                .clamp(i64::MIN as i128, i64::MAX as i128) as i64,
             peak_bytes: r(raw.peak_bytes),
             end_bytes: r(raw.end_bytes),
             cpu_samples: r(raw.cpu_samples),

@@ -285,7 +285,6 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents
                     }
                 }
             }
-            HeapEventKind::Hole => {}
         }
         i += 1;
     });
@@ -339,7 +338,6 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents
                     live[t as usize] -= b;
                 }
             }
-            HeapEventKind::Hole => {}
         }
     });
     out
