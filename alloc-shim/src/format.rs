@@ -632,6 +632,18 @@ pub struct EventsHeader {
 /// numbers, addresses and clock readings are deltas from the previous event
 /// of the chunk (starting from `base_seq`, 0 and 0), so every chunk decodes
 /// on its own.
+/// The fields every CPU sample event starts with: stack id, sample count,
+/// and the time delta (added to `time`).
+fn cpu_head(d: &mut Decoder<'_>, time: &mut u64) -> Result<(u32, u32), Malformed> {
+    let stack = d.varint()?;
+    let count = d.varint()?;
+    *time = time.wrapping_add(d.varint()?);
+    Ok((
+        u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
+        u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
+    ))
+}
+
 pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsHeader, Malformed> {
     let mut d = Decoder::new(payload);
     let header = EventsHeader {
@@ -667,29 +679,23 @@ pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsH
                 });
             }
             tag::CPU => {
-                let stack = d.varint()?;
-                let count = d.varint()?;
-                time = time.wrapping_add(d.varint()?);
+                let (stack, count) = cpu_head(&mut d, &mut time)?;
                 f(Event::Cpu {
-                    stack: u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
-                    count: u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
+                    stack,
+                    count,
                     time_ns: time,
                 });
             }
             tag::CPU_LINEPROF => {
-                let stack = d.varint()?;
-                let count = d.varint()?;
-                time = time.wrapping_add(d.varint()?);
+                let (stack, count) = cpu_head(&mut d, &mut time)?;
                 f(Event::CpuLineprof {
-                    stack: u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
-                    count: u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
+                    stack,
+                    count,
                     time_ns: time,
                 });
             }
             tag::CPU_STACK_COPY => {
-                let stack = d.varint()?;
-                let count = d.varint()?;
-                time = time.wrapping_add(d.varint()?);
+                let (stack, count) = cpu_head(&mut d, &mut time)?;
                 let sp = d.varint()?;
                 let bp = d.varint()?;
                 let n = d.varint()?;
@@ -704,8 +710,8 @@ pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsH
                 }
                 let bytes = d.lp_bytes()?.to_vec();
                 f(Event::CpuStackCopy {
-                    stack: u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
-                    count: u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
+                    stack,
+                    count,
                     time_ns: time,
                     copy: StackCopy {
                         sp,

@@ -314,14 +314,6 @@ mod tests {
     use crate::analyze::classify::Location;
     use crate::analyze::replay::StackFigures;
 
-    fn loc(file: &str, line: u32, function: &str) -> Location {
-        Location {
-            file: file.into(),
-            line,
-            function: function.into(),
-        }
-    }
-
     fn raw(allocations: f64, bytes: f64) -> StackFigures {
         StackFigures {
             allocations,
@@ -335,14 +327,14 @@ mod tests {
     fn self_and_total_with_recursion_and_std() {
         let symbols = Symbols {
             locations: vec![
-                loc(
+                Location::new(
                     "/rustc/h/library/alloc/src/vec/mod.rs",
                     10,
                     "alloc::vec::Vec<T>::push",
                 ),
-                loc("/w/src/main.rs", 5, "app::recurse"),
-                loc("/w/src/main.rs", 9, "app::main"),
-                loc(
+                Location::new("/w/src/main.rs", 5, "app::recurse"),
+                Location::new("/w/src/main.rs", 9, "app::main"),
+                Location::new(
                     "/home/u/.cargo/registry/src/x/dep-1.0/src/lib.rs",
                     3,
                     "dep::f",

@@ -378,11 +378,7 @@ mod tests {
     }
 
     fn loc(file: &str, function: &str) -> Location {
-        Location {
-            file: file.into(),
-            line: 1,
-            function: function.into(),
-        }
+        Location::new(file, 1, function)
     }
 
     #[test]
