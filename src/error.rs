@@ -21,6 +21,12 @@ pub enum Error {
     Corrupt { path: PathBuf, detail: String },
     /// The profile was written by a newer lineprof.
     NewerVersion { path: PathBuf, version: u32 },
+    /// Two processes wrote into one profile: (offset, pid) of each `Meta`.
+    MixedWriters {
+        path: PathBuf,
+        first: (u64, String),
+        other: (u64, String),
+    },
     /// No profile could be found for the request.
     NoProfile { detail: String },
     /// The executable recorded in the profile is gone.
@@ -100,6 +106,15 @@ impl fmt::Display for Error {
                 f,
                 "{}: {detail}; the profile is damaged, re-run the program to get a new one",
                 path.display()
+            ),
+            Error::MixedWriters { path, first, other } => write!(
+                f,
+                "{}: two processes wrote into this profile (the metadata at byte {} is pid {}'s, the one at byte {} pid {}'s), so its figures belong to neither; give each process its own LINEPROF_OUT and run again (this lineprof writes a second writer's profile to the path with .<pid> appended)",
+                path.display(),
+                first.0,
+                first.1,
+                other.0,
+                other.1
             ),
             Error::NewerVersion { path, version } => write!(
                 f,

@@ -104,14 +104,41 @@ fn middle_payload_byte(bytes: &[u8]) -> usize {
     }
 }
 
+/// A damaged chunk in the middle is skipped with a warning naming its
+/// offset; the chunks after it are used (here the end record, so the
+/// report does not call the run killed).
 #[test]
-fn corrupt_chunk() {
+fn damaged_chunk_in_the_middle_is_skipped() {
     let (dir, mut bytes) = plain_profile();
     let path = dir.path().join("corrupt.lprof");
     let i = middle_payload_byte(&bytes);
+    let chunk_at = chunk_containing(&bytes, i);
     bytes[i] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
-    assert_input_error(&report(&path), &path, "corrupt chunk");
+    let out = report(&path);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "damaged bytes at byte {chunk_at} (checksum mismatch); the chunks after them are used"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("killed"), "{text}");
+    assert!(!text.contains("no end record"), "{text}");
+}
+
+/// The offset of the chunk whose bytes include `at`.
+fn chunk_containing(bytes: &[u8], at: usize) -> usize {
+    use lineprof::format::{CHUNK_HEADER_LEN, FILE_HEADER_LEN};
+    let mut start = FILE_HEADER_LEN;
+    loop {
+        let len = u32::from_le_bytes(bytes[start + 4..start + 8].try_into().unwrap()) as usize;
+        if at < start + CHUNK_HEADER_LEN + len {
+            return start;
+        }
+        start += CHUNK_HEADER_LEN + len;
+    }
 }
 
 #[test]

@@ -127,17 +127,7 @@ fn warn(name: &CStr, what: &[u8]) {
 /// child whose pattern has no `%p` gets `.<pid>` appended, so that it never
 /// overwrites its parent's profile.
 pub fn expand_path(pattern: &[u8], pid: u32, forked: bool, out: &mut [u8; PATH_MAX]) {
-    let mut digits = [0u8; 10];
-    let mut nd = 0;
-    let mut v = pid;
-    loop {
-        digits[nd] = b'0' + (v % 10) as u8;
-        nd += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
+    let (digits, nd) = sys::decimal(pid);
     let mut n = 0;
     let mut push = |b: u8, n: &mut usize| {
         if *n < PATH_MAX - 1 {
@@ -149,8 +139,8 @@ pub fn expand_path(pattern: &[u8], pid: u32, forked: bool, out: &mut [u8; PATH_M
     let mut had_pid = false;
     while i < pattern.len() {
         if pattern[i] == b'%' && pattern.get(i + 1) == Some(&b'p') {
-            for k in (0..nd).rev() {
-                push(digits[k], &mut n);
+            for &d in &digits[..nd] {
+                push(d, &mut n);
             }
             had_pid = true;
             i += 2;
@@ -161,8 +151,8 @@ pub fn expand_path(pattern: &[u8], pid: u32, forked: bool, out: &mut [u8; PATH_M
     }
     if forked && !had_pid {
         push(b'.', &mut n);
-        for k in (0..nd).rev() {
-            push(digits[k], &mut n);
+        for &d in &digits[..nd] {
+            push(d, &mut n);
         }
     }
     out[n] = 0;

@@ -330,18 +330,9 @@ fn close_perf_fd(fd: i32) {
         path[n] = b;
         n += 1;
     }
-    let mut digits = [0u8; 10];
-    let (mut v, mut d) = (fd as u32, 0);
-    loop {
-        digits[d] = b'0' + (v % 10) as u8;
-        d += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for k in (0..d).rev() {
-        path[n] = digits[k];
+    let (digits, d) = sys::decimal(fd as u32);
+    for &c in &digits[..d] {
+        path[n] = c;
         n += 1;
     }
     // SAFETY: `path` is NUL-terminated (zero-filled past `n`); readlink

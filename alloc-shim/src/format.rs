@@ -4,8 +4,9 @@
 //! A profile is a 16-byte file header followed by self-delimiting chunks that
 //! are only ever appended. Each chunk carries its payload length and a CRC-32
 //! of the payload, so a reader stops cleanly at the last complete chunk of a
-//! file cut short by a crash or a kill, and tells a truncated tail (fine) from
-//! a damaged middle (an error). `docs/format.md` describes the bytes in prose.
+//! file cut short by a crash or a kill, and skips a damaged stretch in the
+//! middle up to the next valid chunk. `docs/format.md` describes the bytes in
+//! prose.
 //!
 //! Encoding is allocation-free (`Encoder` writes into a caller's byte slice),
 //! because it runs inside the global allocator. Decoding allocates freely: it
@@ -198,8 +199,6 @@ pub enum FormatError {
     NotAProfile,
     /// Written by a newer lineprof.
     NewerVersion(u32),
-    /// A chunk in the middle of the file fails its checksum or does not parse.
-    Corrupt { offset: u64, what: &'static str },
 }
 
 impl std::fmt::Display for FormatError {
@@ -211,9 +210,6 @@ impl std::fmt::Display for FormatError {
                 f,
                 "profile format version {v} is newer than this lineprof understands (version {VERSION})"
             ),
-            FormatError::Corrupt { offset, what } => {
-                write!(f, "corrupt chunk at byte {offset}: {what}")
-            }
         }
     }
 }
@@ -228,17 +224,38 @@ pub struct RawChunk<'a> {
     pub payload: &'a [u8],
 }
 
-/// The chunks of a file, and whether the file ended inside a chunk.
+/// The chunks of a file, and what was skipped between and after them.
 #[derive(Debug)]
 pub struct Chunks<'a> {
     pub chunks: Vec<RawChunk<'a>>,
-    /// Bytes after the last complete chunk (a truncated write), if any.
+    /// Bytes after the last complete chunk that do not form one (a torn
+    /// last write, a zero-filled or garbage tail), if any.
     pub truncated_tail: u64,
+    /// Damaged stretches followed by complete chunks, in file order.
+    pub damaged: Vec<Damage>,
 }
 
-/// Splits a profile into its chunks. A chunk that is cut short at the end of
-/// the file ends the list (the file was truncated); a complete chunk with a
-/// bad checksum or an unknown kind is corruption.
+/// A stretch of bytes in the middle of a file that holds no valid chunk
+/// (a chunk with a bad checksum or an unknown kind, a half-written chunk
+/// that the next write followed), skipped up to the next valid chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damage {
+    pub offset: u64,
+    pub len: u64,
+    pub what: &'static str,
+}
+
+/// How many bytes the search for the next valid chunk after damage may
+/// checksum, per byte of file (plus a constant): it bounds the time a
+/// crafted file full of plausible chunk headers can cost.
+const RESYNC_BUDGET_PER_BYTE: u64 = 8;
+
+/// Splits a profile into its chunks. A chunk is valid when its header fits,
+/// its kind is known, its payload fits and its checksum matches. Where one
+/// is not, the reader looks for the next valid chunk: if there is one, the
+/// bytes in between are `damaged` (skipped, the rest is used); if not, they
+/// are the `truncated_tail` (the file was cut short, or ends in zeros or
+/// garbage). Only a foreign or newer file is an error.
 pub fn split_chunks(data: &[u8]) -> Result<Chunks<'_>, FormatError> {
     if data.len() < FILE_HEADER_LEN {
         if data.len() >= 8 && data[..8] != MAGIC {
@@ -253,44 +270,84 @@ pub fn split_chunks(data: &[u8]) -> Result<Chunks<'_>, FormatError> {
     if version > VERSION {
         return Err(FormatError::NewerVersion(version));
     }
-    let mut chunks = Vec::new();
+    let mut out = Chunks {
+        chunks: Vec::new(),
+        truncated_tail: 0,
+        damaged: Vec::new(),
+    };
+    let mut budget = (data.len() as u64).saturating_mul(RESYNC_BUDGET_PER_BYTE) + (1 << 20);
     let mut pos = FILE_HEADER_LEN;
     while pos < data.len() {
-        if data.len() - pos < CHUNK_HEADER_LEN {
-            break;
-        }
-        let h = &data[pos..pos + CHUNK_HEADER_LEN];
-        let len = u32::from_le_bytes(h[4..8].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(h[8..12].try_into().unwrap());
-        let start = pos + CHUNK_HEADER_LEN;
-        if data.len() - start < len {
-            break;
-        }
-        let payload = &data[start..start + len];
-        let corrupt = |what| FormatError::Corrupt {
-            offset: pos as u64,
-            what,
-        };
-        if crc32(payload) != crc {
-            // A zero-filled tail (the file was extended but never written,
-            // as after a crash on some file systems) is truncation too.
-            if data[pos..].iter().all(|&b| b == 0) {
-                break;
+        match chunk_at(data, pos) {
+            Ok(chunk) => {
+                pos += CHUNK_HEADER_LEN + chunk.payload.len();
+                out.chunks.push(chunk);
             }
-            return Err(corrupt("checksum mismatch"));
+            Err(what) => match next_valid_chunk(data, pos + 1, &mut budget) {
+                Some(next) => {
+                    out.damaged.push(Damage {
+                        offset: pos as u64,
+                        len: (next - pos) as u64,
+                        what,
+                    });
+                    pos = next;
+                }
+                None => {
+                    out.truncated_tail = (data.len() - pos) as u64;
+                    break;
+                }
+            },
         }
-        let kind = ChunkKind::from_u8(h[0]).ok_or_else(|| corrupt("unknown chunk kind"))?;
-        chunks.push(RawChunk {
-            kind,
-            offset: pos as u64,
-            payload,
-        });
-        pos = start + len;
     }
-    Ok(Chunks {
-        chunks,
-        truncated_tail: (data.len() - pos) as u64,
+    Ok(out)
+}
+
+/// The chunk starting at `pos`, or why there is none.
+fn chunk_at(data: &[u8], pos: usize) -> Result<RawChunk<'_>, &'static str> {
+    let h = data
+        .get(pos..pos + CHUNK_HEADER_LEN)
+        .ok_or("chunk header cut short")?;
+    let len = u32::from_le_bytes(h[4..8].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(h[8..12].try_into().unwrap());
+    let start = pos + CHUNK_HEADER_LEN;
+    if data.len() - start < len {
+        return Err("chunk cut short");
+    }
+    let payload = &data[start..start + len];
+    if crc32(payload) != crc {
+        return Err("checksum mismatch");
+    }
+    let kind = ChunkKind::from_u8(h[0]).ok_or("unknown chunk kind")?;
+    Ok(RawChunk {
+        kind,
+        offset: pos as u64,
+        payload,
     })
+}
+
+/// The offset of the first valid chunk at or after `from` whose header
+/// looks like the writer's (known kind, reserved bytes zero), within the
+/// checksum `budget` (bytes; decreased by what is spent).
+fn next_valid_chunk(data: &[u8], from: usize, budget: &mut u64) -> Option<usize> {
+    let last = data.len().checked_sub(CHUNK_HEADER_LEN)?;
+    for p in from..=last {
+        let h = &data[p..p + CHUNK_HEADER_LEN];
+        if ChunkKind::from_u8(h[0]).is_none() || h[1..4] != [0, 0, 0] {
+            continue;
+        }
+        let len = u32::from_le_bytes(h[4..8].try_into().unwrap()) as u64;
+        if len > (data.len() - p - CHUNK_HEADER_LEN) as u64 {
+            continue;
+        }
+        if *budget < len {
+            return None;
+        }
+        *budget -= len;
+        if chunk_at(data, p).is_ok() {
+            return Some(p);
+        }
+    }
+    None
 }
 
 /// A bounds-checked reader over a chunk payload.
@@ -309,6 +366,10 @@ impl<'a> Decoder<'a> {
     }
     pub fn is_empty(&self) -> bool {
         self.pos >= self.data.len()
+    }
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> usize {
+        self.data.len().saturating_sub(self.pos)
     }
     pub fn u8(&mut self) -> Result<u8, Malformed> {
         let b = *self.data.get(self.pos).ok_or(Malformed("unexpected end"))?;
@@ -462,11 +523,16 @@ pub fn decode_stacks(payload: &[u8]) -> Result<(u32, Vec<Vec<u64>>), Malformed> 
     let mut d = Decoder::new(payload);
     let first = d.u32()?;
     let count = d.u32()?;
-    let mut stacks = Vec::with_capacity(count.min(1 << 20) as usize);
+    // Every stack and frame takes at least a byte of the payload: capacity
+    // is bounded by what the payload holds, not by what it claims.
+    let mut stacks = Vec::with_capacity((count as usize).min(payload.len()));
     for _ in 0..count {
         let n = d.varint()?;
         if n > 1 << 16 {
             return Err(Malformed("stack deeper than 65536 frames"));
+        }
+        if n > d.remaining() as u64 {
+            return Err(Malformed("stack has more frames than its chunk holds"));
         }
         let mut frames = Vec::with_capacity(n as usize);
         let mut prev = 0u64;
@@ -566,6 +632,18 @@ pub struct EventsHeader {
 /// numbers, addresses and clock readings are deltas from the previous event
 /// of the chunk (starting from `base_seq`, 0 and 0), so every chunk decodes
 /// on its own.
+/// The fields every CPU sample event starts with: stack id, sample count,
+/// and the time delta (added to `time`).
+fn cpu_head(d: &mut Decoder<'_>, time: &mut u64) -> Result<(u32, u32), Malformed> {
+    let stack = d.varint()?;
+    let count = d.varint()?;
+    *time = time.wrapping_add(d.varint()?);
+    Ok((
+        u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
+        u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
+    ))
+}
+
 pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsHeader, Malformed> {
     let mut d = Decoder::new(payload);
     let header = EventsHeader {
@@ -601,29 +679,23 @@ pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsH
                 });
             }
             tag::CPU => {
-                let stack = d.varint()?;
-                let count = d.varint()?;
-                time = time.wrapping_add(d.varint()?);
+                let (stack, count) = cpu_head(&mut d, &mut time)?;
                 f(Event::Cpu {
-                    stack: u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
-                    count: u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
+                    stack,
+                    count,
                     time_ns: time,
                 });
             }
             tag::CPU_LINEPROF => {
-                let stack = d.varint()?;
-                let count = d.varint()?;
-                time = time.wrapping_add(d.varint()?);
+                let (stack, count) = cpu_head(&mut d, &mut time)?;
                 f(Event::CpuLineprof {
-                    stack: u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
-                    count: u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
+                    stack,
+                    count,
                     time_ns: time,
                 });
             }
             tag::CPU_STACK_COPY => {
-                let stack = d.varint()?;
-                let count = d.varint()?;
-                time = time.wrapping_add(d.varint()?);
+                let (stack, count) = cpu_head(&mut d, &mut time)?;
                 let sp = d.varint()?;
                 let bp = d.varint()?;
                 let n = d.varint()?;
@@ -638,8 +710,8 @@ pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsH
                 }
                 let bytes = d.lp_bytes()?.to_vec();
                 f(Event::CpuStackCopy {
-                    stack: u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?,
-                    count: u32::try_from(count).map_err(|_| Malformed("sample count too large"))?,
+                    stack,
+                    count,
                     time_ns: time,
                     copy: StackCopy {
                         sp,
@@ -1100,12 +1172,33 @@ mod tests {
         let cut = split_chunks(&file[..file.len() - 2]).unwrap();
         assert_eq!(cut.chunks.len(), 1);
         assert!(cut.truncated_tail > 0);
+        // A damaged first chunk followed by a good one is skipped.
         let mut bad = file.clone();
         bad[FILE_HEADER_LEN + CHUNK_HEADER_LEN] ^= 1;
-        assert!(matches!(
-            split_chunks(&bad),
-            Err(FormatError::Corrupt { .. })
-        ));
+        let skipped = split_chunks(&bad).unwrap();
+        assert_eq!(skipped.chunks.len(), 1);
+        assert_eq!(skipped.chunks[0].payload, b"defgh");
+        assert_eq!(
+            skipped.damaged,
+            [Damage {
+                offset: FILE_HEADER_LEN as u64,
+                len: (CHUNK_HEADER_LEN + 3) as u64,
+                what: "checksum mismatch"
+            }]
+        );
+        // A zero-filled tail that starts inside the last chunk, and garbage
+        // after it, are a truncated tail.
+        let mut zeroed = file.clone();
+        let n = zeroed.len();
+        zeroed[n - 3..].fill(0);
+        zeroed.extend_from_slice(&[0; 4096]);
+        let z = split_chunks(&zeroed).unwrap();
+        assert_eq!((z.chunks.len(), z.damaged.len()), (1, 0));
+        assert_eq!(z.truncated_tail, (CHUNK_HEADER_LEN + 5 + 4096) as u64);
+        let mut garbage = file.clone();
+        garbage.extend_from_slice(b"\x04\0\0\0garbage after the end");
+        let g = split_chunks(&garbage).unwrap();
+        assert_eq!((g.chunks.len(), g.truncated_tail), (2, 25));
         assert_eq!(
             split_chunks(b"hello world, not a profile").unwrap_err(),
             FormatError::NotAProfile

@@ -148,6 +148,26 @@ pub fn file_size_limit() -> Option<u64> {
 /// 1 Mi by default); used when `RLIMIT_NOFILE` is unlimited.
 const NR_OPEN: u64 = 1 << 20;
 
+/// `v` in decimal, without allocating: the digits, most significant
+/// first, and how many there are.
+pub fn decimal(mut v: u32) -> ([u8; 10], usize) {
+    let mut rev = [0u8; 10];
+    let mut n = 0;
+    loop {
+        rev[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut out = [0u8; 10];
+    for k in 0..n {
+        out[k] = rev[n - 1 - k];
+    }
+    (out, n)
+}
+
 /// Moves `fd` to a number the host can never be given: at or above the soft
 /// `RLIMIT_NOFILE`, where `open` fails with EMFILE. `F_DUPFD` only places
 /// below the soft limit, so the limit is raised for the one call (within

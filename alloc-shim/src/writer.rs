@@ -292,20 +292,11 @@ fn candidate(base: &[u8], n: u32, pid: u32, out: &mut [u8]) {
     out[..base.len()].copy_from_slice(base);
     let mut len = base.len();
     let mut push_num = |v: u32, len: &mut usize| {
-        let mut digits = [0u8; 10];
-        let (mut v, mut d) = (v, 0);
-        loop {
-            digits[d] = b'0' + (v % 10) as u8;
-            d += 1;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
+        let (digits, d) = sys::decimal(v);
         out[*len] = b'.';
         *len += 1;
-        for k in (0..d).rev() {
-            out[*len] = digits[k];
+        for &c in &digits[..d] {
+            out[*len] = c;
             *len += 1;
         }
     };

@@ -34,6 +34,14 @@ pub struct Location {
 }
 
 impl Location {
+    pub fn new(file: &str, line: u32, function: &str) -> Location {
+        Location {
+            file: file.into(),
+            line,
+            function: function.into(),
+        }
+    }
+
     pub fn is_resolved(&self) -> bool {
         !self.file.is_empty()
     }
@@ -313,11 +321,7 @@ mod tests {
     use super::*;
 
     fn loc(file: &str, function: &str) -> Location {
-        Location {
-            file: file.into(),
-            line: 1,
-            function: function.into(),
-        }
+        Location::new(file, 1, function)
     }
 
     #[test]

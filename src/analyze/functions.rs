@@ -7,7 +7,7 @@
 //! and their lines get `hits` and `time_ns`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -100,13 +100,34 @@ pub fn aggregate(replay: &Replay, symbols: &Symbols, root: Option<&Path>) -> Vec
         .collect()
 }
 
-/// The file of a timed function as lines show it: `file!()` is relative
-/// to the workspace root for a member of it, absolute otherwise.
-fn timer_file(file: &str, root: Option<&Path>) -> String {
-    if Path::new(file).is_absolute() {
-        display_file(file, root)
-    } else {
-        file.to_string()
+/// The source file of a timed function, absolute when it can be known:
+/// `file!()` is relative to the directory rustc ran in (the root of the
+/// workspace the crate was built in, which need not be the one lineprof
+/// found), absolute for crates outside it. A relative path is matched
+/// with the debug info's files: the one file that ends with it.
+fn timer_path(file: &str, root: Option<&Path>, known_files: &[&str]) -> PathBuf {
+    let p = Path::new(file);
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    let mut found: Option<&str> = None;
+    for &k in known_files {
+        if Path::new(k).is_absolute() && Path::new(k).ends_with(p) {
+            match found {
+                Some(f) if f != k => {
+                    found = None;
+                    break;
+                }
+                _ => found = Some(k),
+            }
+        }
+    }
+    if let Some(only) = found {
+        return PathBuf::from(only);
+    }
+    match root {
+        Some(r) => r.join(p),
+        None => p.to_path_buf(),
     }
 }
 
@@ -131,13 +152,15 @@ fn add_figures(into: &mut Figures, from: &Figures) {
 /// each marked function `calls` and `time_ns`.
 pub fn add_timers(
     timed: &[TimedFunction],
+    known_files: &[&str],
     lines: &mut Vec<LineFigures>,
     functions: &mut Vec<FunctionFigures>,
     root: Option<&Path>,
     sources: &mut SourceFiles,
 ) {
     for t in timed {
-        let file = timer_file(&t.file, root);
+        let full = timer_path(&t.file, root, known_files);
+        let file = display_file(&full.to_string_lossy(), root);
         // Other spellings of the function become the marked path.
         let mut merged: Option<FunctionFigures> = None;
         functions.retain(|f| {
@@ -176,10 +199,6 @@ pub fn add_timers(
         function.line = t.line;
         function.calls = Some(t.calls);
         function.time_ns = Some(t.time_ns);
-        let full = match root {
-            Some(r) if Path::new(&t.file).is_relative() => r.join(&t.file),
-            _ => Path::new(&t.file).to_path_buf(),
-        };
         for l in lines.iter_mut() {
             if l.file == file && l.function != t.path && same_function(&l.function, &t.path) {
                 l.function = t.path.clone();

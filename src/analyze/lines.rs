@@ -43,7 +43,9 @@ impl Figures {
             allocated_bytes,
             frees: r(raw.frees),
             freed_bytes,
-            increment_bytes: allocated_bytes as i64 - freed_bytes as i64,
+            // Saturating: a crafted profile may claim sizes near 2^64.
+            increment_bytes: (allocated_bytes as i128 - freed_bytes as i128)
+                .clamp(i64::MIN as i128, i64::MAX as i128) as i64,
             peak_bytes: r(raw.peak_bytes),
             end_bytes: r(raw.end_bytes),
             cpu_samples: r(raw.cpu_samples),
@@ -312,14 +314,6 @@ mod tests {
     use crate::analyze::classify::Location;
     use crate::analyze::replay::StackFigures;
 
-    fn loc(file: &str, line: u32, function: &str) -> Location {
-        Location {
-            file: file.into(),
-            line,
-            function: function.into(),
-        }
-    }
-
     fn raw(allocations: f64, bytes: f64) -> StackFigures {
         StackFigures {
             allocations,
@@ -333,14 +327,14 @@ mod tests {
     fn self_and_total_with_recursion_and_std() {
         let symbols = Symbols {
             locations: vec![
-                loc(
+                Location::new(
                     "/rustc/h/library/alloc/src/vec/mod.rs",
                     10,
                     "alloc::vec::Vec<T>::push",
                 ),
-                loc("/w/src/main.rs", 5, "app::recurse"),
-                loc("/w/src/main.rs", 9, "app::main"),
-                loc(
+                Location::new("/w/src/main.rs", 5, "app::recurse"),
+                Location::new("/w/src/main.rs", 9, "app::main"),
+                Location::new(
                     "/home/u/.cargo/registry/src/x/dep-1.0/src/lib.rs",
                     3,
                     "dep::f",

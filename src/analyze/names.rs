@@ -332,14 +332,6 @@ pub fn fold_line_zero(chains: &mut HashMap<u64, Vec<Location>>, full_names: &Ful
 mod tests {
     use super::*;
 
-    fn loc(file: &str, line: u32, function: &str) -> Location {
-        Location {
-            file: file.into(),
-            line,
-            function: function.into(),
-        }
-    }
-
     #[test]
     fn function_names_drop_generic_arguments() {
         for (raw, name) in [
@@ -398,7 +390,10 @@ mod tests {
         assert_eq!(names.lookup("m.rs", "new", 5), None);
         assert_eq!(names.lookup("d.rs", "drop", 5), None);
         assert_eq!(names.start_of("m.rs", "app::Bar::new"), Some(30));
-        let mut locs = [loc("v.rs", 3, "push<u8>"), loc("m.rs", 31, "new")];
+        let mut locs = [
+            Location::new("v.rs", 3, "push<u8>"),
+            Location::new("m.rs", 31, "new"),
+        ];
         apply_full_names(locs.iter_mut(), &names);
         assert_eq!(locs[0].function, "alloc::vec::Vec::push");
         assert_eq!(locs[1].function, "app::Bar::new");
@@ -414,25 +409,28 @@ mod tests {
 
     #[test]
     fn closures_take_the_defining_function() {
-        let std_fold = loc("/rustc/h/library/core/src/iter/mod.rs", 90, "fold");
+        let std_fold = Location::new("/rustc/h/library/core/src/iter/mod.rs", 90, "fold");
         let mut chains = HashMap::from([
             // `build`'s closure on line 17, inlined into std's fold, called
             // from `build` on line 17.
             (
                 1,
                 vec![
-                    loc("a.rs", 17, "{closure#0}"),
+                    Location::new("a.rs", 17, "{closure#0}"),
                     std_fold.clone(),
-                    loc("a.rs", 17, "app::build"),
+                    Location::new("a.rs", 17, "app::build"),
                 ],
             ),
             // A closure of `user` (line 30) run by the helper `apply` of the
             // same file (line 5), called from `user` on line 31.
             (
                 2,
-                vec![loc("a.rs", 30, "{closure#0}"), loc("a.rs", 5, "app::apply")],
+                vec![
+                    Location::new("a.rs", 30, "{closure#0}"),
+                    Location::new("a.rs", 5, "app::apply"),
+                ],
             ),
-            (3, vec![loc("a.rs", 31, "app::user")]),
+            (3, vec![Location::new("a.rs", 31, "app::user")]),
         ]);
         qualify_closures(&mut chains, &[vec![1], vec![2, 3]]);
         assert_eq!(chains[&1][0].function, "app::build::{closure#0}");
@@ -442,8 +440,20 @@ mod tests {
     #[test]
     fn line_zero_folds_into_the_function() {
         let mut chains = HashMap::from([
-            (1, vec![loc("a.rs", 0, "app::f"), loc("a.rs", 0, "app::g")]),
-            (2, vec![loc("a.rs", 12, "app::f"), loc("a.rs", 9, "app::f")]),
+            (
+                1,
+                vec![
+                    Location::new("a.rs", 0, "app::f"),
+                    Location::new("a.rs", 0, "app::g"),
+                ],
+            ),
+            (
+                2,
+                vec![
+                    Location::new("a.rs", 12, "app::f"),
+                    Location::new("a.rs", 9, "app::f"),
+                ],
+            ),
         ]);
         let mut names = FullNames::default();
         names.learn("a.rs", "g", "app::g", Some(40));

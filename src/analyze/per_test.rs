@@ -285,7 +285,6 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents
                     }
                 }
             }
-            HeapEventKind::Hole => {}
         }
         i += 1;
     });
@@ -339,7 +338,6 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents
                     live[t as usize] -= b;
                 }
             }
-            HeapEventKind::Hole => {}
         }
     });
     out
@@ -380,11 +378,7 @@ mod tests {
     }
 
     fn loc(file: &str, function: &str) -> Location {
-        Location {
-            file: file.into(),
-            line: 1,
-            function: function.into(),
-        }
+        Location::new(file, 1, function)
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lineprof::format::{self, ChunkKind, Event, FormatError};
+use lineprof::format::{self, ChunkKind, Event, FormatError, RawChunk};
 
 use crate::error::{Error, Result};
 
@@ -38,8 +38,6 @@ pub struct HeapEvent {
 pub enum HeapEventKind {
     Alloc,
     Free,
-    /// A sequence number no event was read for (only while ordering).
-    Hole,
 }
 
 /// One CPU sample: its stack and how many timer periods it stands for.
@@ -79,6 +77,16 @@ pub struct Profile {
     pub truncated_at: Option<u64>,
     /// Sequence numbers with no event (lost when the process died).
     pub missing_events: u64,
+    /// Damaged stretches skipped in the middle of the file.
+    pub damaged: Vec<format::Damage>,
+    /// `Events` chunks that repeat an earlier one byte for byte, skipped:
+    /// (offset, offset of the earlier one).
+    pub duplicate_chunks: Vec<(u64, u64)>,
+    /// Heap events whose order number another event already had (or that
+    /// go back in their thread's order), skipped.
+    pub duplicate_events: u64,
+    /// Heap events and CPU samples naming a stack the file does not define.
+    pub unknown_stack_refs: u64,
     /// An aggregate profile (`LINEPROF_MODE=aggregate`): per-stack heap
     /// figures instead of `heap_events`.
     pub aggregate: Option<Aggregate>,
@@ -115,24 +123,15 @@ impl Profile {
     /// Problems the reader should know about before trusting the figures.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(at) = self.truncated_at {
-            out.push(format!(
-                "profile ends mid-chunk at byte {at} (the program was killed?); showing what was written"
-            ));
-        } else if self.end.is_none() && self.aggregate.is_some() {
-            out.push(
-                "aggregate profile without an end record (the program crashed or was killed?); showing its last snapshot, written at most half a second before"
-                    .to_string(),
-            );
-        } else if self.end.is_none() {
-            out.push(
-                "profile has no end record (the program crashed, was killed, or exec'd a new program, whose profile is this path with .<pid> appended: up to one flush interval, 0.5 s, of events before that point is missing); showing what was written"
-                    .to_string(),
-            );
-        }
+        out.extend(self.damage_warnings());
         if self.missing_events > 0 {
+            let how = if self.damaged.is_empty() {
+                "were lost before they were written"
+            } else {
+                "are missing (lost before they were written, or in the damaged chunks)"
+            };
             out.push(format!(
-                "{} heap events were lost before they were written; figures are lower bounds",
+                "{} heap events {how}; figures are lower bounds",
                 self.missing_events
             ));
         }
@@ -209,6 +208,70 @@ impl Profile {
         out
     }
 
+    /// What a cut, damaged or doubled file lost or repeats.
+    fn damage_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let stopped = self.end.is_some_and(|e| e.write_error != 0);
+        if let Some(at) = self.truncated_at {
+            // With the writer's own word on why it stopped (its End
+            // chunk), there is no need to guess.
+            let why = if stopped {
+                ""
+            } else if self.end.is_some() {
+                " (bytes appended after the end record)"
+            } else {
+                " (the program was killed, or the disk filled up?)"
+            };
+            out.push(format!(
+                "profile ends in an incomplete or unreadable chunk at byte {at}{why}; showing the complete chunks before it"
+            ));
+        } else if self.end.is_none() && self.aggregate.is_some() {
+            out.push(
+                "aggregate profile without an end record (the program crashed or was killed?); showing its last snapshot, written at most half a second before"
+                    .to_string(),
+            );
+        } else if self.end.is_none() {
+            out.push(
+                "profile has no end record (the program crashed, was killed, or exec'd a new program, whose profile is this path with .<pid> appended: up to one flush interval, 0.5 s, of events before that point is missing); showing what was written"
+                    .to_string(),
+            );
+        }
+        const SHOWN: usize = 3;
+        for d in self.damaged.iter().take(SHOWN) {
+            out.push(format!(
+                "skipped {} damaged bytes at byte {} ({}); the chunks after them are used, the events of the damaged chunk are missing",
+                d.len, d.offset, d.what
+            ));
+        }
+        if self.damaged.len() > SHOWN {
+            let rest = &self.damaged[SHOWN..];
+            let bytes: u64 = rest.iter().map(|d| d.len).sum();
+            out.push(format!(
+                "and {} more damaged stretches ({bytes} bytes) skipped",
+                rest.len()
+            ));
+        }
+        if let Some(&(at, earlier)) = self.duplicate_chunks.first() {
+            out.push(format!(
+                "{} events chunks repeat an earlier one byte for byte (the first at byte {at} repeats byte {earlier}: the file was copied or appended twice?); each is counted once",
+                self.duplicate_chunks.len()
+            ));
+        }
+        if self.duplicate_events > 0 {
+            out.push(format!(
+                "{} heap events repeat the order number of another event (overlapping chunks); each number is counted once",
+                self.duplicate_events
+            ));
+        }
+        if self.unknown_stack_refs > 0 {
+            out.push(format!(
+                "{} heap events and CPU samples name a stack the profile does not define (its chunk was lost or damaged); they count in totals but on no line",
+                self.unknown_stack_refs
+            ));
+        }
+        out
+    }
+
     /// The path of the profiled executable as recorded.
     pub fn executable(&self) -> PathBuf {
         PathBuf::from(String::from_utf8_lossy(&self.meta.executable).into_owned())
@@ -221,6 +284,9 @@ impl Profile {
 pub struct EventChunks {
     data: Arc<Vec<u8>>,
     threads: Vec<Vec<Range<usize>>>,
+    /// Stack ids at or above this (none the file defines) read as this
+    /// one, an empty stack after the table.
+    unknown_stack: u32,
 }
 
 impl std::fmt::Debug for EventChunks {
@@ -259,6 +325,10 @@ struct Cursor<'a> {
     /// The current chunk's heap events, (sequence number, event).
     buf: Vec<(u64, HeapEvent)>,
     at: usize,
+    /// The thread's last order number: an event not above it repeats an
+    /// earlier one (counted in `Profile::duplicate_events`) and is skipped.
+    last: Option<u64>,
+    unknown_stack: u32,
 }
 
 impl Cursor<'_> {
@@ -269,6 +339,16 @@ impl Cursor<'_> {
             self.buf.clear();
             self.at = 0;
             let buf = &mut self.buf;
+            let last = &mut self.last;
+            let unknown = self.unknown_stack;
+            let mut push = |seq: u64, event: HeapEvent| {
+                if last.is_some_and(|l| seq <= l) {
+                    return;
+                }
+                *last = Some(seq);
+                let stack = event.stack.min(unknown);
+                buf.push((seq, HeapEvent { stack, ..event }));
+            };
             // Checked when the profile was read: cannot fail here.
             let _ = format::decode_events(&self.data[range.clone()], |ev| match ev {
                 Event::Alloc {
@@ -276,13 +356,13 @@ impl Cursor<'_> {
                     stack,
                     size,
                     addr,
-                } => buf.push((seq, heap_event(addr, size, stack, HeapEventKind::Alloc))),
+                } => push(seq, heap_event(addr, size, stack, HeapEventKind::Alloc)),
                 Event::Free {
                     seq,
                     stack,
                     size,
                     addr,
-                } => buf.push((seq, heap_event(addr, size, stack, HeapEventKind::Free))),
+                } => push(seq, heap_event(addr, size, stack, HeapEventKind::Free)),
                 _ => {}
             });
         }
@@ -302,7 +382,8 @@ fn heap_event(addr: u64, size: u64, stack: u32, kind: HeapEventKind) -> HeapEven
 /// The k-way merge: the thread whose next event has the smallest (sequence
 /// number, thread) goes next, and keeps going while it stays below the
 /// runner-up. Ties between threads (equal clock readings) go to the lower
-/// thread index.
+/// thread index. A dense number already emitted (by another thread: a
+/// repeat) is skipped.
 fn merge_threads(events: &EventChunks, f: &mut impl FnMut(&HeapEvent)) {
     let mut cursors: Vec<Cursor<'_>> = events
         .threads
@@ -312,8 +393,11 @@ fn merge_threads(events: &EventChunks, f: &mut impl FnMut(&HeapEvent)) {
             data: &events.data,
             buf: Vec::new(),
             at: 0,
+            last: None,
+            unknown_stack: events.unknown_stack,
         })
         .collect();
+    let mut last_dense: Option<u64> = None;
     let mut heap = BinaryHeap::new();
     for (i, c) in cursors.iter_mut().enumerate() {
         if let Some(seq) = c.peek() {
@@ -328,7 +412,13 @@ fn merge_threads(events: &EventChunks, f: &mut impl FnMut(&HeapEvent)) {
                 heap.push(Reverse((seq, i)));
                 break;
             }
-            f(&c.buf[c.at].1);
+            let repeat = seq & CLOCK_MARK == 0 && last_dense == Some(seq);
+            if seq & CLOCK_MARK == 0 {
+                last_dense = Some(seq);
+            }
+            if !repeat {
+                f(&c.buf[c.at].1);
+            }
             c.at += 1;
         }
     }
@@ -372,6 +462,14 @@ pub fn parse_profile(data: &[u8], path: &Path) -> Result<Profile> {
 }
 
 /// As `parse_profile`, keeping `data` for streaming the events.
+///
+/// Every size taken from the file is bounded by what the file holds:
+/// stack ids by its length, events and samples by their own bytes, so
+/// memory stays within a small multiple of the file's size whatever it
+/// claims. Damage is skipped (see `format::split_chunks`), exact repeats of
+/// an `Events` chunk and repeated order numbers are counted once, and
+/// references to stacks the file does not define go to one empty stack;
+/// each with a warning. Chunks of two writers in one file are an error.
 pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
     let data = Arc::new(data);
     let chunks = format::split_chunks(&data).map_err(|e| format_error(e, path))?;
@@ -382,13 +480,17 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
     if chunks.truncated_tail > 0 {
         profile.truncated_at = Some(data.len() as u64 - chunks.truncated_tail);
     }
-    // Sequence numbers index `ordered` directly, so its size must stay sane
-    // even if a damaged chunk claims a huge number.
+    profile.damaged = chunks.damaged.clone();
+    // Dense sequence numbers above this are not from a real writer (they
+    // would leave more holes than a file of this size can explain); below
+    // it, a bitmap of them tells repeats.
     let seq_limit = (data.len() as u64).saturating_mul(4) + (1 << 20);
     let mut count = EventCount::default();
+    let mut first_meta: Option<RawChunk<'_>> = None;
+    let mut events_seen = EventsChunkSet::default();
+    let mut stacks = StackTable::new(data.len());
     let mut threads: BTreeMap<u32, Vec<Range<usize>>> = BTreeMap::new();
     let base = data.as_ptr() as usize;
-    let mut saw_meta = false;
     let mut timers = TimerSnapshots::default();
     for chunk in &chunks.chunks {
         let corrupt = |what: &str| Error::Corrupt {
@@ -397,19 +499,27 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
         };
         match chunk.kind {
             ChunkKind::Meta => {
+                if let Some(first) = &first_meta {
+                    check_one_writer(first, chunk, path)?;
+                    continue;
+                }
                 profile.meta = format::decode_meta(chunk.payload).map_err(|m| corrupt(m.0))?;
-                saw_meta = true;
+                first_meta = Some(*chunk);
             }
             ChunkKind::Modules => {
                 let modules = format::decode_modules(chunk.payload).map_err(|m| corrupt(m.0))?;
-                merge_modules(&mut profile.modules, modules);
+                profile.modules.extend(modules);
             }
             ChunkKind::Stacks => {
-                let (first, stacks) =
+                let (first, decoded) =
                     format::decode_stacks(chunk.payload).map_err(|m| corrupt(m.0))?;
-                place_stacks(&mut profile.stacks, first, stacks);
+                stacks.place(first, decoded).map_err(|m| corrupt(&m))?;
             }
             ChunkKind::Events => {
+                if let Some(earlier) = events_seen.repeat_of(chunk) {
+                    profile.duplicate_chunks.push((chunk.offset, earlier));
+                    continue;
+                }
                 let mut bad_seq = false;
                 let thread = chunk
                     .payload
@@ -421,7 +531,9 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
                     {
                         bad_seq = true
                     }
-                    Event::Alloc { seq, .. } | Event::Free { seq, .. } => count.put(seq),
+                    Event::Alloc { seq, stack, .. } | Event::Free { seq, stack, .. } => {
+                        count.put(thread, seq, stack)
+                    }
                     Event::Cpu { stack, count, .. } => profile.cpu_samples.push(CpuSample {
                         stack,
                         count,
@@ -484,13 +596,18 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
     }
     profile.untimed_calls = timers.untimed_calls;
     profile.timed = timers.finish();
-    if !saw_meta {
+    if first_meta.is_none() {
         return Err(Error::NotAProfile {
             path: path.to_path_buf(),
             detail: "the profile holds no metadata chunk (the program died before writing it?)"
                 .to_string(),
         });
     }
+    profile.modules = merge_modules(std::mem::take(&mut profile.modules));
+    let (table, unknown_stack, unknown_refs) =
+        stacks.finish(&mut profile.cpu_samples, &count.stack_refs);
+    profile.stacks = table;
+    profile.unknown_stack_refs = unknown_refs;
     if let Some(agg) = &profile.aggregate {
         if let Some(s) = agg
             .stacks
@@ -510,9 +627,11 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
     let expected = profile.end.map(|e| e.events);
     profile.missing_events = count.missing(expected);
     profile.heap_event_count = count.events;
+    profile.duplicate_events = count.duplicates;
     profile.events = EventChunks {
         data: data.clone(),
         threads: threads.into_values().collect(),
+        unknown_stack,
     };
     Ok(profile)
 }
@@ -525,10 +644,110 @@ fn format_error(e: FormatError, path: &Path) -> Error {
             detail: e.to_string(),
         },
         FormatError::NewerVersion(version) => Error::NewerVersion { path, version },
-        FormatError::Corrupt { .. } => Error::Corrupt {
-            path,
-            detail: e.to_string(),
-        },
+    }
+}
+
+/// A second `Meta` chunk: a repeat of the first is harmless (a copied
+/// chunk); any other means two processes (or a program and the one it
+/// exec'd) wrote into one file, and no figure would be either's.
+fn check_one_writer(first: &RawChunk<'_>, other: &RawChunk<'_>, path: &Path) -> Result<()> {
+    if first.payload == other.payload {
+        return Ok(());
+    }
+    let pid = |c: &RawChunk<'_>| {
+        format::decode_meta(c.payload).map_or_else(|_| "?".to_string(), |m| m.pid.to_string())
+    };
+    Err(Error::MixedWriters {
+        path: path.to_path_buf(),
+        first: (first.offset, pid(first)),
+        other: (other.offset, pid(other)),
+    })
+}
+
+/// The `Events` chunks read so far, to tell an exact repeat of one (a
+/// chunk copied twice into the file) from a new one. Two different chunks
+/// never have equal bytes: each holds its thread, its first sequence
+/// number and absolute clock readings.
+#[derive(Default)]
+struct EventsChunkSet<'a> {
+    by_checksum: std::collections::HashMap<(u32, usize), Vec<RawChunk<'a>>>,
+}
+
+impl<'a> EventsChunkSet<'a> {
+    /// The offset of an earlier chunk with the same bytes, or records this one.
+    fn repeat_of(&mut self, chunk: &RawChunk<'a>) -> Option<u64> {
+        let key = (format::crc32(chunk.payload), chunk.payload.len());
+        let same = self.by_checksum.entry(key).or_default();
+        if let Some(earlier) = same.iter().find(|c| c.payload == chunk.payload) {
+            return Some(earlier.offset);
+        }
+        same.push(*chunk);
+        None
+    }
+}
+
+/// The interned stacks by id, as `Stacks` chunks define them (in any
+/// order, maybe more than once). Ids are dense and every stack takes at
+/// least a byte, so an id beyond the file's length cannot be real: that
+/// bound keeps the table within a small multiple of the file's size.
+struct StackTable {
+    stacks: Vec<Vec<u64>>,
+    defined: Vec<bool>,
+    limit: usize,
+}
+
+impl StackTable {
+    fn new(file_len: usize) -> StackTable {
+        StackTable {
+            stacks: Vec::new(),
+            defined: Vec::new(),
+            limit: file_len,
+        }
+    }
+
+    fn place(&mut self, first: u32, stacks: Vec<Vec<u64>>) -> std::result::Result<(), String> {
+        let first = first as usize;
+        let end = first + stacks.len();
+        if end > self.limit {
+            return Err(format!(
+                "stack ids {first}..{end} are more than a file of {} bytes can define",
+                self.limit
+            ));
+        }
+        if self.stacks.len() < end {
+            self.stacks.resize(end, Vec::new());
+            self.defined.resize(end, false);
+        }
+        for (i, frames) in stacks.into_iter().enumerate() {
+            self.stacks[first + i] = frames;
+            self.defined[first + i] = true;
+        }
+        Ok(())
+    }
+
+    /// The stacks by id; the id unknown ones read as (an empty stack after
+    /// the table, added when something names an id past it); and how many
+    /// heap events (`refs`: per stack id) and CPU samples name a stack the
+    /// file does not define. Slots never defined stay empty stacks.
+    fn finish(
+        mut self,
+        cpu: &mut [CpuSample],
+        refs: &std::collections::HashMap<u32, u64>,
+    ) -> (Vec<Vec<u64>>, u32, u64) {
+        let n = self.stacks.len() as u32;
+        let defined = &self.defined;
+        let unknown = |id: u32| id >= n || !defined[id as usize];
+        let events: u64 = refs
+            .iter()
+            .filter(|(&id, _)| unknown(id))
+            .map(|(_, c)| c)
+            .sum();
+        let samples = cpu.iter().filter(|s| unknown(s.stack)).count() as u64;
+        if refs.keys().any(|&id| id >= n) || cpu.iter().any(|s| s.stack >= n) {
+            cpu.iter_mut().for_each(|s| s.stack = s.stack.min(n));
+            self.stacks.push(Vec::new());
+        }
+        (self.stacks, n, events + samples)
     }
 }
 
@@ -554,8 +773,10 @@ impl TimerSnapshots {
         }
     }
 
-    /// Sums over tables, converting ticks to nanoseconds.
+    /// Sums over tables, converting ticks to nanoseconds. Keyed maps keep
+    /// this linear-logarithmic in the records a file holds.
     fn finish(self) -> Vec<TimedFunction> {
+        use std::collections::BTreeMap;
         let (ticks, ns) = self.clock;
         let per_tick = if ticks == 0 {
             1.0
@@ -563,99 +784,106 @@ impl TimerSnapshots {
             ns as f64 / ticks as f64
         };
         let to_ns = |t: u64| (t as f64 * per_tick).round() as u64;
-        let mut out: Vec<TimedFunction> = Vec::new();
+        type Lines = BTreeMap<u32, (u64, u64)>;
+        type Key = (Vec<u8>, Vec<u8>, u32);
+        let mut sums: BTreeMap<Key, (u64, u64, Lines)> = BTreeMap::new();
         for ((_, path, file, line), f) in self.latest {
-            let path = String::from_utf8_lossy(&path).into_owned();
-            let file = String::from_utf8_lossy(&file).into_owned();
-            let i = match out
-                .iter()
-                .position(|o| o.path == path && o.file == file && o.line == line)
-            {
-                Some(i) => i,
-                None => {
-                    out.push(TimedFunction {
-                        path,
-                        file,
-                        line,
-                        ..TimedFunction::default()
-                    });
-                    out.len() - 1
-                }
-            };
-            let o = &mut out[i];
-            o.calls += f.calls;
-            o.time_ns += to_ns(f.ticks);
+            let o = sums.entry((path, file, line)).or_default();
+            o.0 = o.0.saturating_add(f.calls);
+            o.1 = o.1.saturating_add(to_ns(f.ticks));
             for l in f.lines {
-                match o.lines.iter_mut().find(|x| x.0 == l.line) {
-                    Some(x) => {
-                        x.1 += l.hits;
-                        x.2 += to_ns(l.ticks);
-                    }
-                    None => o.lines.push((l.line, l.hits, to_ns(l.ticks))),
-                }
+                let x = o.2.entry(l.line).or_default();
+                x.0 = x.0.saturating_add(l.hits);
+                x.1 = x.1.saturating_add(to_ns(l.ticks));
             }
         }
-        for o in &mut out {
-            o.lines.sort();
-        }
-        out
+        sums.into_iter()
+            .map(
+                |((path, file, line), (calls, time_ns, lines))| TimedFunction {
+                    path: String::from_utf8_lossy(&path).into_owned(),
+                    file: String::from_utf8_lossy(&file).into_owned(),
+                    line,
+                    calls,
+                    time_ns,
+                    lines: lines.into_iter().map(|(l, (h, t))| (l, h, t)).collect(),
+                },
+            )
+            .collect()
     }
 }
 
-/// Adds `new` modules to `modules`; the same file at the same bias is one
-/// module (a later chunk may list it again with more segments).
-fn merge_modules(modules: &mut Vec<Module>, new: Vec<Module>) {
-    for m in new {
-        match modules
-            .iter_mut()
-            .find(|k| k.path == m.path && k.bias == m.bias && k.build_id == m.build_id)
-        {
-            Some(known) => {
-                for r in m.ranges {
-                    if !known.ranges.contains(&r) {
-                        known.ranges.push(r);
-                    }
-                }
+/// The union of the `Modules` chunks: the same file at the same bias with
+/// the same build-id is one module (a later chunk may list it again with
+/// more segments). Hashing keeps this linear in what the file holds.
+fn merge_modules(all: Vec<Module>) -> Vec<Module> {
+    let mut out: Vec<Module> = Vec::new();
+    let mut index: std::collections::HashMap<(Vec<u8>, u64, Vec<u8>), usize> =
+        std::collections::HashMap::new();
+    for m in all {
+        let key = (m.path.clone(), m.bias, m.build_id.clone());
+        match index.get(&key) {
+            Some(&i) => out[i].ranges.extend(m.ranges),
+            None => {
+                index.insert(key, out.len());
+                out.push(m);
             }
-            None => modules.push(m),
         }
     }
-}
-
-fn place_stacks(all: &mut Vec<Vec<u64>>, first: u32, stacks: Vec<Vec<u64>>) {
-    let first = first as usize;
-    let needed = first + stacks.len();
-    if all.len() < needed {
-        all.resize(needed, Vec::new());
+    for m in &mut out {
+        m.ranges.sort_unstable();
+        m.ranges.dedup();
     }
-    for (i, frames) in stacks.into_iter().enumerate() {
-        all[first + i] = frames;
-    }
+    out
 }
 
 /// Counts the heap events of a profile as they are read, to tell how many
-/// were lost. Order numbers come in two kinds (see `lineprof::format`):
-/// small dense block numbers, used while a single thread records, and
-/// time-stamp counter readings marked with `CLOCK_MARK`, used once several
-/// threads record, which sort after all of those.
+/// were lost or repeated. Order numbers come in two kinds (see
+/// `lineprof::format`): small dense block numbers, used while a single
+/// thread records, each handed out once; and time-stamp counter readings
+/// marked with `CLOCK_MARK`, used once several threads record, which sort
+/// after all of those. Both increase strictly within a thread. An event
+/// that goes back in its thread's order, or whose dense number was seen
+/// already, is a repeat: the streamed merge skips the same ones.
 #[derive(Default)]
 struct EventCount {
     events: u64,
     dense: u64,
     /// One past the highest dense number seen.
     dense_end: u64,
+    duplicates: u64,
+    last_of_thread: std::collections::HashMap<u32, u64>,
+    /// Dense numbers seen, a bit each (they are below the reader's
+    /// `seq_limit`, so this is within half the file's size).
+    dense_seen: Vec<u64>,
+    /// Heap events per stack id named.
+    stack_refs: std::collections::HashMap<u32, u64>,
 }
 
 /// Marks an order number read from the time-stamp counter.
 const CLOCK_MARK: u64 = 1 << 63;
 
 impl EventCount {
-    fn put(&mut self, seq: u64) {
-        self.events += 1;
+    fn put(&mut self, thread: u32, seq: u64, stack: u32) {
+        if self.last_of_thread.get(&thread).is_some_and(|&l| seq <= l) {
+            self.duplicates += 1;
+            return;
+        }
+        self.last_of_thread.insert(thread, seq);
         if seq & CLOCK_MARK == 0 {
+            let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+            if word >= self.dense_seen.len() {
+                self.dense_seen.resize(word + 1, 0);
+            }
+            if self.dense_seen[word] & bit != 0 {
+                self.duplicates += 1;
+                return;
+            }
+            self.dense_seen[word] |= bit;
             self.dense += 1;
             self.dense_end = self.dense_end.max(seq + 1);
         }
+        self.events += 1;
+        *self.stack_refs.entry(stack).or_default() += 1;
     }
 
     /// How many events are missing: fewer than `expected` (the writer's
@@ -693,9 +921,15 @@ pub(crate) mod testing {
             let mut bytes = vec![0u8; format::FILE_HEADER_LEN];
             format::write_file_header(&mut bytes);
             let mut p = ProfileBytes { bytes };
-            p.chunk(ChunkKind::Meta, |e| {
+            p.meta(42, sample_bytes, cpu_hz);
+            p
+        }
+
+        /// A `Meta` chunk of process `pid`.
+        pub fn meta(&mut self, pid: u32, sample_bytes: u64, cpu_hz: u32) {
+            self.chunk(ChunkKind::Meta, |e| {
                 let meta = format::MetaRef {
-                    pid: 42,
+                    pid,
                     start_unix_ns: 1_700_000_000_000_000_000,
                     sample_bytes,
                     cpu_hz,
@@ -705,7 +939,6 @@ pub(crate) mod testing {
                 };
                 format::encode_meta(e, &meta, &mut [&b"/tmp/app"[..]].into_iter());
             });
-            p
         }
 
         pub fn chunk(&mut self, kind: ChunkKind, f: impl FnOnce(&mut Encoder<'_>)) {
@@ -855,7 +1088,7 @@ mod tests {
         assert_eq!(prof.truncated_at, Some(whole as u64));
         let w = prof.warnings();
         assert!(
-            w[0].contains(&format!("mid-chunk at byte {whole}")),
+            w[0].contains(&format!("incomplete or unreadable chunk at byte {whole}")),
             "{w:?}"
         );
     }
@@ -902,6 +1135,172 @@ mod tests {
             ]
         );
         assert_eq!(prof.missing_events, 0);
+    }
+
+    /// Two threads' events, each chunk written twice (a file copied onto
+    /// its own end), and one event whose order number the other thread's
+    /// chunk already used.
+    #[test]
+    fn repeated_chunks_and_order_numbers_are_counted_once() {
+        let mut p = ProfileBytes::new(0, 0);
+        p.stacks(0, &[&[0x10]]);
+        let start = p.bytes.len();
+        p.events(1, 0, &[Ev::Alloc(0, 0, 8, 0x100), Ev::Cpu(0, 5)]);
+        p.events(2, 1, &[Ev::Alloc(1, 0, 16, 0x200)]);
+        let copy = p.bytes[start..].to_vec();
+        p.bytes.extend_from_slice(&copy);
+        // Thread 3 claims order number 1 again, and adds number 2.
+        p.events(
+            3,
+            1,
+            &[Ev::Alloc(1, 0, 99, 0x300), Ev::Alloc(2, 0, 4, 0x400)],
+        );
+        p.end(3);
+        let prof = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
+        let sizes: Vec<u64> = prof.collect_heap_events().iter().map(|e| e.size).collect();
+        assert_eq!(sizes, [8, 16, 4]);
+        let samples: u32 = prof.cpu_samples.iter().map(|s| s.count).sum();
+        assert_eq!(samples, 5);
+        assert_eq!(prof.duplicate_chunks.len(), 2);
+        assert_eq!(prof.duplicate_chunks[0].1, start as u64);
+        assert_eq!(prof.duplicate_events, 1);
+        let w = prof.warnings().join("\n");
+        assert!(w.contains("2 events chunks repeat an earlier one"), "{w}");
+        assert!(w.contains("1 heap events repeat the order number"), "{w}");
+    }
+
+    #[test]
+    fn two_writers_in_one_file_are_an_error() {
+        let mut p = ProfileBytes::new(0, 0);
+        p.stacks(0, &[&[0x10]]);
+        p.events(0, 0, &[Ev::Alloc(0, 0, 8, 0x100)]);
+        let second = p.bytes.len();
+        p.meta(43, 0, 0);
+        p.events(0, 0, &[Ev::Alloc(0, 0, 32, 0x100)]);
+        let err = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::MixedWriters { .. }), "{msg}");
+        assert!(msg.starts_with("t.lprof: two processes"), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "byte 16 is pid 42's, the one at byte {second} pid 43's"
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("own LINEPROF_OUT"), "{msg}");
+        // A repeated, identical metadata chunk is only a copy.
+        let mut p = ProfileBytes::new(0, 0);
+        p.meta(42, 0, 0);
+        assert!(parse_profile(&p.bytes, Path::new("t.lprof")).is_ok());
+    }
+
+    #[test]
+    fn stack_ids_are_bounded_by_the_file() {
+        // A Stacks chunk placing one stack at id 4e9 (the table would take
+        // 100 GB): refused.
+        let mut p = ProfileBytes::new(0, 0);
+        p.stacks(4_000_000_000, &[&[0x10]]);
+        let err = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("stack ids 4000000000..4000000001 are more than a file of"),
+            "{err}"
+        );
+        // Events naming stacks never defined go to one empty stack.
+        let mut p = ProfileBytes::new(0, 0);
+        p.stacks(0, &[&[0x10]]);
+        p.events(
+            0,
+            0,
+            &[
+                Ev::Alloc(0, 0, 8, 0x100),
+                Ev::Alloc(1, u32::MAX, 16, 0x200),
+                Ev::Cpu(3_000_000_000, 2),
+            ],
+        );
+        p.end(2);
+        let prof = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
+        assert_eq!(prof.stacks, [vec![0x10], vec![]]);
+        let stacks: Vec<u32> = prof.collect_heap_events().iter().map(|e| e.stack).collect();
+        assert_eq!(stacks, [0, 1]);
+        assert_eq!(prof.cpu_samples[0].stack, 1);
+        assert_eq!(prof.unknown_stack_refs, 2);
+        let w = prof.warnings().join("\n");
+        assert!(
+            w.contains("2 heap events and CPU samples name a stack"),
+            "{w}"
+        );
+    }
+
+    /// A chunk damaged in the middle (here a half-written one that the next
+    /// write followed, as after a full disk) is skipped; the rest is used.
+    #[test]
+    fn a_damaged_chunk_in_the_middle_is_skipped() {
+        let mut p = ProfileBytes::new(0, 0);
+        p.stacks(0, &[&[0x10]]);
+        p.events(0, 0, &[Ev::Alloc(0, 0, 8, 0x100)]);
+        let torn_at = p.bytes.len();
+        p.events(
+            0,
+            1,
+            &[Ev::Alloc(1, 0, 16, 0x200), Ev::Alloc(2, 0, 4, 0x300)],
+        );
+        p.bytes.truncate(p.bytes.len() - 4);
+        let torn = (p.bytes.len() - torn_at) as u64;
+        p.events(0, 3, &[Ev::Alloc(3, 0, 32, 0x400)]);
+        p.end(4);
+        let prof = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
+        let sizes: Vec<u64> = prof.collect_heap_events().iter().map(|e| e.size).collect();
+        assert_eq!(sizes, [8, 32]);
+        assert_eq!(prof.missing_events, 2);
+        assert_eq!(prof.truncated_at, None);
+        assert_eq!(prof.damaged.len(), 1);
+        assert_eq!(prof.damaged[0].offset, torn_at as u64);
+        let w = prof.warnings().join("\n");
+        assert!(
+            w.contains(&format!(
+                "skipped {torn} damaged bytes at byte {torn_at} (checksum mismatch)"
+            )),
+            "{w}"
+        );
+    }
+
+    /// What a crash or a full disk leaves at the end: a torn last chunk, a
+    /// zero-filled tail starting inside it, or garbage. All read up to the
+    /// last complete chunk.
+    #[test]
+    fn a_cut_zeroed_or_garbage_tail_reads_up_to_the_last_complete_chunk() {
+        let mut p = ProfileBytes::new(0, 0);
+        p.stacks(0, &[&[0x10]]);
+        p.events(0, 0, &[Ev::Alloc(0, 0, 8, 0x100)]);
+        let good = p.bytes.len();
+        p.events(0, 1, &[Ev::Alloc(1, 0, 16, 0x200)]);
+        let whole = p.bytes.clone();
+        let mut zeroed = whole.clone();
+        zeroed[good + 14..].fill(0);
+        zeroed.resize(whole.len() + 8192, 0);
+        let mut garbage = whole[..good].to_vec();
+        garbage.extend(
+            b"\x04\0\0\0\xff\xff not a chunk at all"
+                .iter()
+                .cycle()
+                .take(5000),
+        );
+        for (name, bytes) in [
+            ("torn", &whole[..whole.len() - 1]),
+            ("zeroed", &zeroed[..]),
+            ("garbage", &garbage[..]),
+        ] {
+            let prof = parse_profile(bytes, Path::new("t.lprof")).unwrap();
+            assert_eq!(prof.collect_heap_events().len(), 1, "{name}");
+            assert_eq!(prof.truncated_at, Some(good as u64), "{name}");
+            assert!(prof.damaged.is_empty(), "{name}");
+            let w = prof.warnings();
+            assert!(
+                w[0].contains(&format!("chunk at byte {good} (the program was killed")),
+                "{name}: {w:?}"
+            );
+        }
     }
 
     #[test]

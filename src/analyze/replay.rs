@@ -208,7 +208,6 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
                     out.unknown_frees += 1;
                 }
             }
-            HeapEventKind::Hole => {}
         }
         i += 1;
         if i & 0xF_FFFF == 0 {

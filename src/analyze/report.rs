@@ -172,8 +172,10 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
     let mut sources = SourceFiles::new(root.clone());
     let mut lines = lines::aggregate(&replay, &symbols, root.as_deref(), &mut sources);
     let mut functions = functions::aggregate(&replay, &symbols, root.as_deref());
+    let known_files: Vec<&str> = symbols.locations.iter().map(|l| l.file.as_str()).collect();
     functions::add_timers(
         &profile.timed,
+        &known_files,
         &mut lines,
         &mut functions,
         root.as_deref(),

@@ -89,8 +89,10 @@ fn intern(map: &mut HashMap<Location, u32>, all: &mut Vec<Location>, loc: Locati
 struct ModuleTable {
     ranges: Vec<(u64, u64, usize)>,
     modules: Vec<Module>,
+    /// Per module: its index in `loaders` and `symbols` (one per file).
+    source_of: Vec<usize>,
     loaders: Vec<Option<Loader>>,
-    /// Per module: the Rust function symbols (address, mangled name).
+    /// Per opened file: its function symbols.
     symbols: Vec<SymbolTable>,
     warnings: Vec<String>,
 }
@@ -114,11 +116,22 @@ impl ModuleTable {
         let mut table = ModuleTable {
             ranges,
             modules: profile.modules.clone(),
+            source_of: Vec::new(),
             loaders: Vec::new(),
             symbols: Vec::new(),
             warnings: Vec::new(),
         };
+        // One file mapped at several places (or listed many times by a
+        // crafted profile) is opened once.
+        let mut opened_at: HashMap<(&[u8], &[u8]), usize> = HashMap::new();
         for (i, m) in profile.modules.iter().enumerate() {
+            let key = (m.path.as_slice(), m.build_id.as_slice());
+            if Some(i) != exe_index {
+                if let Some(&source) = opened_at.get(&key) {
+                    table.source_of.push(source);
+                    continue;
+                }
+            }
             let opened = if Some(i) == exe_index {
                 Some(open_executable(m, &profile.path, &mut table.warnings)?)
             } else {
@@ -126,6 +139,8 @@ impl ModuleTable {
             };
             let (loader, symbols) =
                 opened.map_or((None, SymbolTable::default()), |(l, s)| (Some(l), s));
+            opened_at.entry(key).or_insert(table.loaders.len());
+            table.source_of.push(table.loaders.len());
             table.loaders.push(loader);
             table.symbols.push(symbols);
         }
@@ -186,13 +201,14 @@ impl ModuleTable {
         if !(s..e).contains(&pc) {
             return unknown();
         }
-        let Some(loader) = &self.loaders[m] else {
+        let source = self.source_of[m];
+        let Some(loader) = &self.loaders[source] else {
             return unknown();
         };
         let probe = pc.wrapping_sub(self.modules[m].bias);
-        let mut out = frames_at(loader, &self.symbols[m], probe, full_names);
+        let mut out = frames_at(loader, &self.symbols[source], probe, full_names);
         if out.is_empty() {
-            let function = match self.symbols[m].lookup(probe) {
+            let function = match self.symbols[source].lookup(probe) {
                 Some(sym) => demangle(sym),
                 None => {
                     symbols::module_offset(&String::from_utf8_lossy(&self.modules[m].path), probe)
