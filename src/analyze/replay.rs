@@ -624,7 +624,6 @@ pub fn timeline(profile: &Profile, lines: Vec<TimelineLine>, category_of: &[u32]
             HeapEventKind::Free => live_blocks
                 .remove(&ev.addr)
                 .map(|(c, bytes)| (c, -bytes, None)),
-            HeapEventKind::Hole => None,
         };
         if let Some((cat, delta, old)) = change {
             for (c, d) in old.map(|(c, b)| (c, -b)).into_iter().chain([(cat, delta)]) {
