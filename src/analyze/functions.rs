@@ -143,10 +143,6 @@ pub fn same_function(symbolized: &str, path: &str) -> bool {
     symbolized == path || suffix(path, symbolized) || suffix(symbolized, path)
 }
 
-fn add_figures(into: &mut Figures, from: &Figures) {
-    add(into, from);
-}
-
 /// Puts the timers on the lines and functions: each timed line gets
 /// `hits` and `time_ns` (a line of its own when it has no other figure),
 /// each marked function `calls` and `time_ns`.
@@ -169,8 +165,8 @@ pub fn add_timers(
             }
             match &mut merged {
                 Some(m) => {
-                    add_figures(&mut m.self_figures, &f.self_figures);
-                    add_figures(&mut m.total, &f.total);
+                    m.self_figures.add(&f.self_figures);
+                    m.total.add(&f.total);
                 }
                 None => merged = Some(f.clone()),
             }
@@ -244,8 +240,8 @@ fn merge_duplicate_lines(lines: &mut Vec<LineFigures>, function: &str) {
                     && lines[j].line == lines[i].line
             }) {
                 let dup = lines.swap_remove(i);
-                add(&mut lines[j].self_figures, &dup.self_figures);
-                add(&mut lines[j].total, &dup.total);
+                lines[j].self_figures.add(&dup.self_figures);
+                lines[j].total.add(&dup.total);
                 continue;
             }
         }
@@ -287,23 +283,11 @@ pub fn edges(table: &StackTable) -> Vec<Edge> {
             });
             if !on_this_stack.contains(&i) {
                 on_this_stack.push(i);
-                add(&mut out[i].figures, &row.figures);
+                out[i].figures.add(&row.figures);
             }
         }
     }
     out
-}
-
-fn add(a: &mut Figures, b: &Figures) {
-    a.allocations += b.allocations;
-    a.allocated_bytes += b.allocated_bytes;
-    a.frees += b.frees;
-    a.freed_bytes += b.freed_bytes;
-    a.increment_bytes += b.increment_bytes;
-    a.peak_bytes += b.peak_bytes;
-    a.end_bytes += b.end_bytes;
-    a.cpu_samples += b.cpu_samples;
-    a.cpu_time_ns += b.cpu_time_ns;
 }
 
 #[cfg(test)]

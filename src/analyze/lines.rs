@@ -53,6 +53,19 @@ impl Figures {
         }
     }
 
+    /// Adds `b`'s figures to these (sums of lines or of stacks).
+    pub fn add(&mut self, b: &Figures) {
+        self.allocations += b.allocations;
+        self.allocated_bytes += b.allocated_bytes;
+        self.frees += b.frees;
+        self.freed_bytes += b.freed_bytes;
+        self.increment_bytes += b.increment_bytes;
+        self.peak_bytes += b.peak_bytes;
+        self.end_bytes += b.end_bytes;
+        self.cpu_samples += b.cpu_samples;
+        self.cpu_time_ns += b.cpu_time_ns;
+    }
+
     pub fn is_zero(&self) -> bool {
         *self == Figures::default()
     }

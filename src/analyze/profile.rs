@@ -200,8 +200,9 @@ impl Profile {
         if let Some(end) = &self.end {
             if end.fds_in_host_range > 0 {
                 out.push(format!(
-                    "lineprof held {} perf-event descriptors in the top 256 numbers below the soft RLIMIT_NOFILE (the hard limit leaves no room above it); a program that opens nearly that many files gets that many fewer: raise the hard limit (ulimit -Hn), or set LINEPROF_CPU=timer (coarser: the kernel's tick)",
-                    end.fds_in_host_range
+                    "lineprof held {} perf-event descriptor{} in the top 256 numbers below the soft RLIMIT_NOFILE (the hard limit leaves no room above it); a program that opens nearly that many files gets that many fewer: raise the hard limit (ulimit -Hn), or set LINEPROF_CPU=timer (coarser: the kernel's tick)",
+                    end.fds_in_host_range,
+                    if end.fds_in_host_range == 1 { "" } else { "s" }
                 ));
             }
         }

@@ -156,6 +156,16 @@ pub fn report_from_profile(path: &Path) -> Result<Report> {
 /// fails when the target directory lives in another workspace
 /// (`CARGO_TARGET_DIR`).
 pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Report> {
+    build_report(path, root, true)
+}
+
+/// As `report_from_profile`, without the live-heap timeline (which costs a
+/// second pass over the heap events): for the views that do not draw it.
+pub fn report_from_profile_without_timeline(path: &Path) -> Result<Report> {
+    build_report(path, None, false)
+}
+
+fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Result<Report> {
     let mut profile = profile::read_profile(path)?;
     let recovery = unwind::recover_cpu_stacks(&mut profile);
     let symbols = symbolize::symbolize(&profile)?;
@@ -181,7 +191,8 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
         root.as_deref(),
         &mut sources,
     );
-    let timeline = live_heap_timeline(&profile, &symbols, &lines, root.as_deref());
+    let timeline =
+        with_timeline.then(|| live_heap_timeline(&profile, &symbols, &lines, root.as_deref()));
     let split = per_test::split(&profile, &replay, &symbols, root.as_deref());
     let mut warnings = symbols.warnings.clone();
     warnings.extend(profile.warnings());
@@ -218,7 +229,7 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
             pid: profile.meta.pid,
             ..stacks::stack_table(&replay, &symbols, &group_of, &groups, root.as_deref())
         }),
-        timeline: Some(timeline),
+        timeline,
         root,
     })
 }

@@ -57,7 +57,6 @@ pub fn render(report: &Report, view: &View) -> String {
 mod tests {
     use super::*;
     use crate::analyze::lines::LineKind;
-    use crate::analyze::report::{ExecutableInfo, GitInfo, Sampling};
 
     #[test]
     fn schema_1_field_names() {
@@ -78,33 +77,8 @@ mod tests {
             time_ns: None,
         };
         let report = Report {
-            run: RunInfo {
-                id: "r".into(),
-                name: None,
-                command: vec![],
-                started_at: "1970-01-01T00:00:00Z".into(),
-                duration_ns: 0,
-                git: GitInfo::default(),
-                executable: ExecutableInfo {
-                    path: "/tmp/app".into(),
-                    build_id: None,
-                },
-                sampling: Sampling {
-                    alloc_sample_bytes: 0,
-                    cpu_hz: 0,
-                    estimated: false,
-                },
-            },
-            totals: Totals::default(),
             lines: vec![line],
-            warnings: vec![],
-            notes: vec![],
-            functions: vec![],
-            root: None,
-            stacks: None,
-            timeline: None,
-            tests: Vec::new(),
-            shared_init: None,
+            ..crate::render::testing::report()
         };
         let v: serde_json::Value =
             serde_json::from_str(&render(&report, &View::default())).unwrap();

@@ -359,7 +359,7 @@ pub fn export_table(table: &StackTable) -> StackTable {
         match row_of.get(&frames) {
             Some(&i) => {
                 let merged = &mut out.stacks[i];
-                add_figures(&mut merged.figures, &row.figures);
+                merged.figures.add(&row.figures);
                 merged.peak_blocks += row.peak_blocks;
                 merged.end_blocks += row.end_blocks;
                 // Maxima of two stacks at different moments: their sum
@@ -378,18 +378,6 @@ pub fn export_table(table: &StackTable) -> StackTable {
         }
     }
     out
-}
-
-fn add_figures(a: &mut Figures, b: &Figures) {
-    a.allocations += b.allocations;
-    a.allocated_bytes += b.allocated_bytes;
-    a.frees += b.frees;
-    a.freed_bytes += b.freed_bytes;
-    a.increment_bytes += b.increment_bytes;
-    a.peak_bytes += b.peak_bytes;
-    a.end_bytes += b.end_bytes;
-    a.cpu_samples += b.cpu_samples;
-    a.cpu_time_ns += b.cpu_time_ns;
 }
 
 /// A `#[lineprof::profile]` function's listing, line_profiler's layout:

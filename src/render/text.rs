@@ -416,7 +416,7 @@ pub fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>], ruler: bo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::report::{ExecutableInfo, GitInfo, RunInfo, Sampling, Totals};
+    use crate::analyze::report::Totals;
 
     fn figures(allocations: u64, allocated: u64, freed: u64, peak: u64, end: u64) -> Figures {
         Figures {
@@ -448,24 +448,7 @@ mod tests {
 
     #[test]
     fn renders_header_table_and_listing() {
-        let report = Report {
-            run: RunInfo {
-                id: "lineprof-42".into(),
-                name: None,
-                command: vec!["/tmp/app".into(), "--n".into(), "3".into()],
-                started_at: "2023-11-14T22:13:20Z".into(),
-                duration_ns: 1_500_000_000,
-                git: GitInfo::default(),
-                executable: ExecutableInfo {
-                    path: "/tmp/app".into(),
-                    build_id: None,
-                },
-                sampling: Sampling {
-                    alloc_sample_bytes: 0,
-                    cpu_hz: 0,
-                    estimated: false,
-                },
-            },
+        let mut report = Report {
             totals: Totals {
                 allocations: 3,
                 allocated_bytes: 3 << 20,
@@ -490,14 +473,13 @@ mod tests {
                 ),
             ],
             warnings: vec!["profile has no end record".into()],
-            notes: vec![],
-            functions: vec![],
-            root: None,
-            stacks: None,
-            timeline: None,
-            tests: Vec::new(),
-            shared_init: None,
+            ..crate::render::testing::report()
         };
+        report.run.id = "lineprof-42".into();
+        report.run.command = vec!["/tmp/app".into(), "--n".into(), "3".into()];
+        report.run.started_at = "2023-11-14T22:13:20Z".into();
+        report.run.duration_ns = 1_500_000_000;
+        report.run.sampling.cpu_hz = 0;
         let text = render(&report, &View::default(), &mut SourceFiles::default());
         let expected = "\
 lineprof report: /tmp/app --n 3

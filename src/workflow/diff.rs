@@ -642,23 +642,8 @@ mod tests {
         ];
         assert_eq!(pairs(&old, &new), vec![(5, 5, MatchedBy::Line)]);
         let report = |lines: &[LineFigures]| Report {
-            run: serde_json::from_value(serde_json::json!({
-                "id": "r", "name": null, "command": [], "started_at": "", "duration_ns": 0,
-                "git": {"commit": null, "dirty": false, "branch": null},
-                "executable": {"path": "", "build_id": null},
-                "sampling": {"alloc_sample_bytes": 0, "cpu_hz": 0}
-            }))
-            .unwrap(),
-            totals: Totals::default(),
             lines: lines.to_vec(),
-            warnings: vec![],
-            notes: vec![],
-            functions: vec![],
-            root: None,
-            stacks: None,
-            timeline: None,
-            tests: Vec::new(),
-            shared_init: None,
+            ..crate::render::testing::report()
         };
         let diff = diff(&report(&old), &report(&new));
         assert_eq!(diff.lines[0].status, Status::Changed);

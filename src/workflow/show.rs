@@ -90,6 +90,19 @@ pub fn regex(flag: &str, pattern: Option<&str>) -> Result<Option<Regex>> {
 /// A stored run if `target` names one (or is absent and runs exist), else a
 /// profile or executable.
 pub fn load_report(store: &Store, cwd: &Path, target: Option<&str>) -> Result<Report> {
+    load(store, cwd, target, true)
+}
+
+/// As `load_report`; a profile is read without the live-heap timeline
+/// unless `timeline` (only the HTML page draws it).
+fn load(store: &Store, cwd: &Path, target: Option<&str>, timeline: bool) -> Result<Report> {
+    let from_profile = |p: &Path| {
+        if timeline {
+            report::report_from_profile(p)
+        } else {
+            report::report_from_profile_without_timeline(p)
+        }
+    };
     let is_file = |t: &str| Path::new(t).exists() || t.ends_with(".lprof");
     match target {
         Some(t) if !is_file(t) => {
@@ -98,18 +111,19 @@ pub fn load_report(store: &Store, cwd: &Path, target: Option<&str>) -> Result<Re
         }
         Some(t) => {
             let source = ReportSource::from_arg(Some(Path::new(t)))?;
-            report::report_from_profile(&source.profile_path(cwd)?)
+            from_profile(&source.profile_path(cwd)?)
         }
         None => match store.list()?.last() {
             Some(run) => store.load(run),
-            None => report::report_from_profile(&ReportSource::Latest.profile_path(cwd)?),
+            None => from_profile(&ReportSource::Latest.profile_path(cwd)?),
         },
     }
 }
 
 /// `lineprof report`.
 pub fn command(store: &Store, cwd: &Path, req: ReportRequest) -> Result<()> {
-    let report = load_report(store, cwd, req.target.as_deref())?;
+    let timeline = req.format == ReportFormat::Html;
+    let report = load(store, cwd, req.target.as_deref(), timeline)?;
     let has_user_lines = report.lines.iter().any(|l| l.kind == LineKind::User);
     let user_only = match req.focus {
         Some(f) => f == Focus::User,
