@@ -67,8 +67,16 @@ fn check_split(args: &[&str], backend: &str) {
             assert!(ns >= samples * 1_000_000, "{ns} ns from {samples} samples");
         }
     }
+    // The calling line holds heavy's samples in its total. Not quite all:
+    // a sample in `heavy`'s first instructions, before it pushes its frame
+    // pointer, walks from the caller's frame and misses the calling line
+    // (a few in a thousand).
     let call = r.line("acc ^= heavy(n);");
-    assert!(call["total"]["cpu_samples"].as_u64().unwrap() as f64 >= heavy);
+    let on_call = call["total"]["cpu_samples"].as_u64().unwrap() as f64;
+    assert!(
+        on_call >= 0.98 * heavy,
+        "{on_call} of heavy's {heavy} samples on the call"
+    );
 }
 
 #[test]

@@ -237,11 +237,14 @@ pub struct LineFilter {
 
 impl LineFilter {
     pub fn keeps(&self, l: &LineFigures) -> bool {
-        self.function
-            .as_ref()
-            .is_none_or(|r| r.is_match(&l.function))
-            && self.file.as_ref().is_none_or(|r| r.is_match(&l.file))
-            && (!self.user_only || l.kind == LineKind::User)
+        self.keeps_function(&l.function, &l.file) && (!self.user_only || l.kind == LineKind::User)
+    }
+
+    /// Whether `--function` and `--file` keep a function of that name and
+    /// file.
+    pub fn keeps_function(&self, function: &str, file: &str) -> bool {
+        self.function.as_ref().is_none_or(|r| r.is_match(function))
+            && self.file.as_ref().is_none_or(|r| r.is_match(file))
     }
 }
 

@@ -60,17 +60,7 @@ pub fn selected_functions(report: &Report, view: &View) -> Vec<FunctionFigures> 
     let mut functions: Vec<FunctionFigures> = report
         .functions
         .iter()
-        .filter(|f| {
-            view.filter
-                .function
-                .as_ref()
-                .is_none_or(|r| r.is_match(&f.function))
-                && view
-                    .filter
-                    .file
-                    .as_ref()
-                    .is_none_or(|r| r.is_match(&f.file))
-        })
+        .filter(|f| view.filter.keeps_function(&f.function, &f.file))
         .cloned()
         .collect();
     sort_functions(&mut functions, view.sort, false);
@@ -415,17 +405,7 @@ pub fn timed_listings(
         .functions
         .iter()
         .filter(|f| f.is_marked())
-        .filter(|f| {
-            view.filter
-                .function
-                .as_ref()
-                .is_none_or(|r| r.is_match(&f.function))
-                && view
-                    .filter
-                    .file
-                    .as_ref()
-                    .is_none_or(|r| r.is_match(&f.file))
-        })
+        .filter(|f| view.filter.keeps_function(&f.function, &f.file))
         .collect();
     marked.sort_by(|a, b| b.time_ns.cmp(&a.time_ns).then(a.function.cmp(&b.function)));
     marked
@@ -589,6 +569,24 @@ pub fn format_time(ns: u64) -> String {
 }
 
 /// A report with an empty run, for renderer tests.
+/// What a report says before its figures, in order: warnings (figures may
+/// be short), notes, and whether the figures are estimates.
+pub enum Remark<'a> {
+    Warning(&'a str),
+    Note(&'a str),
+    /// Sampled allocations, one in about this many bytes.
+    Estimated(u64),
+}
+
+pub fn remarks(r: &Report) -> Vec<Remark<'_>> {
+    let mut out: Vec<Remark<'_>> = r.warnings.iter().map(|w| Remark::Warning(w)).collect();
+    out.extend(r.notes.iter().map(|n| Remark::Note(n)));
+    if r.run.sampling.estimated {
+        out.push(Remark::Estimated(r.run.sampling.alloc_sample_bytes));
+    }
+    out
+}
+
 /// The first 7 hex digits of a commit, or `-` when there is none.
 pub fn short_commit(commit: Option<&str>) -> String {
     commit.map_or_else(|| "-".to_string(), |c| c.chars().take(7).collect())
