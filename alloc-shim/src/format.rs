@@ -985,7 +985,7 @@ pub fn decode_heap_stacks(payload: &[u8]) -> Result<Vec<HeapStack>, Malformed> {
 /// `HeapStacks` chunks (a snapshot is the whole file, rewritten and renamed
 /// into place, so a file holds exactly one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeapSummary {
+pub struct HeapSummaryOf<Series> {
     /// Wall clock of the snapshot, nanoseconds since the Unix epoch.
     pub snapshot_unix_ns: u64,
     /// The largest live heap total (bytes).
@@ -1000,12 +1000,17 @@ pub struct HeapSummary {
     /// Width of one bucket of `series`, in nanoseconds.
     pub bucket_ns: u64,
     /// The largest live heap bytes in each bucket since the start.
-    pub series: Vec<u64>,
+    pub series: Series,
     /// CPU samples taken while lineprof recorded an event, and the timer
     /// periods they stand for (lineprof's cost; 0 in files before them).
     pub profiler_cpu_samples: u64,
     pub profiler_cpu_periods: u64,
 }
+
+/// A decoded `HeapSummary`.
+pub type HeapSummary = HeapSummaryOf<Vec<u64>>;
+/// Borrowed form of `HeapSummary` for the allocation-free writer.
+pub type HeapSummaryRef<'a> = HeapSummaryOf<&'a [u64]>;
 
 /// `HeapSummary` payload: `snapshot_unix_ns u64`, then varints
 /// `peak_bytes, live_bytes, unknown_frees, threads, bucket_ns, n`, then `n`
@@ -1024,19 +1029,6 @@ pub fn encode_heap_summary(e: &mut Encoder<'_>, s: &HeapSummaryRef<'_>) {
     }
     e.varint(s.profiler_cpu_samples);
     e.varint(s.profiler_cpu_periods);
-}
-
-/// Borrowed form of `HeapSummary` for the allocation-free writer.
-pub struct HeapSummaryRef<'a> {
-    pub snapshot_unix_ns: u64,
-    pub peak_bytes: u64,
-    pub live_bytes: u64,
-    pub unknown_frees: u64,
-    pub threads: u32,
-    pub bucket_ns: u64,
-    pub series: &'a [u64],
-    pub profiler_cpu_samples: u64,
-    pub profiler_cpu_periods: u64,
 }
 
 pub fn decode_heap_summary(payload: &[u8]) -> Result<HeapSummary, Malformed> {

@@ -28,7 +28,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::text::{figure_cells, figure_headers, sort_title, INCREMENT_NOTE};
-use super::{format_time, Listing, ListingRow, Plan, Remark, View};
+use super::{format_time, Listing, ListingRow, Plan, View};
 use crate::analyze::classify::{frame_kind, short_path};
 use crate::analyze::functions::FunctionFigures;
 use crate::analyze::lines::{Figures, LineFigures, LineFilter, LineKind, SortKey, SourceFiles};
@@ -130,15 +130,8 @@ fn summary(out: &mut String, r: &Report, command: &str) {
         let _ = write!(run, ", commit {}{dirty}", super::short_commit(Some(commit)));
     }
     let _ = writeln!(out, "<p class=\"dim\">{}</p>", escape(&run));
-    for remark in super::remarks(r) {
-        let _ = match remark {
-            Remark::Warning(w) => writeln!(out, "<p class=\"warn\">warning: {}</p>", escape(w)),
-            Remark::Note(n) => writeln!(out, "<p class=\"dim\">note: {}</p>", escape(n)),
-            Remark::Estimated(bytes) => writeln!(
-                out,
-                "<p class=\"warn\">Estimated from sampled allocations, 1 in ~{bytes} bytes.</p>"
-            ),
-        };
+    for (class, remark) in super::remarks(r) {
+        let _ = writeln!(out, "<p class=\"{class}\">{}</p>", escape(&remark));
     }
     let rows = super::summary_rows(&r.totals, r.run.sampling.cpu_hz);
     out.push_str("<table class=\"summary\">\n");

@@ -570,19 +570,23 @@ pub fn format_time(ns: u64) -> String {
 
 /// A report with an empty run, for renderer tests.
 /// What a report says before its figures, in order: warnings (figures may
-/// be short), notes, and whether the figures are estimates.
-pub enum Remark<'a> {
-    Warning(&'a str),
-    Note(&'a str),
-    /// Sampled allocations, one in about this many bytes.
-    Estimated(u64),
-}
-
-pub fn remarks(r: &Report) -> Vec<Remark<'_>> {
-    let mut out: Vec<Remark<'_>> = r.warnings.iter().map(|w| Remark::Warning(w)).collect();
-    out.extend(r.notes.iter().map(|n| Remark::Note(n)));
+/// be short), notes, and whether the figures are estimates; each with its
+/// weight (`warn` or `dim`, the HTML class) and its text.
+pub fn remarks(r: &Report) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = r
+        .warnings
+        .iter()
+        .map(|w| ("warn", format!("warning: {w}")))
+        .collect();
+    out.extend(r.notes.iter().map(|n| ("dim", format!("note: {n}"))));
     if r.run.sampling.estimated {
-        out.push(Remark::Estimated(r.run.sampling.alloc_sample_bytes));
+        out.push((
+            "warn",
+            format!(
+                "estimated from sampled allocations, 1 in ~{} bytes",
+                r.run.sampling.alloc_sample_bytes
+            ),
+        ));
     }
     out
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use super::{format_bytes, format_signed_bytes, format_time, Listing, ListingRow, Remark, View};
+use super::{format_bytes, format_signed_bytes, format_time, Listing, ListingRow, View};
 use crate::analyze::classify::short_path;
 use crate::analyze::lines::{Figures, LineFigures, LineKind, SortKey, SourceFiles};
 use crate::analyze::report::Report;
@@ -163,15 +163,8 @@ fn header(out: &mut String, r: &Report) {
             super::short_commit(Some(commit))
         );
     }
-    for remark in super::remarks(r) {
-        let _ = match remark {
-            Remark::Warning(w) => writeln!(out, "warning: {w}"),
-            Remark::Note(n) => writeln!(out, "note: {n}"),
-            Remark::Estimated(bytes) => writeln!(
-                out,
-                "(estimated from sampled allocations, 1 in ~{bytes} bytes)"
-            ),
-        };
+    for (_, remark) in super::remarks(r) {
+        let _ = writeln!(out, "{remark}");
     }
     let rows = super::summary_rows(&r.totals, r.run.sampling.cpu_hz);
     out.push('\n');
