@@ -201,20 +201,37 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
     totals.profiler_cpu_time_ns = replay.profiler_cpu_time_ns.round() as u64;
     totals.unattributed_cpu_time_ns = lines::unattributed_cpu_ns(&replay, &symbols).round() as u64;
     totals.unrecovered_cpu_samples = recovery.unrecovered;
+    // A few CPU samples whose first frames could not be recovered shift no
+    // line's share visibly: a note; 1% of the samples or more, a warning.
+    let mut notes = profile.notes();
+    let all_samples = totals.cpu_samples.max(1);
+    let mut tell = |count: u64, text: String| {
+        if count >= 10 && count * 100 >= all_samples {
+            warnings.push(text);
+        } else {
+            notes.push(text);
+        }
+    };
     if recovery.unrecovered > 0 {
-        warnings.push(format!(
-            "{} of {} CPU samples in code without frame pointers could not be unwound; \
-             they keep the frame-pointer stack, which may miss their direct caller",
+        tell(
             recovery.unrecovered,
-            recovery.unrecovered + recovery.recovered
-        ));
+            format!(
+                "{} of {} CPU samples in code without frame pointers could not be unwound; \
+                 they keep the frame-pointer stack, which may miss their direct caller",
+                recovery.unrecovered,
+                recovery.unrecovered + recovery.recovered
+            ),
+        );
     }
     if recovery.cut_stacks > 0 {
-        warnings.push(format!(
-            "{} CPU stacks were cut at a frame outside every loaded module's code \
-             (a frame-pointer chain broken by code built without frame pointers)",
-            recovery.cut_stacks
-        ));
+        tell(
+            recovery.cut_stacks,
+            format!(
+                "{} CPU stacks were cut at a frame outside every loaded module's code \
+                 (a frame-pointer chain broken by code built without frame pointers)",
+                recovery.cut_stacks
+            ),
+        );
     }
     Ok(Report {
         tests: split.tests,
@@ -224,7 +241,7 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
         lines,
         functions,
         warnings,
-        notes: profile.notes(),
+        notes,
         stacks: Some(StackTable {
             pid: profile.meta.pid,
             ..stacks::stack_table(&replay, &symbols, &group_of, &groups, root.as_deref())

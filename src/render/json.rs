@@ -28,6 +28,10 @@ struct JsonReport<'a> {
     /// What may make the figures wrong or incomplete (added to schema 1;
     /// the same messages the text report shows first).
     warnings: &'a [String],
+    /// What the reader should know that makes no figure wrong (how lineprof
+    /// shared the host's resources, a few samples it could not unwind).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    notes: &'a [String],
 }
 
 /// The report as pretty-printed JSON, with a trailing newline.
@@ -46,6 +50,7 @@ pub fn render(report: &Report, view: &View) -> String {
         tests: &report.tests,
         shared_init: report.shared_init.as_ref(),
         warnings: &report.warnings,
+        notes: &report.notes,
     };
     // Serializing plain structs of strings and integers cannot fail.
     let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
