@@ -22,6 +22,21 @@ fn report(p: &Profiled, format: &str, extra: &[&str]) -> String {
     stdout(&out)
 }
 
+/// `lineprof report --format FORMAT -o <dir>/NAME`: the file written.
+fn report_to_file(p: &Profiled, format: &str, name: &str) -> std::path::PathBuf {
+    let file = p.dir.path().join(name);
+    let args = [
+        "report",
+        p.profile.to_str().unwrap(),
+        "--format",
+        format,
+        "-o",
+    ];
+    let out = lineprof(&[&args[..], &[file.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    file
+}
+
 /// `(stack, count)` of every folded line.
 fn folded(text: &str) -> Vec<(&str, u64)> {
     text.lines()
@@ -70,16 +85,7 @@ use lineprof_cli::render::pprof::decode as pb;
 fn pprof_decodes_with_exact_sums() {
     let p = profile("peak", &[]);
     let totals = p.report().json["totals"].clone();
-    let file = p.dir.path().join("peak.pb.gz");
-    let args = [
-        "report",
-        p.profile.to_str().unwrap(),
-        "--format",
-        "pprof",
-        "-o",
-    ];
-    let out = lineprof(&[&args[..], &[file.to_str().unwrap()]].concat());
-    assert!(out.status.success(), "{}", stderr(&out));
+    let file = report_to_file(&p, "pprof", "peak.pb.gz");
     let gz = std::fs::read(&file).unwrap();
     assert_eq!(gz[..2], [0x1f, 0x8b], "gzip magic");
     let mut raw = Vec::new();
@@ -150,16 +156,7 @@ fn pprof_decodes_with_exact_sums() {
 /// `go tool pprof -top`'s flat column: bytes by the innermost frame's
 /// function, largest first, with the functions' file names.
 fn pprof_top(p: &Profiled) -> Vec<(String, String, u64)> {
-    let file = p.dir.path().join("top.pb.gz");
-    let out = lineprof(&[
-        "report",
-        p.profile.to_str().unwrap(),
-        "--format",
-        "pprof",
-        "-o",
-        file.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let file = report_to_file(p, "pprof", "top.pb.gz");
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(&std::fs::read(&file).unwrap()[..])
         .read_to_end(&mut raw)
@@ -290,16 +287,7 @@ fn dhat_program_points_sum_to_the_totals() {
 #[test]
 fn html_is_one_escaped_page_with_the_figures() {
     let p = profile("peak", &[]);
-    let file = p.dir.path().join("report.html");
-    let out = lineprof(&[
-        "report",
-        p.profile.to_str().unwrap(),
-        "--format",
-        "html",
-        "-o",
-        file.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let file = report_to_file(&p, "html", "report.html");
     let html = std::fs::read_to_string(&file).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.trim_end().ends_with("</html>"));
