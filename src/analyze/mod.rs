@@ -32,6 +32,7 @@ pub mod classify;
 pub mod frame_pointers;
 pub mod functions;
 pub mod lines;
+pub mod live_blocks;
 pub mod names;
 pub mod per_test;
 pub mod profile;

@@ -14,7 +14,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -279,15 +278,37 @@ impl Profile {
     }
 }
 
-/// The file's bytes and, per thread, the payload ranges of its `Events`
-/// chunks in file order (which is the thread's own order).
+/// Where a profile's `Events` chunks are, per thread, in file order (which
+/// is the thread's own order), and where their bytes come from: the file
+/// itself (a profile read from a path: its bytes are not held, so memory
+/// does not grow with the number of events) or bytes in memory.
 #[derive(Clone, Default)]
 pub struct EventChunks {
-    data: Arc<Vec<u8>>,
-    threads: Vec<Vec<Range<usize>>>,
+    source: ChunkSource,
+    /// The profile's path, for messages.
+    path: PathBuf,
+    threads: Vec<Vec<ChunkRef>>,
     /// Stack ids at or above this (none the file defines) read as this
     /// one, an empty stack after the table.
     unknown_stack: u32,
+}
+
+#[derive(Clone, Default)]
+enum ChunkSource {
+    #[default]
+    None,
+    Memory(Arc<Vec<u8>>),
+    /// The open file the profile was read from: each chunk is read again
+    /// and its checksum checked again.
+    File(Arc<std::fs::File>),
+}
+
+/// One `Events` chunk's payload: offset, length and checksum.
+#[derive(Clone, Copy, Debug)]
+struct ChunkRef {
+    start: u64,
+    len: u32,
+    crc: u32,
 }
 
 impl std::fmt::Debug for EventChunks {
@@ -301,73 +322,128 @@ impl std::fmt::Debug for EventChunks {
     }
 }
 
+impl EventChunks {
+    /// The payload of `chunk`, read into `buf` if it comes from the file.
+    /// Fails when the file no longer holds the bytes it held when it was
+    /// read (rewritten or cut since; appending is harmless).
+    fn payload<'a>(&'a self, chunk: &ChunkRef, buf: &'a mut Vec<u8>) -> Result<&'a [u8]> {
+        let (start, len) = (chunk.start as usize, chunk.len as usize);
+        match &self.source {
+            ChunkSource::None => Ok(&[]),
+            ChunkSource::Memory(data) => Ok(&data[start..start + len]),
+            ChunkSource::File(file) => {
+                use std::os::unix::fs::FileExt;
+                buf.resize(len, 0);
+                let changed = |detail: String| {
+                    Error::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!(
+                        "the profile changed while it was read ({detail}; another program rewrote or cut it): run the report again once nothing writes to it"
+                    ),
+                }
+                };
+                file.read_exact_at(buf, chunk.start)
+                    .map_err(|e| changed(format!("reading byte {}: {e}", chunk.start)))?;
+                if format::crc32(buf) != chunk.crc {
+                    return Err(changed(format!(
+                        "the chunk at byte {} no longer matches its checksum",
+                        chunk.start
+                    )));
+                }
+                Ok(&buf[..])
+            }
+        }
+    }
+
+    /// Decodes one chunk's heap events into `out` as (sequence number,
+    /// event), skipping those not above `last` (the thread's last order
+    /// number: a repeat, counted in `Profile::duplicate_events`).
+    fn decode(
+        &self,
+        chunk: &ChunkRef,
+        buf: &mut Vec<u8>,
+        last: &mut Option<u64>,
+        out: &mut Vec<(u64, HeapEvent)>,
+    ) -> Result<()> {
+        let unknown = self.unknown_stack;
+        let payload = self.payload(chunk, buf)?;
+        let mut push = |seq: u64, addr: u64, size: u64, stack: u32, kind: HeapEventKind| {
+            if last.is_some_and(|l| seq <= l) {
+                return;
+            }
+            *last = Some(seq);
+            let stack = stack.min(unknown);
+            out.push((seq, heap_event(addr, size, stack, kind)));
+        };
+        let decoded = format::decode_events(payload, |ev| match ev {
+            Event::Alloc {
+                seq,
+                stack,
+                size,
+                addr,
+            } => push(seq, addr, size, stack, HeapEventKind::Alloc),
+            Event::Free {
+                seq,
+                stack,
+                size,
+                addr,
+            } => push(seq, addr, size, stack, HeapEventKind::Free),
+            _ => {}
+        });
+        // Checked when the profile was read, and the bytes are the same.
+        decoded.map(|_| ()).map_err(|m| Error::Corrupt {
+            path: self.path.clone(),
+            detail: format!(
+                "events chunk at byte {} no longer decodes: {}",
+                chunk.start, m.0
+            ),
+        })
+    }
+}
+
 impl Profile {
-    /// Calls `f` with every heap event in the global order.
-    pub fn for_each_heap_event(&self, mut f: impl FnMut(&HeapEvent)) {
+    /// Calls `f` with every heap event in the global order. Fails only when
+    /// the profile's file changed while it was read.
+    pub fn for_each_heap_event(&self, mut f: impl FnMut(&HeapEvent)) -> Result<()> {
         if !self.heap_events.is_empty() {
             self.heap_events.iter().for_each(f);
-            return;
+            return Ok(());
         }
-        merge_threads(&self.events, &mut f);
+        merge_threads(&self.events, &mut f)
     }
 
     /// Every heap event in order, decoded (tests and small profiles).
     pub fn collect_heap_events(&self) -> Vec<HeapEvent> {
         let mut out = Vec::new();
-        self.for_each_heap_event(|e| out.push(*e));
+        self.for_each_heap_event(|e| out.push(*e))
+            .expect("profile bytes held in memory");
         out
     }
 }
 
 /// One thread's events, decoded a chunk at a time.
 struct Cursor<'a> {
-    chunks: std::slice::Iter<'a, Range<usize>>,
-    data: &'a [u8],
+    chunks: std::slice::Iter<'a, ChunkRef>,
     /// The current chunk's heap events, (sequence number, event).
     buf: Vec<(u64, HeapEvent)>,
     at: usize,
     /// The thread's last order number: an event not above it repeats an
     /// earlier one (counted in `Profile::duplicate_events`) and is skipped.
     last: Option<u64>,
-    unknown_stack: u32,
 }
 
 impl Cursor<'_> {
     /// The next event's sequence number, decoding the next chunk if needed.
-    fn peek(&mut self) -> Option<u64> {
+    fn peek(&mut self, events: &EventChunks, bytes: &mut Vec<u8>) -> Result<Option<u64>> {
         while self.at >= self.buf.len() {
-            let range = self.chunks.next()?;
+            let Some(chunk) = self.chunks.next() else {
+                return Ok(None);
+            };
             self.buf.clear();
             self.at = 0;
-            let buf = &mut self.buf;
-            let last = &mut self.last;
-            let unknown = self.unknown_stack;
-            let mut push = |seq: u64, event: HeapEvent| {
-                if last.is_some_and(|l| seq <= l) {
-                    return;
-                }
-                *last = Some(seq);
-                let stack = event.stack.min(unknown);
-                buf.push((seq, HeapEvent { stack, ..event }));
-            };
-            // Checked when the profile was read: cannot fail here.
-            let _ = format::decode_events(&self.data[range.clone()], |ev| match ev {
-                Event::Alloc {
-                    seq,
-                    stack,
-                    size,
-                    addr,
-                } => push(seq, heap_event(addr, size, stack, HeapEventKind::Alloc)),
-                Event::Free {
-                    seq,
-                    stack,
-                    size,
-                    addr,
-                } => push(seq, heap_event(addr, size, stack, HeapEventKind::Free)),
-                _ => {}
-            });
+            events.decode(chunk, bytes, &mut self.last, &mut self.buf)?;
         }
-        Some(self.buf[self.at].0)
+        Ok(Some(self.buf[self.at].0))
     }
 }
 
@@ -384,31 +460,41 @@ fn heap_event(addr: u64, size: u64, stack: u32, kind: HeapEventKind) -> HeapEven
 /// number, thread) goes next, and keeps going while it stays below the
 /// runner-up. Ties between threads (equal clock readings) go to the lower
 /// thread index. A dense number already emitted (by another thread: a
-/// repeat) is skipped.
-fn merge_threads(events: &EventChunks, f: &mut impl FnMut(&HeapEvent)) {
+/// repeat) is skipped. One thread's events are its chunks in order.
+fn merge_threads(events: &EventChunks, f: &mut impl FnMut(&HeapEvent)) -> Result<()> {
+    let mut bytes = Vec::new();
+    if let [chunks] = &events.threads[..] {
+        // Order numbers strictly increase along the thread (`decode`
+        // skips the others), so none repeats.
+        let (mut last, mut buf) = (None, Vec::new());
+        for chunk in chunks {
+            buf.clear();
+            events.decode(chunk, &mut bytes, &mut last, &mut buf)?;
+            buf.iter().for_each(|(_, e)| f(e));
+        }
+        return Ok(());
+    }
     let mut cursors: Vec<Cursor<'_>> = events
         .threads
         .iter()
         .map(|chunks| Cursor {
             chunks: chunks.iter(),
-            data: &events.data,
             buf: Vec::new(),
             at: 0,
             last: None,
-            unknown_stack: events.unknown_stack,
         })
         .collect();
     let mut last_dense: Option<u64> = None;
     let mut heap = BinaryHeap::new();
     for (i, c) in cursors.iter_mut().enumerate() {
-        if let Some(seq) = c.peek() {
+        if let Some(seq) = c.peek(events, &mut bytes)? {
             heap.push(Reverse((seq, i)));
         }
     }
     while let Some(Reverse((_, i))) = heap.pop() {
         let next = heap.peek().map(|r| r.0);
         let c = &mut cursors[i];
-        while let Some(seq) = c.peek() {
+        while let Some(seq) = c.peek(events, &mut bytes)? {
             if next.is_some_and(|n| (seq, i) > n) {
                 heap.push(Reverse((seq, i)));
                 break;
@@ -423,6 +509,7 @@ fn merge_threads(events: &EventChunks, f: &mut impl FnMut(&HeapEvent)) {
             c.at += 1;
         }
     }
+    Ok(())
 }
 
 /// Why the writer stopped, from the errno it recorded.
@@ -451,10 +538,27 @@ pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
     std::fs::read(path)
 }
 
-/// Reads and decodes the profile at `path`.
+/// Reads and decodes the profile at `path`. Its heap events are streamed
+/// from the file again when replayed: the bytes read here are dropped
+/// before the replay, so a big profile's memory is its live blocks and
+/// stacks, not its size.
 pub fn read_profile(path: &Path) -> Result<Profile> {
-    let data = read_regular(path).map_err(|e| Error::io(path, "read the profile", e))?;
-    parse_profile_owned(data, path)
+    let io = |e| Error::io(path, "read the profile", e);
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a device, pipe or directory); give the path of a .lprof file",
+        )));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(&mut file, &mut data).map_err(io)?;
+    let mut profile = parse_profile_owned(data, path)?;
+    if matches!(profile.events.source, ChunkSource::Memory(_)) {
+        profile.events.source = ChunkSource::File(Arc::new(file));
+    }
+    Ok(profile)
 }
 
 /// Decodes a profile held in memory; `path` is only used in messages.
@@ -490,7 +594,7 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
     let mut first_meta: Option<RawChunk<'_>> = None;
     let mut events_seen = EventsChunkSet::default();
     let mut stacks = StackTable::new(data.len());
-    let mut threads: BTreeMap<u32, Vec<Range<usize>>> = BTreeMap::new();
+    let mut threads: BTreeMap<u32, Vec<ChunkRef>> = BTreeMap::new();
     let base = data.as_ptr() as usize;
     let mut timers = TimerSnapshots::default();
     for chunk in &chunks.chunks {
@@ -526,6 +630,7 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
                     .payload
                     .get(..4)
                     .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
+                let mut last = count.last_of(thread);
                 format::decode_events(chunk.payload, |ev| match ev {
                     Event::Alloc { seq, .. } | Event::Free { seq, .. }
                         if seq & CLOCK_MARK == 0 && seq >= seq_limit =>
@@ -533,7 +638,7 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
                         bad_seq = true
                     }
                     Event::Alloc { seq, stack, .. } | Event::Free { seq, stack, .. } => {
-                        count.put(thread, seq, stack)
+                        count.put(&mut last, seq, stack)
                     }
                     Event::Cpu { stack, count, .. } => profile.cpu_samples.push(CpuSample {
                         stack,
@@ -566,11 +671,15 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
                 if bad_seq {
                     return Err(corrupt("event sequence number out of range"));
                 }
+                count.end_chunk(thread, last);
                 let start = chunk.payload.as_ptr() as usize - base;
-                threads
-                    .entry(thread)
-                    .or_default()
-                    .push(start..start + chunk.payload.len());
+                threads.entry(thread).or_default().push(ChunkRef {
+                    start: start as u64,
+                    len: chunk.payload.len() as u32,
+                    crc: u32::from_le_bytes(
+                        data[chunk.offset as usize + 8..][..4].try_into().unwrap(),
+                    ),
+                });
             }
             ChunkKind::End => {
                 profile.end = Some(format::decode_end(chunk.payload).map_err(|m| corrupt(m.0))?);
@@ -629,8 +738,10 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
     profile.missing_events = count.missing(expected);
     profile.heap_event_count = count.events;
     profile.duplicate_events = count.duplicates;
+    drop(chunks);
     profile.events = EventChunks {
-        data: data.clone(),
+        source: ChunkSource::Memory(data),
+        path: path.to_path_buf(),
         threads: threads.into_values().collect(),
         unknown_stack,
     };
@@ -730,21 +841,17 @@ impl StackTable {
     /// the table, added when something names an id past it); and how many
     /// heap events (`refs`: per stack id) and CPU samples name a stack the
     /// file does not define. Slots never defined stay empty stacks.
-    fn finish(
-        mut self,
-        cpu: &mut [CpuSample],
-        refs: &std::collections::HashMap<u32, u64>,
-    ) -> (Vec<Vec<u64>>, u32, u64) {
+    fn finish(mut self, cpu: &mut [CpuSample], refs: &StackRefs) -> (Vec<Vec<u64>>, u32, u64) {
         let n = self.stacks.len() as u32;
         let defined = &self.defined;
         let unknown = |id: u32| id >= n || !defined[id as usize];
         let events: u64 = refs
             .iter()
-            .filter(|(&id, _)| unknown(id))
+            .filter(|&(id, _)| unknown(id))
             .map(|(_, c)| c)
             .sum();
         let samples = cpu.iter().filter(|s| unknown(s.stack)).count() as u64;
-        if refs.keys().any(|&id| id >= n) || cpu.iter().any(|s| s.stack >= n) {
+        if refs.iter().any(|(id, _)| id >= n) || cpu.iter().any(|s| s.stack >= n) {
             cpu.iter_mut().for_each(|s| s.stack = s.stack.min(n));
             self.stacks.push(Vec::new());
         }
@@ -837,6 +944,40 @@ fn merge_modules(all: Vec<Module>) -> Vec<Module> {
     out
 }
 
+/// Heap events per stack id, counted as the profile is read: a counter
+/// per id below `DENSE_STACK_REFS` (real profiles have fewer stacks), a map
+/// for the ids above (only a damaged file names those).
+#[derive(Default)]
+struct StackRefs {
+    dense: Vec<u64>,
+    sparse: std::collections::HashMap<u32, u64>,
+}
+
+const DENSE_STACK_REFS: usize = 1 << 20;
+
+impl StackRefs {
+    #[inline]
+    fn add(&mut self, stack: u32) {
+        let s = stack as usize;
+        if let Some(c) = self.dense.get_mut(s) {
+            *c += 1;
+        } else if s < DENSE_STACK_REFS {
+            self.dense.resize(s + 1, 0);
+            self.dense[s] += 1;
+        } else {
+            *self.sparse.entry(stack).or_default() += 1;
+        }
+    }
+
+    /// (stack id, events) of each id named.
+    fn iter(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        let dense = self.dense.iter().enumerate().filter(|(_, &c)| c > 0);
+        dense
+            .map(|(s, &c)| (s as u32, c))
+            .chain(self.sparse.iter().map(|(&s, &c)| (s, c)))
+    }
+}
+
 /// Counts the heap events of a profile as they are read, to tell how many
 /// were lost or repeated. Order numbers come in two kinds (see
 /// `lineprof::format`): small dense block numbers, used while a single
@@ -857,19 +998,32 @@ struct EventCount {
     /// `seq_limit`, so this is within half the file's size).
     dense_seen: Vec<u64>,
     /// Heap events per stack id named.
-    stack_refs: std::collections::HashMap<u32, u64>,
+    stack_refs: StackRefs,
 }
 
 /// Marks an order number read from the time-stamp counter.
 const CLOCK_MARK: u64 = 1 << 63;
 
 impl EventCount {
-    fn put(&mut self, thread: u32, seq: u64, stack: u32) {
-        if self.last_of_thread.get(&thread).is_some_and(|&l| seq <= l) {
+    /// The last order number of `thread`'s events so far: a chunk's events
+    /// are all one thread's, so this is looked up once per chunk.
+    fn last_of(&self, thread: u32) -> Option<u64> {
+        self.last_of_thread.get(&thread).copied()
+    }
+
+    fn end_chunk(&mut self, thread: u32, last: Option<u64>) {
+        if let Some(l) = last {
+            self.last_of_thread.insert(thread, l);
+        }
+    }
+
+    #[inline]
+    fn put(&mut self, last: &mut Option<u64>, seq: u64, stack: u32) {
+        if last.is_some_and(|l| seq <= l) {
             self.duplicates += 1;
             return;
         }
-        self.last_of_thread.insert(thread, seq);
+        *last = Some(seq);
         if seq & CLOCK_MARK == 0 {
             let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
             if word >= self.dense_seen.len() {
@@ -884,7 +1038,7 @@ impl EventCount {
             self.dense_end = self.dense_end.max(seq + 1);
         }
         self.events += 1;
-        *self.stack_refs.entry(stack).or_default() += 1;
+        self.stack_refs.add(stack);
     }
 
     /// How many events are missing: fewer than `expected` (the writer's
