@@ -50,7 +50,7 @@ struct PageTable {
 impl PageTable {
     fn new() -> PageTable {
         PageTable {
-            slots: vec![Slot::default(); 4].into_boxed_slice(),
+            slots: vec![Slot::default(); 16].into_boxed_slice(),
             len: 0,
         }
     }

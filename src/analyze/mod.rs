@@ -29,6 +29,7 @@
 //! (`render` and `workflow`, outside this module, come after all of them).
 
 pub mod classify;
+pub mod fast_events;
 pub mod frame_pointers;
 pub mod functions;
 pub mod lines;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use lineprof::format::{self, ChunkKind, Event, FormatError, RawChunk};
 
+use crate::analyze::fast_events;
 use crate::error::{Error, Result};
 
 pub use lineprof::format::{End, HeapStack, HeapSummary, Meta, Module};
@@ -367,6 +368,24 @@ impl EventChunks {
     ) -> Result<()> {
         let unknown = self.unknown_stack;
         let payload = self.payload(chunk, buf)?;
+        let (start_len, start_last) = (out.len(), *last);
+        let fast = fast_events::decode(
+            payload,
+            |kind, seq, stack, size, addr| {
+                if last.is_some_and(|l| seq <= l) {
+                    return;
+                }
+                *last = Some(seq);
+                let stack = stack.min(unknown);
+                out.push((seq, heap_event(addr, size, stack, kind)));
+            },
+            |_, _, _| {},
+        );
+        if fast.is_ok() {
+            return Ok(());
+        }
+        out.truncate(start_len);
+        *last = start_last;
         let mut push = |seq: u64, addr: u64, size: u64, stack: u32, kind: HeapEventKind| {
             if last.is_some_and(|l| seq <= l) {
                 return;
@@ -404,12 +423,53 @@ impl EventChunks {
 impl Profile {
     /// Calls `f` with every heap event in the global order. Fails only when
     /// the profile's file changed while it was read.
+    ///
+    /// A big profile is decoded and merged on a second thread, which hands
+    /// the events over in batches, while `f` runs on this one.
     pub fn for_each_heap_event(&self, mut f: impl FnMut(&HeapEvent)) -> Result<()> {
         if !self.heap_events.is_empty() {
             self.heap_events.iter().for_each(f);
             return Ok(());
         }
-        merge_threads(&self.events, &mut f)
+        if self.heap_event_count < 4 * BATCH as u64 {
+            return merge_threads(&self.events, &mut f);
+        }
+        std::thread::scope(|scope| {
+            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<HeapEvent>>(4);
+            let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<HeapEvent>>();
+            let events = &self.events;
+            let decoder = std::thread::Builder::new()
+                .name("lineprof-decode".into())
+                .spawn_scoped(scope, move || {
+                    let mut batch = Vec::with_capacity(BATCH);
+                    let merged = merge_threads(events, &mut |e| {
+                        batch.push(*e);
+                        if batch.len() == BATCH {
+                            let next = empty_rx
+                                .try_recv()
+                                .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                            // The receiver lives until this thread ends.
+                            let _ = full_tx.send(std::mem::replace(&mut batch, next));
+                        }
+                    });
+                    if !batch.is_empty() {
+                        let _ = full_tx.send(batch);
+                    }
+                    merged
+                });
+            let Ok(decoder) = decoder else {
+                // No thread to be had: decode here.
+                return merge_threads(&self.events, &mut f);
+            };
+            for mut batch in full_rx {
+                batch.iter().for_each(&mut f);
+                batch.clear();
+                let _ = empty_tx.send(batch);
+            }
+            decoder
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 
     /// Every heap event in order, decoded (tests and small profiles).
@@ -420,6 +480,9 @@ impl Profile {
         out
     }
 }
+
+/// Heap events handed from the decoding thread to the replay at a time.
+const BATCH: usize = 16 * 1024;
 
 /// One thread's events, decoded a chunk at a time.
 struct Cursor<'a> {
@@ -597,6 +660,8 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
     let mut threads: BTreeMap<u32, Vec<ChunkRef>> = BTreeMap::new();
     let base = data.as_ptr() as usize;
     let mut timers = TimerSnapshots::default();
+    // One Events chunk's decoded heap events and CPU samples.
+    let (mut heap_buf, mut cpu_buf) = (Vec::new(), Vec::new());
     for chunk in &chunks.chunks {
         let corrupt = |what: &str| Error::Corrupt {
             path: path.to_path_buf(),
@@ -621,7 +686,10 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
                 stacks.place(first, decoded).map_err(|m| corrupt(&m))?;
             }
             ChunkKind::Events => {
-                if let Some(earlier) = events_seen.repeat_of(chunk) {
+                // Checked against the payload by `split_chunks`.
+                let crc =
+                    u32::from_le_bytes(data[chunk.offset as usize + 8..][..4].try_into().unwrap());
+                if let Some(earlier) = events_seen.repeat_of(chunk, crc) {
                     profile.duplicate_chunks.push((chunk.offset, earlier));
                     continue;
                 }
@@ -631,43 +699,67 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
                     .get(..4)
                     .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
                 let mut last = count.last_of(thread);
-                format::decode_events(chunk.payload, |ev| match ev {
-                    Event::Alloc { seq, .. } | Event::Free { seq, .. }
-                        if seq & CLOCK_MARK == 0 && seq >= seq_limit =>
-                    {
-                        bad_seq = true
-                    }
-                    Event::Alloc { seq, stack, .. } | Event::Free { seq, stack, .. } => {
-                        count.put(&mut last, seq, stack)
-                    }
-                    Event::Cpu { stack, count, .. } => profile.cpu_samples.push(CpuSample {
-                        stack,
-                        count,
-                        in_lineprof: false,
-                        copy: None,
-                    }),
-                    Event::CpuLineprof { stack, count, .. } => {
-                        profile.cpu_samples.push(CpuSample {
+                heap_buf.clear();
+                cpu_buf.clear();
+                let fast = fast_events::decode(
+                    chunk.payload,
+                    |_, seq, stack, _, _| heap_buf.push((seq, stack)),
+                    |in_lineprof, stack, count| {
+                        cpu_buf.push(CpuSample {
                             stack,
                             count,
-                            in_lineprof: true,
+                            in_lineprof,
                             copy: None,
                         })
+                    },
+                );
+                if fast.is_ok() {
+                    for &(seq, stack) in &heap_buf {
+                        if seq & CLOCK_MARK == 0 && seq >= seq_limit {
+                            return Err(corrupt("event sequence number out of range"));
+                        }
+                        count.put(&mut last, seq, stack);
                     }
-                    Event::CpuStackCopy {
-                        stack, count, copy, ..
-                    } => {
-                        profile.cpu_samples.push(CpuSample {
+                    profile.cpu_samples.extend_from_slice(&cpu_buf);
+                } else {
+                    format::decode_events(chunk.payload, |ev| match ev {
+                        Event::Alloc { seq, .. } | Event::Free { seq, .. }
+                            if seq & CLOCK_MARK == 0 && seq >= seq_limit =>
+                        {
+                            bad_seq = true
+                        }
+                        Event::Alloc { seq, stack, .. } | Event::Free { seq, stack, .. } => {
+                            count.put(&mut last, seq, stack)
+                        }
+                        Event::Cpu { stack, count, .. } => profile.cpu_samples.push(CpuSample {
                             stack,
                             count,
                             in_lineprof: false,
-                            copy: Some(profile.stack_copies.len() as u32),
-                        });
-                        profile.stack_copies.push(copy);
-                    }
-                    Event::Time { .. } => {}
-                })
-                .map_err(|m| corrupt(m.0))?;
+                            copy: None,
+                        }),
+                        Event::CpuLineprof { stack, count, .. } => {
+                            profile.cpu_samples.push(CpuSample {
+                                stack,
+                                count,
+                                in_lineprof: true,
+                                copy: None,
+                            })
+                        }
+                        Event::CpuStackCopy {
+                            stack, count, copy, ..
+                        } => {
+                            profile.cpu_samples.push(CpuSample {
+                                stack,
+                                count,
+                                in_lineprof: false,
+                                copy: Some(profile.stack_copies.len() as u32),
+                            });
+                            profile.stack_copies.push(copy);
+                        }
+                        Event::Time { .. } => {}
+                    })
+                    .map_err(|m| corrupt(m.0))?;
+                }
                 if bad_seq {
                     return Err(corrupt("event sequence number out of range"));
                 }
@@ -676,9 +768,7 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
                 threads.entry(thread).or_default().push(ChunkRef {
                     start: start as u64,
                     len: chunk.payload.len() as u32,
-                    crc: u32::from_le_bytes(
-                        data[chunk.offset as usize + 8..][..4].try_into().unwrap(),
-                    ),
+                    crc,
                 });
             }
             ChunkKind::End => {
@@ -786,9 +876,10 @@ struct EventsChunkSet<'a> {
 }
 
 impl<'a> EventsChunkSet<'a> {
-    /// The offset of an earlier chunk with the same bytes, or records this one.
-    fn repeat_of(&mut self, chunk: &RawChunk<'a>) -> Option<u64> {
-        let key = (format::crc32(chunk.payload), chunk.payload.len());
+    /// The offset of an earlier chunk with the same bytes, or records this
+    /// one; `crc` is its checksum.
+    fn repeat_of(&mut self, chunk: &RawChunk<'a>, crc: u32) -> Option<u64> {
+        let key = (crc, chunk.payload.len());
         let same = self.by_checksum.entry(key).or_default();
         if let Some(earlier) = same.iter().find(|c| c.payload == chunk.payload) {
             return Some(earlier.offset);
@@ -1456,6 +1547,52 @@ mod tests {
                 "{name}: {w:?}"
             );
         }
+    }
+
+    /// A profile read from a path streams its events from the file again:
+    /// the same events as from memory (here enough for the decoding
+    /// thread), and a clear error if the file was rewritten or cut since.
+    #[test]
+    fn events_stream_from_the_file_and_a_changed_file_is_an_error() {
+        let mut p = ProfileBytes::new(0, 0);
+        p.stacks(0, &[&[0x10], &[0x20]]);
+        let n = 5 * BATCH as u64;
+        let mut seq = 0;
+        while seq < n {
+            let evs: Vec<Ev> = (seq..(seq + 3000).min(n))
+                .map(|i| match i % 2 {
+                    0 => Ev::Alloc(i, (i % 3 == 0) as u32, i % 500, 0x1000 + i / 2 * 32),
+                    _ => Ev::Free(i, 1, (i - 1) % 500, 0x1000 + i / 2 * 32),
+                })
+                .collect();
+            p.events(0, seq, &evs);
+            seq += evs.len() as u64;
+        }
+        p.end(n);
+        let dir = std::env::temp_dir().join(format!("lineprof-stream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.lprof");
+        std::fs::write(&path, &p.bytes).unwrap();
+        let from_file = read_profile(&path).unwrap();
+        assert!(matches!(from_file.events.source, ChunkSource::File(_)));
+        let in_memory = parse_profile(&p.bytes, &path).unwrap();
+        let mut got = Vec::new();
+        from_file.for_each_heap_event(|e| got.push(*e)).unwrap();
+        assert_eq!(got.len() as u64, n);
+        assert_eq!(got, in_memory.collect_heap_events());
+        // One byte of an events chunk changed, then the file cut short.
+        let mut changed = p.bytes.clone();
+        let at = p.bytes.len() / 2;
+        changed[at] ^= 0x40;
+        std::fs::write(&path, &changed).unwrap();
+        let err = from_file.for_each_heap_event(|_| {}).unwrap_err().to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+        assert!(err.contains("changed while it was read"), "{err}");
+        assert!(err.contains("no longer matches its checksum"), "{err}");
+        std::fs::write(&path, &p.bytes[..at]).unwrap();
+        let err = from_file.for_each_heap_event(|_| {}).unwrap_err().to_string();
+        assert!(err.contains("changed while it was read (reading byte"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

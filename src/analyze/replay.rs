@@ -603,7 +603,10 @@ pub fn timeline(
     let bytes_of = |b: Block| weight.of(b.size) * b.size as f64;
     let mut live = 0.0f64;
     let mut by_cat = vec![0.0f64; ncat];
-    let mut best: Option<(f64, u64, Vec<f64>)> = None;
+    // The bucket's moment of most live bytes so far, and the lines' bytes
+    // then (a buffer reused: this runs once per event).
+    let mut best: Option<(f64, u64)> = None;
+    let mut best_cats = vec![0.0f64; ncat];
     let mut points = Vec::new();
     let r = |v: f64| v.max(0.0).round() as u64;
     let point = |at: u64, bytes: f64, cats: &[f64]| TimelinePoint {
@@ -642,12 +645,13 @@ pub fn timeline(
                 }
             }
         }
-        if best.as_ref().is_none_or(|b| live > b.0) {
-            best = Some((live, i, by_cat.clone()));
+        if best.is_none_or(|b| live > b.0) {
+            best = Some((live, i));
+            best_cats.copy_from_slice(&by_cat);
         }
         if (i + 1).is_multiple_of(bucket) || i + 1 == total {
-            if let Some((bytes, at, cats)) = best.take() {
-                points.push(point(at, bytes, &cats));
+            if let Some((bytes, at)) = best.take() {
+                points.push(point(at, bytes, &best_cats));
                 if at != i {
                     points.push(point(i, live, &by_cat));
                 }
@@ -656,8 +660,8 @@ pub fn timeline(
         i += 1;
     })?;
     // A profile whose event count was short of what it held.
-    if let Some((bytes, at, cats)) = best.take() {
-        points.push(point(at, bytes, &cats));
+    if let Some((bytes, at)) = best.take() {
+        points.push(point(at, bytes, &best_cats));
     }
     Ok(Timeline {
         events: i,
