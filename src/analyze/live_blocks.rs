@@ -12,10 +12,10 @@
 //! most 4096 slots, which stays in the cache while the page is busy and
 //! whose probe runs the page bounds whatever the addresses are.
 //!
-//! Memory is about 12 bytes per slot at a load of 3/8 to 7/8 (about 18
-//! bytes per live block), plus ~60 bytes per page holding a live block: it
-//! follows the live blocks, never the number of events. Sizes of 4 GiB and
-//! more go to a side map.
+//! Memory is 12 bytes per slot at a load of 7/16 to 7/8 (about 18 bytes
+//! per live block), at least 8 slots and ~60 bytes more per page holding a
+//! live block: it follows the live blocks, never the number of events.
+//! Sizes of 4 GiB and more go to a side map.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -50,7 +50,7 @@ struct PageTable {
 impl PageTable {
     fn new() -> PageTable {
         PageTable {
-            slots: vec![Slot::default(); 16].into_boxed_slice(),
+            slots: vec![Slot::default(); 8].into_boxed_slice(),
             len: 0,
         }
     }

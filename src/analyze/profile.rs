@@ -653,7 +653,10 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
     // would leave more holes than a file of this size can explain); below
     // it, a bitmap of them tells repeats.
     let seq_limit = (data.len() as u64).saturating_mul(4) + (1 << 20);
-    let mut count = EventCount::default();
+    let mut count = EventCount {
+        stack_refs: StackRefs::new(data.len()),
+        ..EventCount::default()
+    };
     let mut first_meta: Option<RawChunk<'_>> = None;
     let mut events_seen = EventsChunkSet::default();
     let mut stacks = StackTable::new(data.len());
@@ -1036,23 +1039,30 @@ fn merge_modules(all: Vec<Module>) -> Vec<Module> {
 }
 
 /// Heap events per stack id, counted as the profile is read: a counter
-/// per id below `DENSE_STACK_REFS` (real profiles have fewer stacks), a map
-/// for the ids above (only a damaged file names those).
+/// per id below `dense_limit` (2^20, or the file's length if less: real
+/// profiles have fewer stacks, and every stack takes bytes to define), a
+/// map for the ids above (only a damaged file names those).
 #[derive(Default)]
 struct StackRefs {
     dense: Vec<u64>,
+    dense_limit: usize,
     sparse: std::collections::HashMap<u32, u64>,
 }
 
-const DENSE_STACK_REFS: usize = 1 << 20;
-
 impl StackRefs {
+    fn new(file_len: usize) -> StackRefs {
+        StackRefs {
+            dense_limit: file_len.min(1 << 20),
+            ..StackRefs::default()
+        }
+    }
+
     #[inline]
     fn add(&mut self, stack: u32) {
         let s = stack as usize;
         if let Some(c) = self.dense.get_mut(s) {
             *c += 1;
-        } else if s < DENSE_STACK_REFS {
+        } else if s < self.dense_limit {
             self.dense.resize(s + 1, 0);
             self.dense[s] += 1;
         } else {
