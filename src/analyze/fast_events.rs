@@ -9,8 +9,6 @@
 
 use lineprof::format::{tag, unzigzag};
 
-use crate::analyze::profile::HeapEventKind;
-
 /// Why the fast path gave up: decode the payload the reference way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GiveUp;
@@ -66,14 +64,14 @@ impl Reader<'_> {
     }
 }
 
-/// Decodes `payload`: `heap(kind, seq, stack, size, addr)` for each heap
-/// event, `cpu(in_lineprof, stack, count)` for each CPU sample, in the
+/// Decodes `payload`: `heap(is_alloc, seq, stack, size, addr)` for each
+/// heap event (an allocation or a free), `cpu(in_lineprof, stack, count)` for each CPU sample, in the
 /// payload's order. On `GiveUp` some calls may have been made: the caller
 /// undoes them.
 #[inline]
 pub fn decode(
     payload: &[u8],
-    mut heap: impl FnMut(HeapEventKind, u64, u32, u64, u64),
+    mut heap: impl FnMut(bool, u64, u32, u64, u64),
     mut cpu: impl FnMut(bool, u32, u32),
 ) -> Result<(), GiveUp> {
     let mut r = Reader {
@@ -91,12 +89,7 @@ pub fn decode(
                 let stack = r.u32_varint()?;
                 let size = r.varint()?;
                 addr = (addr as i64).wrapping_add(unzigzag(r.varint()?)) as u64;
-                let kind = if t == tag::ALLOC {
-                    HeapEventKind::Alloc
-                } else {
-                    HeapEventKind::Free
-                };
-                heap(kind, seq, stack, size, addr);
+                heap(t == tag::ALLOC, seq, stack, size, addr);
             }
             tag::CPU | tag::CPU_LINEPROF => {
                 let stack = r.u32_varint()?;
@@ -149,8 +142,8 @@ mod tests {
         let out = std::cell::RefCell::new(Vec::new());
         decode(
             payload,
-            |kind, seq, stack, size, addr| {
-                let k = if kind == HeapEventKind::Alloc { 0 } else { 1 };
+            |alloc, seq, stack, size, addr| {
+                let k = if alloc { 0 } else { 1 };
                 out.borrow_mut().push((k, seq, stack as u64, size, addr))
             },
             |own, stack, count| {

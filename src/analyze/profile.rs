@@ -371,12 +371,17 @@ impl EventChunks {
         let (start_len, start_last) = (out.len(), *last);
         let fast = fast_events::decode(
             payload,
-            |kind, seq, stack, size, addr| {
+            |alloc, seq, stack, size, addr| {
                 if last.is_some_and(|l| seq <= l) {
                     return;
                 }
                 *last = Some(seq);
                 let stack = stack.min(unknown);
+                let kind = if alloc {
+                    HeapEventKind::Alloc
+                } else {
+                    HeapEventKind::Free
+                };
                 out.push((seq, heap_event(addr, size, stack, kind)));
             },
             |_, _, _| {},
@@ -1595,13 +1600,22 @@ mod tests {
         let at = p.bytes.len() / 2;
         changed[at] ^= 0x40;
         std::fs::write(&path, &changed).unwrap();
-        let err = from_file.for_each_heap_event(|_| {}).unwrap_err().to_string();
+        let err = from_file
+            .for_each_heap_event(|_| {})
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with(&path.display().to_string()), "{err}");
         assert!(err.contains("changed while it was read"), "{err}");
         assert!(err.contains("no longer matches its checksum"), "{err}");
         std::fs::write(&path, &p.bytes[..at]).unwrap();
-        let err = from_file.for_each_heap_event(|_| {}).unwrap_err().to_string();
-        assert!(err.contains("changed while it was read (reading byte"), "{err}");
+        let err = from_file
+            .for_each_heap_event(|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("changed while it was read (reading byte"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
