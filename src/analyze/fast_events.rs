@@ -111,8 +111,12 @@ mod tests {
     use super::*;
     use lineprof::format::{self, Event};
 
+    /// An event as (kind: 0 alloc, 1 free, 2 CPU, 3 lineprof's CPU, 4 a
+    /// stack copy; seq, stack, size or count, addr).
+    type Decoded = (u8, u64, u64, u64, u64);
+
     /// What `decode_events` gives, in the fast path's terms.
-    fn reference(payload: &[u8]) -> Option<Vec<(u8, u64, u64, u64, u64)>> {
+    fn reference(payload: &[u8]) -> Option<Vec<Decoded>> {
         let mut out = Vec::new();
         format::decode_events(payload, |ev| match ev {
             Event::Alloc {
@@ -138,7 +142,7 @@ mod tests {
         Some(out)
     }
 
-    fn fast(payload: &[u8]) -> Option<Vec<(u8, u64, u64, u64, u64)>> {
+    fn fast(payload: &[u8]) -> Option<Vec<Decoded>> {
         let out = std::cell::RefCell::new(Vec::new());
         decode(
             payload,
@@ -171,7 +175,7 @@ mod tests {
         for _ in 0..300 {
             let mut p = vec![7, 0, 0, 0];
             p.extend_from_slice(&(next() >> (next() % 64)).to_le_bytes());
-            let mut v = |p: &mut Vec<u8>, mut n: u64| {
+            let v = |p: &mut Vec<u8>, mut n: u64| {
                 while n >= 0x80 {
                     p.push(n as u8 | 0x80);
                     n >>= 7;

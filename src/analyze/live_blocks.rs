@@ -285,8 +285,12 @@ mod tests {
                 3 => u64::MAX - (x >> 8) % 7,
                 _ => 0x1000 + (x >> 8) % 20_000,
             };
-            let size = if x % 97 == 0 { 1 << 33 } else { x % 200 };
-            if x % 3 == 0 {
+            let size = if x.is_multiple_of(97) {
+                1 << 33
+            } else {
+                x % 200
+            };
+            if x.is_multiple_of(3) {
                 assert_eq!(live.remove(addr), model.remove(&addr), "event {i}");
             } else {
                 let b = Block {
