@@ -479,71 +479,39 @@ pub mod wire {
         fn get(d: &mut Decoder<'_>, out_of_range: &'static str) -> Result<T, Malformed>;
     }
 
+    /// Implements a kind for an integer type from how `Encoder` writes it
+    /// (`v` the field) and how `Decoder` reads it back (`out_of_range` the
+    /// error for a number too large for the type).
+    macro_rules! integer_kind {
+        ($kind:ty, $t:ty, |$e:ident, $v:ident| $put:expr, |$d:ident, $what:pat_param| $get:expr) => {
+            impl Put<$t> for $kind {
+                fn put($e: &mut Encoder<'_>, $v: &$t) {
+                    $put
+                }
+            }
+
+            impl Get<$t> for $kind {
+                fn get($d: &mut Decoder<'_>, $what: &'static str) -> Result<$t, Malformed> {
+                    $get
+                }
+            }
+        };
+    }
+
     /// A little-endian integer of the field's width (`u32`, `u64`).
     pub enum Le {}
-
-    impl Put<u32> for Le {
-        fn put(e: &mut Encoder<'_>, v: &u32) {
-            e.u32(*v);
-        }
-    }
-
-    impl Get<u32> for Le {
-        fn get(d: &mut Decoder<'_>, _: &'static str) -> Result<u32, Malformed> {
-            d.u32()
-        }
-    }
-
-    impl Put<u64> for Le {
-        fn put(e: &mut Encoder<'_>, v: &u64) {
-            e.u64(*v);
-        }
-    }
-
-    impl Get<u64> for Le {
-        fn get(d: &mut Decoder<'_>, _: &'static str) -> Result<u64, Malformed> {
-            d.u64()
-        }
-    }
+    integer_kind!(Le, u32, |e, v| e.u32(*v), |d, _| d.u32());
+    integer_kind!(Le, u64, |e, v| e.u64(*v), |d, _| d.u64());
 
     /// A `varint`; a signed field as a `zigzag` varint.
     pub enum Var {}
-
-    impl Put<u64> for Var {
-        fn put(e: &mut Encoder<'_>, v: &u64) {
-            e.varint(*v);
-        }
-    }
-
-    impl Get<u64> for Var {
-        fn get(d: &mut Decoder<'_>, _: &'static str) -> Result<u64, Malformed> {
-            d.varint()
-        }
-    }
-
-    impl Put<u32> for Var {
-        fn put(e: &mut Encoder<'_>, v: &u32) {
-            e.varint(*v as u64);
-        }
-    }
-
-    impl Get<u32> for Var {
-        fn get(d: &mut Decoder<'_>, out_of_range: &'static str) -> Result<u32, Malformed> {
-            u32::try_from(d.varint()?).map_err(|_| Malformed(out_of_range))
-        }
-    }
-
-    impl Put<i64> for Var {
-        fn put(e: &mut Encoder<'_>, v: &i64) {
-            e.varint(zigzag(*v));
-        }
-    }
-
-    impl Get<i64> for Var {
-        fn get(d: &mut Decoder<'_>, _: &'static str) -> Result<i64, Malformed> {
-            Ok(unzigzag(d.varint()?))
-        }
-    }
+    integer_kind!(Var, u64, |e, v| e.varint(*v), |d, _| d.varint());
+    integer_kind!(Var, u32, |e, v| e.varint(*v as u64), |d, out_of_range| {
+        u32::try_from(d.varint()?).map_err(|_| Malformed(out_of_range))
+    });
+    integer_kind!(Var, i64, |e, v| e.varint(zigzag(*v)), |d, _| {
+        Ok(unzigzag(d.varint()?))
+    });
 
     /// A length-prefixed byte string (`lp`), cut to what fits.
     pub enum Lp {}
