@@ -462,8 +462,8 @@ macro_rules! record {
 }
 
 /// How a record's field is written (`docs/format.md` names them): the kinds
-/// of field, each with its writer ([`Put`], allocation-free) and reader
-/// ([`Get`]).
+/// of field, each with its writer ([`Put`](wire::Put), allocation-free) and reader
+/// ([`Get`](wire::Get)).
 pub mod wire {
     use super::{unzigzag, zigzag, Decoder, Encoder, Malformed, TimedLine};
     use std::marker::PhantomData;
