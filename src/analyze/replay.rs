@@ -766,6 +766,31 @@ mod tests {
         assert_eq!(grouped.per_stack, r.per_stack);
     }
 
+    /// A block whose free was lost (its address handed out again) stops
+    /// counting as live there, and its lifetime ends there.
+    #[test]
+    fn a_block_whose_free_was_lost_ends_when_its_address_is_reused() {
+        let mut p = ProfileBytes::new(0, 0);
+        p.stacks(0, &[&[1], &[2]]);
+        p.events(
+            1,
+            0,
+            &[
+                Ev::Alloc(0, 0, 100, 0xa), // its free is lost
+                Ev::Alloc(1, 1, 10, 0xb),  // lives to the end
+                Ev::Alloc(2, 1, 30, 0xa),  // 0xa again: the first block ends
+                Ev::Free(3, 1, 30, 0xa),
+            ],
+        );
+        p.end(4);
+        let r = run(&p);
+        assert_eq!(r.per_stack[0].end_bytes, 0.0);
+        assert_eq!(r.per_stack[0].lifetime_events, 2.0);
+        // 0xb from event 1 to the end (4), the second 0xa from 2 to 3.
+        assert_eq!(r.per_stack[1].lifetime_events, 3.0 + 1.0);
+        assert_eq!((r.totals.peak_bytes, r.totals.end_bytes), (110.0, 10.0));
+    }
+
     #[test]
     fn sampled_allocations_are_weighted() {
         let mut p = ProfileBytes::new(1000, 0);
