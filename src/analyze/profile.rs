@@ -612,13 +612,20 @@ pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
 /// stacks, not its size.
 pub fn read_profile(path: &Path) -> Result<Profile> {
     let io = |e| Error::io(path, "read the profile", e);
+    let not_regular = || {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a device, pipe or directory); give the path of a .lprof file",
+        ))
+    };
+    // Checked before opening too: opening a pipe waits for a writer.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(not_regular());
+    }
     let mut file = std::fs::File::open(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
-        return Err(io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file (a device, pipe or directory); give the path of a .lprof file",
-        )));
+        return Err(not_regular());
     }
     let mut data = Vec::with_capacity(meta.len() as usize);
     std::io::Read::read_to_end(&mut file, &mut data).map_err(io)?;
@@ -1617,6 +1624,23 @@ mod tests {
             err.contains("changed while it was read (reading byte"),
             "{err}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A pipe or a directory given as the profile: refused without waiting
+    /// for a writer.
+    #[test]
+    fn a_profile_path_that_is_not_a_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("lineprof-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("p.lprof");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        for path in [&fifo, &dir] {
+            let err = read_profile(path).unwrap_err().to_string();
+            assert!(err.contains("not a regular file"), "{err}");
+            assert!(err.contains(&path.display().to_string()), "{err}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
