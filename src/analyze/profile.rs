@@ -94,6 +94,9 @@ pub struct Profile {
     pub timed: Vec<TimedFunction>,
     /// Calls of marked functions the program could not count.
     pub untimed_calls: u64,
+    /// When reading the file began (a profile read from a path): the
+    /// replay's progress counts from there.
+    pub read_started: Option<std::time::Instant>,
 }
 
 /// The heap figures of an aggregate profile's snapshot.
@@ -611,6 +614,7 @@ pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
 /// before the replay, so a big profile's memory is its live blocks and
 /// stacks, not its size.
 pub fn read_profile(path: &Path) -> Result<Profile> {
+    let started = std::time::Instant::now();
     let io = |e| Error::io(path, "read the profile", e);
     let not_regular = || {
         io(std::io::Error::new(
@@ -633,6 +637,7 @@ pub fn read_profile(path: &Path) -> Result<Profile> {
     if matches!(profile.events.source, ChunkSource::Memory(_)) {
         profile.events.source = ChunkSource::File(Arc::new(file));
     }
+    profile.read_started = Some(started);
     Ok(profile)
 }
 

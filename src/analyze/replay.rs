@@ -185,7 +185,7 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Result<Replay> {
     let total = profile
         .heap_event_count
         .max(profile.heap_events.len() as u64);
-    let mut progress = Progress::new(total);
+    let mut progress = Progress::new(total, profile.read_started);
     let mut i = 0u64;
     profile.for_each_heap_event(|ev| {
         st.stack_slot(&mut out.per_stack, ev.stack);
@@ -248,7 +248,8 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Result<Replay> {
 /// A stack in no group of `max_live`.
 const NO_GROUP: u32 = u32::MAX;
 
-/// Progress on stderr for replays that take more than a second.
+/// Progress on stderr for reports that take more than a second (counted
+/// from `started`, when reading the profile began, if known).
 struct Progress {
     start: std::time::Instant,
     total: u64,
@@ -256,9 +257,9 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: u64) -> Progress {
+    fn new(total: u64, started: Option<std::time::Instant>) -> Progress {
         Progress {
-            start: std::time::Instant::now(),
+            start: started.unwrap_or_else(std::time::Instant::now),
             total,
             shown: false,
         }
