@@ -141,6 +141,32 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Result<Replay> {
     if let Some(agg) = &profile.aggregate {
         return Ok(from_aggregate(profile, agg, group_of));
     }
+    Ok(replay_with(profile, group_of, NoSeries)?.0)
+}
+
+/// As `replay_grouped`, also recording the live heap over the run for the
+/// timeline in the same pass: `key_of[stack]` is the key (a source line)
+/// whose bytes a raw stack's blocks count under (`u32::MAX` or missing:
+/// none), `nkeys` the number of keys. The series is `None` for an
+/// aggregate profile (see `aggregate_timeline`).
+pub fn replay_with_series(
+    profile: &Profile,
+    group_of: &[u32],
+    key_of: &[u32],
+    nkeys: usize,
+) -> Result<(Replay, Option<LiveSeries>)> {
+    if let Some(agg) = &profile.aggregate {
+        return Ok((from_aggregate(profile, agg, group_of), None));
+    }
+    let total = profile
+        .heap_event_count
+        .max(profile.heap_events.len() as u64);
+    let (replay, recorder) =
+        replay_with(profile, group_of, SeriesRecorder::new(key_of, nkeys, total))?;
+    Ok((replay, Some(recorder.finish())))
+}
+
+fn replay_with<S: Series>(profile: &Profile, group_of: &[u32], series: S) -> Result<(Replay, S)> {
     let nstacks = profile.stacks.len();
     let ngroups = if group_of.is_empty() {
         nstacks
@@ -181,6 +207,7 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Result<Replay> {
         live_total: 0.0,
         peak_total: 0.0,
         peak_index: None,
+        series,
     };
     let total = profile
         .heap_event_count
@@ -197,6 +224,7 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Result<Replay> {
                 }
             }
         }
+        st.series.after_event(i, st.live_total);
         i += 1;
         if i & 0xF_FFFF == 0 {
             progress.tick(i);
@@ -242,7 +270,7 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Result<Replay> {
             blocks: m.blocks,
         })
         .collect();
-    Ok(out)
+    Ok((out, st.series))
 }
 
 /// A stack in no group of `max_live`.
@@ -312,7 +340,7 @@ struct Snapshot {
 /// still live at the end adds the end (`live_by_stack` counts those).
 /// Exact profiles sum in integers (`lifetime`), sampled ones in
 /// `StackFigures::lifetime_events`, weighted.
-struct State {
+struct State<S> {
     weight: Weight,
     exact: bool,
     /// Each stack's group (index in `live_by_group`), or `NO_GROUP`.
@@ -328,9 +356,11 @@ struct State {
     live_total: f64,
     peak_total: f64,
     peak_index: Option<u64>,
+    /// The timeline's series, if one is recorded.
+    series: S,
 }
 
-impl State {
+impl<S: Series> State<S> {
     /// Adds (or, with a negative `sign`, removes) a block of `size` to the
     /// live figures of `stack`, its group and the process.
     #[inline]
@@ -346,6 +376,7 @@ impl State {
         l.bytes += bytes;
         l.blocks += w;
         self.live_total += bytes;
+        self.series.change(stack, bytes);
         let g = self.group[s];
         if g != NO_GROUP {
             let g = g as usize;
@@ -563,119 +594,282 @@ pub const MAX_POINTS: usize = 1000;
 
 /// The timeline of a profile. `category_of[stack]` is the index in `lines`
 /// of the line a raw stack's bytes are drawn under (`u32::MAX` or missing:
-/// the rest). A streamed profile is replayed once more for it, with a
-/// table of live blocks holding only each block's line and bytes (the
-/// figures' replay keeps no per-event record, so that its memory does not
-/// grow with the run); an aggregate profile has the shim's own series
-/// (the largest live bytes per time bucket), without lines.
+/// the rest). A streamed profile is replayed for it (the report takes it
+/// from its one replay instead, `replay_with_series`); an aggregate
+/// profile has the shim's own series.
 pub fn timeline(
     profile: &Profile,
     lines: Vec<TimelineLine>,
     category_of: &[u32],
 ) -> Result<Timeline> {
-    if let Some(agg) = &profile.aggregate {
-        let Some(summary) = &agg.summary else {
-            return Ok(Timeline::default());
-        };
-        let points = summary
-            .series
-            .iter()
-            .enumerate()
-            .map(|(i, &live)| TimelinePoint {
-                event: i as u64 + 1,
-                time_ns: Some(i as u64 * summary.bucket_ns),
-                live_bytes: live,
-                by_line: Vec::new(),
-            })
-            .collect();
-        return Ok(Timeline {
-            events: profile.heap_event_count,
-            lines: Vec::new(),
-            points,
+    if profile.aggregate.is_some() {
+        return Ok(aggregate_timeline(profile));
+    }
+    let ncat = lines.len();
+    let key_of: Vec<u32> = category_of
+        .iter()
+        .map(|&c| if (c as usize) < ncat { c } else { NO_KEY })
+        .collect();
+    let (_, series) = replay_with_series(profile, &[], &key_of, ncat)?;
+    let keys: Vec<Option<u32>> = (0..ncat as u32).map(Some).collect();
+    Ok(series.map_or_else(Timeline::default, |s| s.timeline(lines, &keys)))
+}
+
+/// An aggregate profile's timeline: the shim's series (the largest live
+/// bytes per time bucket), without lines.
+pub fn aggregate_timeline(profile: &Profile) -> Timeline {
+    let Some(summary) = profile.aggregate.as_ref().and_then(|a| a.summary.as_ref()) else {
+        return Timeline::default();
+    };
+    let points = summary
+        .series
+        .iter()
+        .enumerate()
+        .map(|(i, &live)| TimelinePoint {
+            event: i as u64 + 1,
+            time_ns: Some(i as u64 * summary.bucket_ns),
+            live_bytes: live,
+            by_line: Vec::new(),
+        })
+        .collect();
+    Timeline {
+        events: profile.heap_event_count,
+        lines: Vec::new(),
+        points,
+    }
+}
+
+/// No key: a stack whose bytes the timeline draws as the rest.
+pub const NO_KEY: u32 = u32::MAX;
+
+/// What a replay tells the timeline: each change of live bytes, and the
+/// end of each event.
+trait Series {
+    fn change(&mut self, stack: u32, bytes: f64);
+    fn after_event(&mut self, i: u64, live: f64);
+}
+
+/// The views without a timeline record nothing.
+struct NoSeries;
+
+impl Series for NoSeries {
+    #[inline(always)]
+    fn change(&mut self, _: u32, _: f64) {}
+    #[inline(always)]
+    fn after_event(&mut self, _: u64, _: f64) {}
+}
+
+/// The live heap at the timeline's points, per key (source line), recorded
+/// during the replay: bounded by the points and the keys, not the events.
+///
+/// The events are cut into `MAX_POINTS / 2` equal buckets; each bucket
+/// gives its moment of most live bytes (so the global peak is a point,
+/// exactly) and its last moment (so a drop shows). A key's bytes at the
+/// bucket's best moment are kept lazily, as the replay keeps each stack's
+/// bytes at the peak: a new best moment bumps `epoch`, and a key's first
+/// change after a bump first saves its value. At the end of a bucket only
+/// the keys changed in it (`dirty`) are looked at, and a point stores only
+/// the keys whose (rounded) bytes differ from the previous point's.
+struct SeriesRecorder {
+    key_of: Vec<u32>,
+    /// Each key's live bytes now, at the bucket's best moment (valid when
+    /// `snap_epoch` is `epoch`), the bucket it last changed in, and its
+    /// bytes at the last point stored.
+    cur: Vec<f64>,
+    snap: Vec<f64>,
+    snap_epoch: Vec<u64>,
+    touched: Vec<u64>,
+    stored: Vec<u64>,
+    dirty: Vec<u32>,
+    epoch: u64,
+    bucket_no: u64,
+    /// The bucket's most live bytes so far, and the event then.
+    best: Option<(f64, u64)>,
+    total: u64,
+    bucket: u64,
+    next_end: u64,
+    out: LiveSeries,
+}
+
+/// The live heap over the run at the timeline's points, per key: turned
+/// into a `Timeline` once the lines to draw are chosen.
+#[derive(Debug, Clone, Default)]
+pub struct LiveSeries {
+    /// Heap events replayed.
+    pub events: u64,
+    points: Vec<RawPoint>,
+    /// (key, bytes) of the keys whose bytes changed at each point: those of
+    /// point `n` end at `points[n].changes_end`.
+    changes: Vec<(u32, u64)>,
+    nkeys: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RawPoint {
+    event: u64,
+    live_bytes: u64,
+    changes_end: usize,
+}
+
+fn round_bytes(v: f64) -> u64 {
+    v.max(0.0).round() as u64
+}
+
+impl SeriesRecorder {
+    fn new(key_of: &[u32], nkeys: usize, total: u64) -> SeriesRecorder {
+        let bucket = total.div_ceil(MAX_POINTS as u64 / 2).max(1);
+        SeriesRecorder {
+            key_of: key_of
+                .iter()
+                .map(|&k| if (k as usize) < nkeys { k } else { NO_KEY })
+                .collect(),
+            cur: vec![0.0; nkeys],
+            snap: vec![0.0; nkeys],
+            snap_epoch: vec![0; nkeys],
+            touched: vec![0; nkeys],
+            stored: vec![0; nkeys],
+            dirty: Vec::new(),
+            epoch: 1,
+            bucket_no: 1,
+            best: None,
+            total,
+            bucket,
+            next_end: bucket,
+            out: LiveSeries {
+                nkeys,
+                ..LiveSeries::default()
+            },
+        }
+    }
+
+    /// Stores a point at event index `at` with `live` bytes, each changed
+    /// key's bytes given by `value`.
+    fn store(&mut self, at: u64, live: f64, value: impl Fn(&SeriesRecorder, usize) -> f64) {
+        for n in 0..self.dirty.len() {
+            let k = self.dirty[n] as usize;
+            let v = round_bytes(value(self, k));
+            if v != self.stored[k] {
+                self.stored[k] = v;
+                self.out.changes.push((k as u32, v));
+            }
+        }
+        self.out.points.push(RawPoint {
+            event: at + 1,
+            live_bytes: round_bytes(live),
+            changes_end: self.out.changes.len(),
         });
     }
-    let weight = Weight::new(profile.meta.sample_bytes);
-    let ncat = lines.len();
-    let total = profile
-        .heap_event_count
-        .max(profile.heap_events.len() as u64);
-    let bucket = total.div_ceil(MAX_POINTS as u64 / 2).max(1);
-    let mut live_blocks = LiveBlocks::default();
-    let bytes_of = |b: Block| weight.of(b.size) * b.size as f64;
-    let mut live = 0.0f64;
-    let mut by_cat = vec![0.0f64; ncat];
-    // The bucket's moment of most live bytes so far, and the lines' bytes
-    // then (a buffer reused: this runs once per event).
-    let mut best: Option<(f64, u64)> = None;
-    let mut best_cats = vec![0.0f64; ncat];
-    let mut points = Vec::new();
-    let r = |v: f64| v.max(0.0).round() as u64;
-    let point = |at: u64, bytes: f64, cats: &[f64]| TimelinePoint {
-        event: at + 1,
-        time_ns: None,
-        live_bytes: r(bytes),
-        by_line: cats.iter().map(|&c| r(c)).collect(),
-    };
-    let mut i = 0u64;
-    profile.for_each_heap_event(|ev| {
-        let cat = category_of
-            .get(ev.stack as usize)
-            .copied()
-            .filter(|&c| (c as usize) < ncat)
-            .unwrap_or(u32::MAX);
-        let change = match ev.kind {
-            HeapEventKind::Alloc => {
-                let block = Block {
-                    stack: cat,
-                    size: ev.size,
-                };
-                // A block at an address still live lost its free: forget it.
-                let old = live_blocks.insert(ev.addr, block);
-                Some((cat, bytes_of(block), old))
-            }
-            HeapEventKind::Free => live_blocks
-                .remove(ev.addr)
-                .map(|b| (b.stack, -bytes_of(b), None)),
-        };
-        if let Some((cat, delta, old)) = change {
-            let old = old.map(|b| (b.stack, -bytes_of(b)));
-            for (c, d) in old.into_iter().chain([(cat, delta)]) {
-                live += d;
-                if let Some(x) = by_cat.get_mut(c as usize) {
-                    *x += d;
+
+    /// Stores the bucket's best moment (its key bytes saved, or unchanged
+    /// since) and, when later, the moment after event `i`.
+    fn end_bucket(&mut self, i: u64, live: f64) {
+        if let Some((bytes, at)) = self.best.take() {
+            self.store(at, bytes, |r, k| {
+                if r.snap_epoch[k] == r.epoch {
+                    r.snap[k]
+                } else {
+                    r.cur[k]
                 }
+            });
+            if at != i {
+                self.store(i, live, |r, k| r.cur[k]);
             }
         }
-        if best.is_none_or(|b| live > b.0) {
-            best = Some((live, i));
-            best_cats.copy_from_slice(&by_cat);
-        }
-        if (i + 1).is_multiple_of(bucket) || i + 1 == total {
-            if let Some((bytes, at)) = best.take() {
-                points.push(point(at, bytes, &best_cats));
-                if at != i {
-                    points.push(point(i, live, &by_cat));
-                }
-            }
-        }
-        i += 1;
-    })?;
-    // A profile whose event count was short of what it held.
-    if let Some((bytes, at)) = best.take() {
-        points.push(point(at, bytes, &best_cats));
+        self.dirty.clear();
+        self.bucket_no += 1;
     }
-    Ok(Timeline {
-        events: i,
-        lines,
-        points,
-    })
+
+    fn finish(mut self) -> LiveSeries {
+        // A profile whose event count was short of what it held: the last
+        // bucket's best moment.
+        if let Some((bytes, at)) = self.best.take() {
+            self.store(at, bytes, |r, k| {
+                if r.snap_epoch[k] == r.epoch {
+                    r.snap[k]
+                } else {
+                    r.cur[k]
+                }
+            });
+        }
+        self.out
+    }
+}
+
+impl Series for SeriesRecorder {
+    #[inline]
+    fn change(&mut self, stack: u32, bytes: f64) {
+        let Some(&k) = self.key_of.get(stack as usize) else {
+            return;
+        };
+        if k == NO_KEY {
+            return;
+        }
+        let k = k as usize;
+        if self.touched[k] != self.bucket_no {
+            self.touched[k] = self.bucket_no;
+            self.dirty.push(k as u32);
+        }
+        if self.snap_epoch[k] != self.epoch {
+            self.snap_epoch[k] = self.epoch;
+            self.snap[k] = self.cur[k];
+        }
+        self.cur[k] += bytes;
+    }
+
+    #[inline]
+    fn after_event(&mut self, i: u64, live: f64) {
+        if self.best.is_none_or(|b| live > b.0) {
+            self.best = Some((live, i));
+            self.epoch += 1;
+        }
+        self.out.events = i + 1;
+        if i + 1 == self.next_end {
+            self.next_end += self.bucket;
+            self.end_bucket(i, live);
+        } else if i + 1 == self.total {
+            self.end_bucket(i, live);
+        }
+    }
+}
+
+impl LiveSeries {
+    /// The timeline drawing `lines`, whose bytes are those of `keys` (one
+    /// per line; `None`: a line no stack counts under).
+    pub fn timeline(&self, lines: Vec<TimelineLine>, keys: &[Option<u32>]) -> Timeline {
+        let mut bytes = vec![0u64; self.nkeys];
+        let mut from = 0;
+        let points = self
+            .points
+            .iter()
+            .map(|p| {
+                for &(k, v) in &self.changes[from..p.changes_end] {
+                    bytes[k as usize] = v;
+                }
+                from = p.changes_end;
+                TimelinePoint {
+                    event: p.event,
+                    time_ns: None,
+                    live_bytes: p.live_bytes,
+                    by_line: keys
+                        .iter()
+                        .map(|k| k.and_then(|k| bytes.get(k as usize).copied()).unwrap_or(0))
+                        .collect(),
+                }
+            })
+            .collect();
+        Timeline {
+            events: self.events,
+            lines,
+            points,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::analyze::profile::testing::{Ev, ProfileBytes};
-    use crate::analyze::profile::{parse_profile, HeapEvent};
+    use crate::analyze::profile::{parse_profile, HeapEvent, Profile};
     use std::path::Path;
 
     fn run(p: &ProfileBytes) -> Replay {
@@ -907,5 +1101,196 @@ mod tests {
         let top = t.points.iter().map(|p| p.live_bytes).max();
         assert_eq!(top, Some(9999));
         assert_eq!(r.totals.peak_bytes, 9999.0);
+    }
+
+    /// A pseudo-random event stream (fixed seed): allocations and frees
+    /// over a few hundred addresses, frees of unknown blocks, addresses
+    /// reused without a free, many stacks.
+    fn random_profile(seed: u64, n: usize, nstacks: u32, sample_bytes: u64) -> Profile {
+        let mut x = seed;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut prof = Profile {
+            stacks: vec![vec![1]; nstacks as usize],
+            ..Default::default()
+        };
+        prof.meta.sample_bytes = sample_bytes;
+        let mut live: Vec<(u64, u64, u32)> = Vec::new();
+        for _ in 0..n {
+            let r = next();
+            let free = !live.is_empty() && r % 3 == 0;
+            let ev = if free {
+                let (addr, size, _) = live.swap_remove((r >> 8) as usize % live.len());
+                HeapEvent {
+                    addr,
+                    size,
+                    stack: (r >> 40) as u32 % nstacks,
+                    kind: HeapEventKind::Free,
+                }
+            } else if r % 97 == 1 {
+                // A free of a block never seen.
+                HeapEvent {
+                    addr: 0xdead_0000 + (r >> 20) % 1000,
+                    size: 8,
+                    stack: 0,
+                    kind: HeapEventKind::Free,
+                }
+            } else {
+                // Some addresses come back while live: a lost free.
+                let addr = 0x1000 + ((r >> 8) % 400) * 16;
+                live.retain(|b| b.0 != addr);
+                let size = 1 + (r >> 30) % 5000;
+                let stack = (r >> 44) as u32 % (nstacks + 2); // some unknown
+                live.push((addr, size, stack));
+                HeapEvent {
+                    addr,
+                    size,
+                    stack,
+                    kind: HeapEventKind::Alloc,
+                }
+            };
+            prof.heap_events.push(ev);
+        }
+        prof
+    }
+
+    /// The one-pass series gives the two-pass timeline's points exactly,
+    /// for any choice of lines, on streams shorter and much longer than
+    /// `MAX_POINTS`, exact and sampled, and its peak is the replay's.
+    #[test]
+    fn one_pass_series_equals_the_two_pass_timeline() {
+        for (seed, n, sample) in [(1, 37, 0), (2, 900, 0), (3, 20_000, 0), (4, 20_011, 4096)] {
+            let nstacks = 40;
+            let prof = random_profile(seed, n, nstacks, sample);
+            // Stacks grouped 3 to a line key; lines drawn: a few keys, one
+            // that no stack counts under.
+            let key_of: Vec<u32> = (0..nstacks).map(|s| s / 3).collect();
+            let nkeys = 14;
+            let (r, series) = replay_with_series(&prof, &[], &key_of, nkeys).unwrap();
+            let series = series.unwrap();
+            assert_eq!(r.per_stack, replay(&prof).per_stack);
+            for drawn in [vec![], vec![0u32], vec![5, 2, 13, 7, 1], vec![3, 99]] {
+                let lines: Vec<TimelineLine> = drawn
+                    .iter()
+                    .map(|k| TimelineLine {
+                        file: format!("src/k{k}.rs"),
+                        line: *k,
+                        function: "f".into(),
+                    })
+                    .collect();
+                let category_of: Vec<u32> = key_of
+                    .iter()
+                    .map(|k| {
+                        drawn
+                            .iter()
+                            .position(|d| d == k)
+                            .map_or(u32::MAX, |i| i as u32)
+                    })
+                    .collect();
+                let want = two_pass_timeline(&prof, lines.clone(), &category_of).unwrap();
+                let keys: Vec<Option<u32>> = drawn
+                    .iter()
+                    .map(|&k| ((k as usize) < nkeys).then_some(k))
+                    .collect();
+                let got = series.timeline(lines.clone(), &keys);
+                assert_eq!(got, want, "seed {seed}, lines {drawn:?}");
+                assert_eq!(timeline(&prof, lines, &category_of).unwrap(), want);
+                assert!(got.points.len() <= MAX_POINTS);
+                let top = got.points.iter().map(|p| p.live_bytes).max().unwrap();
+                assert_eq!(top, r.totals.peak_bytes.round() as u64);
+                let at = got.points.iter().find(|p| p.live_bytes == top).unwrap();
+                assert_eq!(Some(at.event - 1), r.peak_event);
+            }
+        }
+    }
+
+    /// The timeline as it was made before it came from the report's one
+    /// replay: a second replay of the events with its own table of live
+    /// blocks holding each block's line. The reference the one-pass series
+    /// must equal.
+    fn two_pass_timeline(
+        profile: &Profile,
+        lines: Vec<TimelineLine>,
+        category_of: &[u32],
+    ) -> Result<Timeline> {
+        let weight = Weight::new(profile.meta.sample_bytes);
+        let ncat = lines.len();
+        let total = profile
+            .heap_event_count
+            .max(profile.heap_events.len() as u64);
+        let bucket = total.div_ceil(MAX_POINTS as u64 / 2).max(1);
+        let mut live_blocks = LiveBlocks::default();
+        let bytes_of = |b: Block| weight.of(b.size) * b.size as f64;
+        let mut live = 0.0f64;
+        let mut by_cat = vec![0.0f64; ncat];
+        // The bucket's moment of most live bytes so far, and the lines' bytes
+        // then (a buffer reused: this runs once per event).
+        let mut best: Option<(f64, u64)> = None;
+        let mut best_cats = vec![0.0f64; ncat];
+        let mut points = Vec::new();
+        let r = |v: f64| v.max(0.0).round() as u64;
+        let point = |at: u64, bytes: f64, cats: &[f64]| TimelinePoint {
+            event: at + 1,
+            time_ns: None,
+            live_bytes: r(bytes),
+            by_line: cats.iter().map(|&c| r(c)).collect(),
+        };
+        let mut i = 0u64;
+        profile.for_each_heap_event(|ev| {
+            let cat = category_of
+                .get(ev.stack as usize)
+                .copied()
+                .filter(|&c| (c as usize) < ncat)
+                .unwrap_or(u32::MAX);
+            let change = match ev.kind {
+                HeapEventKind::Alloc => {
+                    let block = Block {
+                        stack: cat,
+                        size: ev.size,
+                    };
+                    // A block at an address still live lost its free: forget it.
+                    let old = live_blocks.insert(ev.addr, block);
+                    Some((cat, bytes_of(block), old))
+                }
+                HeapEventKind::Free => live_blocks
+                    .remove(ev.addr)
+                    .map(|b| (b.stack, -bytes_of(b), None)),
+            };
+            if let Some((cat, delta, old)) = change {
+                let old = old.map(|b| (b.stack, -bytes_of(b)));
+                for (c, d) in old.into_iter().chain([(cat, delta)]) {
+                    live += d;
+                    if let Some(x) = by_cat.get_mut(c as usize) {
+                        *x += d;
+                    }
+                }
+            }
+            if best.is_none_or(|b| live > b.0) {
+                best = Some((live, i));
+                best_cats.copy_from_slice(&by_cat);
+            }
+            if (i + 1).is_multiple_of(bucket) || i + 1 == total {
+                if let Some((bytes, at)) = best.take() {
+                    points.push(point(at, bytes, &best_cats));
+                    if at != i {
+                        points.push(point(i, live, &by_cat));
+                    }
+                }
+            }
+            i += 1;
+        })?;
+        // A profile whose event count was short of what it held.
+        if let Some((bytes, at)) = best.take() {
+            points.push(point(at, bytes, &best_cats));
+        }
+        Ok(Timeline {
+            events: i,
+            lines,
+            points,
+        })
     }
 }

@@ -3,6 +3,7 @@
 //! `Report` and need nothing else; a stored run can be loaded straight into
 //! one.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -12,7 +13,7 @@ use crate::analyze::functions::{self, FunctionFigures};
 use crate::analyze::lines::{self, Figures, LineFigures, SourceFiles};
 use crate::analyze::per_test::{self, TestFigures};
 use crate::analyze::profile::{self, Profile};
-use crate::analyze::replay::{self, StackFigures, Timeline, TimelineLine};
+use crate::analyze::replay::{self, LiveSeries, StackFigures, Timeline, TimelineLine};
 use crate::analyze::stacks::{self, StackTable};
 use crate::analyze::{symbolize, unwind};
 use crate::error::{Error, Result};
@@ -175,8 +176,9 @@ pub fn report_from_profile_in(path: &Path, root: Option<PathBuf>) -> Result<Repo
     build_report(path, root, true)
 }
 
-/// As `report_from_profile`, without the live-heap timeline (which costs a
-/// second pass over the heap events): for the views that do not draw it.
+/// As `report_from_profile`, without the live-heap timeline (whose series
+/// costs the replay a few ns per heap event): for the views that do not
+/// draw it.
 pub fn report_from_profile_without_timeline(path: &Path) -> Result<Report> {
     build_report(path, None, false)
 }
@@ -186,7 +188,6 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
     let recovery = unwind::recover_cpu_stacks(&mut profile);
     let symbols = symbolize::symbolize(&profile)?;
     let (group_of, groups) = stacks::group_stacks(&symbols.stacks);
-    let replay = replay::replay_grouped(&profile, &group_of)?;
     let exe = profile.executable();
     let root = root
         .or_else(|| exe.parent().and_then(lines::workspace_root))
@@ -195,6 +196,16 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
                 .ok()
                 .and_then(|d| lines::workspace_root(&d))
         });
+    // The timeline's series is recorded per source line during the one
+    // replay; the lines it draws are chosen from the replay's figures.
+    let (replay, series, keys) = if with_timeline {
+        let keys = TimelineKeys::new(&symbols, root.as_deref());
+        let (replay, series) =
+            replay::replay_with_series(&profile, &group_of, &keys.key_of, keys.lines.len())?;
+        (replay, series, Some(keys))
+    } else {
+        (replay::replay_grouped(&profile, &group_of)?, None, None)
+    };
     let mut sources = SourceFiles::new(root.clone());
     let mut lines = lines::aggregate(&replay, &symbols, root.as_deref(), &mut sources);
     let mut functions = functions::aggregate(&replay, &symbols, root.as_deref());
@@ -207,9 +218,11 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
         root.as_deref(),
         &mut sources,
     );
-    let timeline = with_timeline
-        .then(|| live_heap_timeline(&profile, &symbols, &lines, root.as_deref()))
-        .transpose()?;
+    let timeline = match (series, keys) {
+        (Some(series), Some(keys)) => Some(live_heap_timeline(&series, &keys, &lines)),
+        _ if with_timeline => Some(replay::aggregate_timeline(&profile)),
+        _ => None,
+    };
     let split = per_test::split(&profile, &replay, &symbols, root.as_deref())?;
     let mut warnings = symbols.warnings.clone();
     warnings.extend(profile.warnings());
@@ -271,14 +284,46 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
 /// Lines whose share of the live heap the timeline draws.
 const TIMELINE_LINES: usize = 5;
 
+/// The source lines the timeline's series is kept for: each location's
+/// line as the report names it, and the line each raw stack's bytes are
+/// attributed to (`replay::NO_KEY`: none).
+struct TimelineKeys {
+    lines: Vec<(String, u32, String)>,
+    key_of: Vec<u32>,
+}
+
+impl TimelineKeys {
+    fn new(symbols: &symbolize::Symbols, root: Option<&Path>) -> TimelineKeys {
+        let mut index: HashMap<(String, u32, String), u32> = HashMap::new();
+        let mut lines = Vec::new();
+        let key_of_location: Vec<u32> = symbols
+            .locations
+            .iter()
+            .map(|loc| {
+                let file = crate::analyze::classify::display_file(&loc.file, root);
+                let key = (file, loc.line, loc.function.clone());
+                *index.entry(key).or_insert_with_key(|key| {
+                    lines.push(key.clone());
+                    lines.len() as u32 - 1
+                })
+            })
+            .collect();
+        let key_of = symbols
+            .stacks
+            .iter()
+            .map(|stack| {
+                crate::analyze::classify::attribution(stack, &symbols.locations)
+                    .and_then(|a| key_of_location.get(stack[a] as usize).copied())
+                    .unwrap_or(replay::NO_KEY)
+            })
+            .collect();
+        TimelineKeys { lines, key_of }
+    }
+}
+
 /// The timeline with the share of the lines that held the most at the
 /// peak (by `self` peak bytes: each stack's bytes go to one line).
-fn live_heap_timeline(
-    profile: &Profile,
-    symbols: &symbolize::Symbols,
-    lines: &[LineFigures],
-    root: Option<&Path>,
-) -> Result<Timeline> {
+fn live_heap_timeline(series: &LiveSeries, keys: &TimelineKeys, lines: &[LineFigures]) -> Timeline {
     let mut top: Vec<&LineFigures> = lines
         .iter()
         .filter(|l| l.self_figures.peak_bytes > 0)
@@ -298,26 +343,18 @@ fn live_heap_timeline(
             function: l.function.clone(),
         })
         .collect();
-    let category_of_location: Vec<u32> = symbols
-        .locations
+    let key_of_chosen: Vec<Option<u32>> = chosen
         .iter()
-        .map(|loc| {
-            let file = crate::analyze::classify::display_file(&loc.file, root);
-            chosen
+        .map(|c| {
+            keys.lines
                 .iter()
-                .position(|c| c.line == loc.line && c.function == loc.function && c.file == file)
-                .map_or(u32::MAX, |i| i as u32)
+                .position(|(file, line, function)| {
+                    *line == c.line && *function == c.function && *file == c.file
+                })
+                .map(|k| k as u32)
         })
         .collect();
-    let category_of: Vec<u32> = symbols
-        .stacks
-        .iter()
-        .map(|stack| {
-            crate::analyze::classify::attribution(stack, &symbols.locations)
-                .map_or(u32::MAX, |a| category_of_location[stack[a] as usize])
-        })
-        .collect();
-    replay::timeline(profile, chosen, &category_of)
+    series.timeline(chosen, &key_of_chosen)
 }
 
 fn run_info(p: &Profile, estimated: bool) -> RunInfo {
