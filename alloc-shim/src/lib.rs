@@ -40,6 +40,7 @@ use std::sync::atomic::Ordering;
 use coord::{ACTIVE, INITIALIZING, INSTALLED, OFF, STATE, UNINIT};
 
 mod aggregate;
+mod bench;
 mod config;
 mod coord;
 mod cpu;
@@ -59,6 +60,13 @@ mod writer;
 
 pub use lineprof_macros::profile;
 pub use measure::{measure, Usage};
+
+/// The heap-event path's parts, timed one by one by the micro benchmark;
+/// not a public API.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::bench::{run, PARTS};
+}
 
 /// What `#[lineprof::profile]` expands to; not a public API.
 #[doc(hidden)]
@@ -221,38 +229,85 @@ fn start_now() -> bool {
     }
 }
 
-/// Captures the calling thread's stack into its state and interns it.
+/// Captures the calling thread's stack and interns it. `kind` (the event's
+/// tag) only picks where the walked chain is kept.
 ///
 /// # Safety
 /// `t` must be the calling thread's own state (or the orphan state with its
 /// lock held).
 #[inline(always)]
-unsafe fn capture(t: *mut thread::ThreadState) -> Option<stacks::StackId> {
+unsafe fn capture(t: *mut thread::ThreadState, kind: u8) -> Option<stacks::StackId> {
     let (sp, fp) = stack::registers();
     // SAFETY (whole block): owner-only fields of `t`, per the contract.
     unsafe {
         if sp < (*t).stack_lo || sp >= (*t).stack_hi {
             thread::refresh_bounds(t, sp);
         }
+        let hi = (*t).stack_hi;
+        // Most events repeat the chain of an earlier event from the same
+        // frame: checked record by record, without walking.
+        let set = thread::chain_set(fp, kind);
+        let order = &mut (*t).chain_order[set];
+        let ways = &mut (&mut (*t).chains)[set];
+        let first = order.predicted();
+        // SAFETY: chains are only ever filled by `walk_chain`; `sp..hi` is
+        // this thread's stack mapping.
+        if stack::chain_matches(&ways[first], fp, sp, hi) {
+            order.came(first);
+            return Some(ways[first].id);
+        }
+        for (w, c) in ways.iter().enumerate() {
+            // SAFETY: as above.
+            if w != first && stack::chain_matches(c, fp, sp, hi) {
+                order.came(w);
+                return Some(c.id);
+            }
+        }
+        let w = order.replace();
+        capture_walk(t, &mut ways[w], sp, fp, hi)
+    }
+}
+
+/// `capture` when the chain is none of the kept ones: a walk that keeps it
+/// in `c`.
+///
+/// # Safety
+/// As for `capture`; `c` is one of `t`'s chains.
+#[inline(never)]
+unsafe fn capture_walk(
+    t: *mut thread::ThreadState,
+    c: &mut stack::Chain,
+    sp: usize,
+    fp: usize,
+    hi: usize,
+) -> Option<stacks::StackId> {
+    // SAFETY (whole block): owner-only fields of `t`, per the contract.
+    unsafe {
         let depth = coord::DEPTH.load(Ordering::Relaxed);
         let frames = &mut (&mut (*t).frames)[..depth];
-        let (n, full, h) = stack::walk(fp, sp, (*t).stack_hi, frames);
+        let (n, full, h, kept) = stack::walk_chain(fp, sp, hi, frames, c);
         if full {
             coord::TRUNCATED_STACKS.fetch_add(1, Ordering::Relaxed);
         }
-        // Most events repeat a recent stack: a per-thread cache keyed by the
-        // full 64-bit hash skips the shared table (a false match needs two
-        // stacks of one program with equal 64-bit hashes).
+        // Next, a per-thread cache keyed by the full 64-bit hash skips the
+        // shared table (a false match needs two stacks of one program with
+        // equal 64-bit hashes).
         let slot = &mut (*t).stack_cache[h as usize % thread::STACK_CACHE];
-        if slot.0 == h {
-            return Some(slot.1);
-        }
-        let id = stacks::intern_hashed(&frames[..n], h);
-        match id {
-            Some(id) => *slot = (h, id),
-            None => {
-                coord::DROPPED.fetch_add(1, Ordering::Relaxed);
+        let id = if slot.0 == h {
+            Some(slot.1)
+        } else {
+            let id = stacks::intern_hashed(&frames[..n], h);
+            match id {
+                Some(id) => *slot = (h, id),
+                None => {
+                    coord::DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
             }
+            id
+        };
+        match id {
+            Some(id) if kept => c.id = id,
+            _ => c.fp0 = 0,
         }
         id
     }
@@ -303,6 +358,9 @@ fn on_free(addr: usize, size: usize) {
     }
 }
 
+/// The `kind` under which reallocations keep their walked chains.
+const REALLOC_KIND: u8 = 0xff;
+
 /// Records one allocation or free with the caller's stack.
 #[inline(never)]
 fn record(kind: u8, addr: usize, size: usize) {
@@ -320,7 +378,7 @@ fn record(kind: u8, addr: usize, size: usize) {
             return;
         }
         thread::set_busy(t, true);
-        if let Some(id) = capture(t) {
+        if let Some(id) = capture(t, kind) {
             put(t, kind, id, addr, size);
         } else if kind == thread::FREE && aggregate::on() {
             aggregate::free_taken(None, size as u64, aggregate::take(addr as u64));
@@ -339,7 +397,7 @@ fn record_orphan(kind: u8, addr: usize, size: usize) {
     let t = thread::orphan();
     // SAFETY: the orphan lock is held.
     unsafe {
-        if let Some(id) = capture(t) {
+        if let Some(id) = capture(t, kind) {
             put(t, kind, id, addr, size);
         } else if kind == thread::FREE && aggregate::on() {
             aggregate::free_taken(None, size as u64, aggregate::take(addr as u64));
@@ -418,7 +476,7 @@ fn record_realloc(
     // SAFETY: `t` is this thread's own state.
     unsafe {
         thread::set_busy(t, true);
-        let id = capture(t);
+        let id = capture(t, REALLOC_KIND);
         let free_seq = if free_old {
             thread::next_seq(t, false)
         } else {
@@ -461,7 +519,7 @@ unsafe fn realloc_aggregated(
 ) -> *mut u8 {
     thread::set_busy(t, true);
     // SAFETY: per the contract.
-    let id = unsafe { capture(t) };
+    let id = unsafe { capture(t, REALLOC_KIND) };
     let owner = aggregate::take(old as u64);
     let p = f();
     if p.is_null() {
