@@ -69,7 +69,7 @@ pub fn run(part: usize, iters: u64) -> Option<(f64, usize)> {
             }
             2 => {
                 for _ in 0..iters {
-                    acc += crate::capture(t, thread::ALLOC).unwrap_or(0) as u64;
+                    acc += crate::capture(t, thread::ALLOC, 64).unwrap_or(0) as u64;
                 }
             }
             3 => {

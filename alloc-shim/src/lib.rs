@@ -230,13 +230,14 @@ fn start_now() -> bool {
 }
 
 /// Captures the calling thread's stack and interns it. `kind` (the event's
-/// tag) only picks where the walked chain is kept.
+/// tag) and `size` only pick where the walked chain is kept and which kept
+/// chain is checked first.
 ///
 /// # Safety
 /// `t` must be the calling thread's own state (or the orphan state with its
 /// lock held).
 #[inline(always)]
-unsafe fn capture(t: *mut thread::ThreadState, kind: u8) -> Option<stacks::StackId> {
+unsafe fn capture(t: *mut thread::ThreadState, kind: u8, size: usize) -> Option<stacks::StackId> {
     let (sp, fp) = stack::registers();
     // SAFETY (whole block): owner-only fields of `t`, per the contract.
     unsafe {
@@ -249,21 +250,21 @@ unsafe fn capture(t: *mut thread::ThreadState, kind: u8) -> Option<stacks::Stack
         let set = thread::chain_set(fp, kind);
         let order = &mut (*t).chain_order[set];
         let ways = &mut (&mut (*t).chains)[set];
-        let first = order.predicted();
+        let first = order.predicted(size);
         // SAFETY: chains are only ever filled by `walk_chain`; `sp..hi` is
         // this thread's stack mapping.
         if stack::chain_matches(&ways[first], fp, sp, hi) {
-            order.came(first);
+            order.came(first, size);
             return Some(ways[first].id);
         }
         for (w, c) in ways.iter().enumerate() {
             // SAFETY: as above.
             if w != first && stack::chain_matches(c, fp, sp, hi) {
-                order.came(w);
+                order.came(w, size);
                 return Some(c.id);
             }
         }
-        let w = order.replace();
+        let w = order.replace(size);
         capture_walk(t, &mut ways[w], sp, fp, hi)
     }
 }
@@ -313,23 +314,48 @@ unsafe fn capture_walk(
     }
 }
 
+thread_local! {
+    /// Sampling mode: bytes this thread allocates before its next sampled
+    /// allocation (0 before its first draw, see `sample_hit_slow`).
+    static SAMPLE_LEFT: Cell<i64> = const { Cell::new(0) };
+    static SAMPLE_DRAWN: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Sampling mode: whether this allocation of `size` bytes is sampled. Each
 /// thread counts down an exponentially distributed number of bytes, so an
 /// allocation is sampled with probability `1 - exp(-size / mean)`
 /// independently of all others (the reader weights it by the inverse).
-#[inline]
+/// Unsampled, it is one thread-local load, subtraction and store.
+#[inline(always)]
 fn sample_hit(mean: u64, size: usize) -> bool {
+    let left = SAMPLE_LEFT.with(|c| c.get()) - size as i64;
+    if left > 0 {
+        SAMPLE_LEFT.with(|c| c.set(left));
+        return false;
+    }
+    sample_hit_slow(mean, size)
+}
+
+/// The countdown ran out (or was never drawn on this thread): draws the
+/// next one from the thread's generator.
+#[cold]
+#[inline(never)]
+fn sample_hit_slow(mean: u64, size: usize) -> bool {
     let t = thread::current();
     if thread::is_dead(t) {
         return false;
     }
-    // SAFETY: owner-only fields of this thread's state.
+    // SAFETY: `t` is this thread's own state (its generator).
     unsafe {
-        (*t).sample_countdown -= size as i64;
-        if (*t).sample_countdown > 0 {
-            return false;
+        if !SAMPLE_DRAWN.with(|d| d.replace(true)) {
+            // The thread's first countdown, which this allocation starts.
+            let left = thread::next_countdown(t, mean) - size as i64;
+            if left > 0 {
+                SAMPLE_LEFT.with(|c| c.set(left));
+                return false;
+            }
         }
-        (*t).sample_countdown = thread::next_countdown(t, mean);
+        SAMPLE_LEFT.with(|c| c.set(thread::next_countdown(t, mean)));
     }
     true
 }
@@ -378,7 +404,7 @@ fn record(kind: u8, addr: usize, size: usize) {
             return;
         }
         thread::set_busy(t, true);
-        if let Some(id) = capture(t, kind) {
+        if let Some(id) = capture(t, kind, size) {
             put(t, kind, id, addr, size);
         } else if kind == thread::FREE && aggregate::on() {
             aggregate::free_taken(None, size as u64, aggregate::take(addr as u64));
@@ -397,7 +423,7 @@ fn record_orphan(kind: u8, addr: usize, size: usize) {
     let t = thread::orphan();
     // SAFETY: the orphan lock is held.
     unsafe {
-        if let Some(id) = capture(t, kind) {
+        if let Some(id) = capture(t, kind, size) {
             put(t, kind, id, addr, size);
         } else if kind == thread::FREE && aggregate::on() {
             aggregate::free_taken(None, size as u64, aggregate::take(addr as u64));
@@ -476,7 +502,7 @@ fn record_realloc(
     // SAFETY: `t` is this thread's own state.
     unsafe {
         thread::set_busy(t, true);
-        let id = capture(t, REALLOC_KIND);
+        let id = capture(t, REALLOC_KIND, new_size);
         let free_seq = if free_old {
             thread::next_seq(t, false)
         } else {
@@ -519,7 +545,7 @@ unsafe fn realloc_aggregated(
 ) -> *mut u8 {
     thread::set_busy(t, true);
     // SAFETY: per the contract.
-    let id = unsafe { capture(t, REALLOC_KIND) };
+    let id = unsafe { capture(t, REALLOC_KIND, new_size) };
     let owner = aggregate::take(old as u64);
     let p = f();
     if p.is_null() {

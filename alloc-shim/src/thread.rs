@@ -49,8 +49,6 @@ pub struct ThreadState {
     /// Heap events appended through this state, ever (read at exit by
     /// another thread).
     heap_events: AtomicU64,
-    /// Bytes left before the next sampled allocation (sampling mode).
-    pub sample_countdown: i64,
     pub rng: u64,
     /// Clock reading of the last TIME mark or CPU sample in this chunk.
     prev_time: u64,
@@ -82,35 +80,43 @@ pub const CHAIN_SETS: usize = 32;
 pub const CHAIN_WAYS: usize = 8;
 
 /// The order in which one set's chains come: which way came last, which
-/// came after each way the last time it came, and which way a new chain
-/// replaces. Programs repeat sequences (the fields of a struct allocated or
-/// dropped one after the other, at one depth), so the way that followed
-/// the last one before is the one tried first.
+/// came after each way the last time it came (per bucket of event sizes),
+/// and which way a new chain replaces. Programs repeat sequences (the
+/// fields of a struct allocated or dropped one after the other, at one
+/// depth), so the way that followed the last one before, for an event of
+/// about this size, is the one tried first.
 #[derive(Clone, Copy)]
 pub struct ChainOrder {
     pub last: u8,
     pub victim: u8,
-    pub next: [u8; CHAIN_WAYS],
+    pub next: [[u8; SIZE_BUCKETS]; CHAIN_WAYS],
+}
+
+const SIZE_BUCKETS: usize = 8;
+
+#[inline(always)]
+fn size_bucket(size: usize) -> usize {
+    ((size >> 3) ^ (size >> 7)) % SIZE_BUCKETS
 }
 
 impl ChainOrder {
-    /// The way to try first.
+    /// The way to try first for an event of `size` bytes.
     #[inline(always)]
-    pub fn predicted(&self) -> usize {
-        self.next[self.last as usize % CHAIN_WAYS] as usize % CHAIN_WAYS
+    pub fn predicted(&self, size: usize) -> usize {
+        self.next[self.last as usize % CHAIN_WAYS][size_bucket(size)] as usize % CHAIN_WAYS
     }
-    /// Way `w` came now.
+    /// Way `w` came now, for an event of `size` bytes.
     #[inline(always)]
-    pub fn came(&mut self, w: usize) {
-        self.next[self.last as usize % CHAIN_WAYS] = w as u8;
+    pub fn came(&mut self, w: usize, size: usize) {
+        self.next[self.last as usize % CHAIN_WAYS][size_bucket(size)] = w as u8;
         self.last = w as u8;
     }
     /// The way a new chain goes to (it comes now).
     #[inline(always)]
-    pub fn replace(&mut self) -> usize {
+    pub fn replace(&mut self, size: usize) -> usize {
         let w = self.victim as usize % CHAIN_WAYS;
         self.victim = ((w + 1) % CHAIN_WAYS) as u8;
-        self.came(w);
+        self.came(w, size);
         w
     }
 }
@@ -433,12 +439,6 @@ fn attach_state() -> *mut ThreadState {
         (*s).last_flush_ns = sys::coarse_ns();
         (*s).events_until_clock = CLOCK_EVERY;
         (*s).rng = (s as u64) ^ sys::coarse_ns() ^ 0x9E37_79B9_7F4A_7C15;
-        let mean = coord::SAMPLE_BYTES.load(Ordering::Relaxed);
-        (*s).sample_countdown = if mean == 0 {
-            0
-        } else {
-            next_countdown(s, mean)
-        };
         // SAFETY: KEY was created at init; the value is only read back by
         // the destructor.
         libc::pthread_setspecific(
@@ -582,7 +582,7 @@ unsafe fn put_varint(dst: *mut u8, v: u64) -> usize {
     let x = (x & 0x007F_007F_007F_007F) | ((x & 0x3F80_3F80_3F80_3F80) << 1);
     let bits = 64 - (v | 1).leading_zeros() as usize; // 1..=56
     let len = bits.div_ceil(7); // 1..=8
-                              // The continuation bit on every byte but the last.
+                                // The continuation bit on every byte but the last.
     let more = 0x0080_8080_8080_8080u64 >> (8 * (8 - len));
     // SAFETY: 8 bytes at `dst` are writable (the contract).
     unsafe { std::ptr::write_unaligned(dst as *mut u64, (x | more).to_le()) };
