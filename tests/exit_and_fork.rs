@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    allocs, baseline, fixture, lineprof, none, report, run_profiled, stdout, Profiled, TempDir,
+    allocs, baseline, fixture, lineprof, none, report, run_profiled, stdout, HeapFigures, Profiled,
+    TempDir,
 };
 
 /// The text report of a profile has no warnings (a missing end record

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{allocs, baseline, none, profile};
+use common::{allocs, baseline, none, profile, HeapFigures};
 
 #[test]
 fn plain() {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{allocs, fixture, none, report, run_profiled, stderr, TempDir};
+use common::{allocs, fixture, none, report, run_profiled, stderr, HeapFigures, TempDir};
 use lineprof::format::{self, ChunkKind, CHUNK_HEADER_LEN};
 
 /// `lineprof report <path>`, killed (and failed) after 60 s.

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{allocs, build_fixtures, fixture, run_profiled, Figures, TempDir};
+use common::{allocs, build_fixtures, fixture, run_profiled, Figures, HeapFigures, TempDir};
 use serde_json::Value;
 
 /// (function, self figures) of the fixture's line `line`, one row each.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{allocs, fixture, none, report, run_profiled, TempDir};
+use common::{allocs, fixture, none, report, run_profiled, HeapFigures, TempDir};
 
 #[test]
 fn eight_threads_exact_totals_under_pid_path() {

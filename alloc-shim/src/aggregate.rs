@@ -786,20 +786,14 @@ mod blocks {
 
         #[test]
         fn insert_remove_and_reuse() {
-            let base = 0x5000_0000_0000u64;
-            for i in 0..(1u64 << 20) {
-                let a = base + i * 16;
-                assert!(insert(a, (i % 7) as u32), "insert {i}");
-                assert_eq!(remove(a), Some((i % 7) as u32));
-            }
-            for i in 0..100_000u64 {
-                assert!(insert(base + i * 32, i as u32));
-            }
-            // Every other one first, so deletions shift runs back.
-            for i in (0..100_000u64).step_by(2).chain((1..100_000u64).step_by(2)) {
-                assert_eq!(remove(base + i * 32), Some(i as u32), "{i}");
-                assert_eq!(remove(base + i * 32), None);
-            }
+            crate::sampled::check_address_table(
+                0x5000_0000_0000,
+                1 << 20,
+                100_000,
+                |i| i as u32,
+                insert,
+                remove,
+            );
             // SAFETY: no other thread uses the tables in this test binary.
             let t = unsafe { &*SHARD[0].table.get() };
             assert!(t.len == 0 && t.cap <= 4096, "{} {}", t.len, t.cap);

@@ -414,67 +414,261 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// The `Meta` chunk.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Meta {
-    pub pid: u32,
-    /// Wall-clock start, nanoseconds since the Unix epoch.
-    pub start_unix_ns: u64,
-    /// Mean bytes between sampled allocations; 0 means every allocation.
-    pub sample_bytes: u64,
-    /// CPU samples per second per thread; 0 means no CPU sampling.
-    pub cpu_hz: u32,
-    pub max_depth: u32,
-    /// Set in a child created by `fork`: the parent's pid.
-    pub forked_from: u32,
-    pub executable: Vec<u8>,
-    pub args: Vec<Vec<u8>>,
+// ---------------------------------------------------------------------------
+// Records: the fields of a chunk, listed once for the writer and the reader.
+
+/// Declares a record: a struct whose fields are written in the order they
+/// are listed, each `= kind` saying how (see [`wire`]). It gives the struct
+/// `encode` (allocation-free, for the writer) and `decode` (for the reader;
+/// it needs the owned field types). A struct generic over its variable parts
+/// (`Bytes`, `Lines`, ...) serves as the writer's borrowed form and the
+/// reader's owned one, as `MetaRef` and `Meta`.
+macro_rules! record {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident $(<$($param:ident),+>)? {
+            $($(#[$field_attr:meta])* pub $field:ident: $ty:ty = $kind:ty,)*
+        }
+    ) => {
+        $(#[$attr])*
+        pub struct $name $(<$($param),+>)? {
+            $($(#[$field_attr])* pub $field: $ty,)*
+        }
+
+        impl $(<$($param),+>)? $name $(<$($param),+>)? {
+            /// Writes the fields, in order. The caller checks the room
+            /// (see the record's length bound).
+            pub fn encode(&self, e: &mut Encoder<'_>)
+            where
+                $($kind: wire::Put<$ty>,)*
+            {
+                $(<$kind as wire::Put<$ty>>::put(e, &self.$field);)*
+            }
+
+            /// Reads the fields, in order.
+            pub fn decode(d: &mut Decoder<'_>) -> Result<Self, Malformed>
+            where
+                $($kind: wire::Get<$ty>,)*
+            {
+                Ok($name {
+                    $($field: <$kind as wire::Get<$ty>>::get(
+                        d,
+                        concat!(stringify!($field), " out of range"),
+                    )?,)*
+                })
+            }
+        }
+    };
 }
 
-/// Writes a `Meta` payload. Arguments are cut when they do not fit.
-pub fn encode_meta(e: &mut Encoder<'_>, m: &MetaRef<'_>, args: &mut dyn Iterator<Item = &[u8]>) {
-    e.u32(m.pid);
-    e.u64(m.start_unix_ns);
-    e.u64(m.sample_bytes);
-    e.u32(m.cpu_hz);
-    e.u32(m.max_depth);
-    e.u32(m.forked_from);
-    e.lp_bytes(m.executable);
-    for a in args {
-        if e.remaining() < a.len() + 20 {
-            break;
+/// How a record's field is written (`docs/format.md` names them): the kinds
+/// of field, each with its writer ([`Put`](wire::Put), allocation-free) and reader
+/// ([`Get`](wire::Get)).
+pub mod wire {
+    use super::{unzigzag, zigzag, Decoder, Encoder, Malformed, TimedLine};
+    use std::marker::PhantomData;
+
+    /// Writes a field of type `T`.
+    pub trait Put<T: ?Sized> {
+        fn put(e: &mut Encoder<'_>, v: &T);
+    }
+
+    /// Reads a field of type `T`; `out_of_range` is the error for a number
+    /// its type cannot hold.
+    pub trait Get<T> {
+        fn get(d: &mut Decoder<'_>, out_of_range: &'static str) -> Result<T, Malformed>;
+    }
+
+    /// Implements a kind for an integer type from how `Encoder` writes it
+    /// (`v` the field) and how `Decoder` reads it back (`out_of_range` the
+    /// error for a number too large for the type).
+    macro_rules! integer_kind {
+        ($kind:ty, $t:ty, |$e:ident, $v:ident| $put:expr, |$d:ident, $what:pat_param| $get:expr) => {
+            impl Put<$t> for $kind {
+                fn put($e: &mut Encoder<'_>, $v: &$t) {
+                    $put
+                }
+            }
+
+            impl Get<$t> for $kind {
+                fn get($d: &mut Decoder<'_>, $what: &'static str) -> Result<$t, Malformed> {
+                    $get
+                }
+            }
+        };
+    }
+
+    /// A little-endian integer of the field's width (`u32`, `u64`).
+    pub enum Le {}
+    integer_kind!(Le, u32, |e, v| e.u32(*v), |d, _| d.u32());
+    integer_kind!(Le, u64, |e, v| e.u64(*v), |d, _| d.u64());
+
+    /// A `varint`; a signed field as a `zigzag` varint.
+    pub enum Var {}
+    integer_kind!(Var, u64, |e, v| e.varint(*v), |d, _| d.varint());
+    integer_kind!(Var, u32, |e, v| e.varint(*v as u64), |d, out_of_range| {
+        u32::try_from(d.varint()?).map_err(|_| Malformed(out_of_range))
+    });
+    integer_kind!(Var, i64, |e, v| e.varint(zigzag(*v)), |d, _| {
+        Ok(unzigzag(d.varint()?))
+    });
+
+    /// A length-prefixed byte string (`lp`), cut to what fits.
+    pub enum Lp {}
+
+    impl<B: AsRef<[u8]>> Put<B> for Lp {
+        fn put(e: &mut Encoder<'_>, v: &B) {
+            e.lp_bytes(v.as_ref());
         }
-        e.lp_bytes(a);
+    }
+
+    impl Get<Vec<u8>> for Lp {
+        fn get(d: &mut Decoder<'_>, _: &'static str) -> Result<Vec<u8>, Malformed> {
+            Ok(d.lp_bytes()?.to_vec())
+        }
+    }
+
+    /// As `K`, but a field added later: a payload of an older writer ends
+    /// before it, and the reader takes the default (0).
+    pub struct Tail<K>(PhantomData<K>);
+
+    impl<T, K: Put<T>> Put<T> for Tail<K> {
+        fn put(e: &mut Encoder<'_>, v: &T) {
+            K::put(e, v);
+        }
+    }
+
+    impl<T: Default, K: Get<T>> Get<T> for Tail<K> {
+        fn get(d: &mut Decoder<'_>, out_of_range: &'static str) -> Result<T, Malformed> {
+            if d.is_empty() {
+                Ok(T::default())
+            } else {
+                K::get(d, out_of_range)
+            }
+        }
+    }
+
+    /// Byte strings (`lp`) to the end of the payload: the command-line
+    /// arguments of `Meta`. The writer leaves out those that do not fit.
+    pub enum Args {}
+
+    /// The arguments as `/proc/self/cmdline` holds them: each ends in a NUL
+    /// (a last one without, cut by a short read, is left out).
+    #[derive(Clone, Copy, Debug)]
+    pub struct CmdLine<'a>(pub &'a [u8]);
+
+    impl Put<CmdLine<'_>> for Args {
+        fn put(e: &mut Encoder<'_>, v: &CmdLine<'_>) {
+            let count = v.0.iter().filter(|&&b| b == 0).count();
+            for a in v.0.split(|&b| b == 0).take(count) {
+                if e.remaining() < a.len() + 20 {
+                    break;
+                }
+                e.lp_bytes(a);
+            }
+        }
+    }
+
+    impl Get<Vec<Vec<u8>>> for Args {
+        fn get(d: &mut Decoder<'_>, _: &'static str) -> Result<Vec<Vec<u8>>, Malformed> {
+            let mut args = Vec::new();
+            while !d.is_empty() {
+                args.push(d.lp_bytes()?.to_vec());
+            }
+            Ok(args)
+        }
+    }
+
+    /// A function's line records in `Timers`: `count varint`, then `count`
+    /// `TimedLine` records. The writer, which must not allocate, writes the
+    /// count (`usize`) and then each record itself.
+    pub enum Lines {}
+
+    impl Put<usize> for Lines {
+        fn put(e: &mut Encoder<'_>, v: &usize) {
+            e.varint(*v as u64);
+        }
+    }
+
+    impl Put<Vec<TimedLine>> for Lines {
+        fn put(e: &mut Encoder<'_>, v: &Vec<TimedLine>) {
+            e.varint(v.len() as u64);
+            for l in v {
+                l.encode(e);
+            }
+        }
+    }
+
+    impl Get<Vec<TimedLine>> for Lines {
+        fn get(d: &mut Decoder<'_>, _: &'static str) -> Result<Vec<TimedLine>, Malformed> {
+            let n = d.varint()?;
+            if n > d.remaining() as u64 {
+                return Err(Malformed("line count past end"));
+            }
+            (0..n).map(|_| TimedLine::decode(d)).collect()
+        }
+    }
+
+    /// The live-heap series of `HeapSummary`: `n varint`, then `n` varints.
+    /// The writer keeps the room of the fields after it (three varints) and
+    /// cuts the series to what fits before them.
+    pub enum Series {}
+
+    impl<S: AsRef<[u64]>> Put<S> for Series {
+        fn put(e: &mut Encoder<'_>, v: &S) {
+            let v = v.as_ref();
+            let n = v.len().min(e.remaining().saturating_sub(30) / 10);
+            e.varint(n as u64);
+            for &x in &v[..n] {
+                e.varint(x);
+            }
+        }
+    }
+
+    impl Get<Vec<u64>> for Series {
+        fn get(d: &mut Decoder<'_>, _: &'static str) -> Result<Vec<u64>, Malformed> {
+            let n = d.varint()?;
+            if n > d.remaining() as u64 {
+                return Err(Malformed("series longer than its chunk"));
+            }
+            (0..n).map(|_| d.varint()).collect()
+        }
     }
 }
 
+pub use wire::CmdLine;
+
+record! {
+    /// The `Meta` chunk: `Meta` as read, `MetaRef` as the writer has it.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct MetaOf<Bytes, Arguments> {
+        pub pid: u32 = wire::Le,
+        /// Wall-clock start, nanoseconds since the Unix epoch.
+        pub start_unix_ns: u64 = wire::Le,
+        /// Mean bytes between sampled allocations; 0 means every allocation.
+        pub sample_bytes: u64 = wire::Le,
+        /// CPU samples per second per thread; 0 means no CPU sampling.
+        pub cpu_hz: u32 = wire::Le,
+        pub max_depth: u32 = wire::Le,
+        /// Set in a child created by `fork`: the parent's pid.
+        pub forked_from: u32 = wire::Le,
+        pub executable: Bytes = wire::Lp,
+        pub args: Arguments = wire::Args,
+    }
+}
+
+/// A decoded `Meta`.
+pub type Meta = MetaOf<Vec<u8>, Vec<Vec<u8>>>;
 /// Borrowed form of `Meta` for the allocation-free writer.
-pub struct MetaRef<'a> {
-    pub pid: u32,
-    pub start_unix_ns: u64,
-    pub sample_bytes: u64,
-    pub cpu_hz: u32,
-    pub max_depth: u32,
-    pub forked_from: u32,
-    pub executable: &'a [u8],
+pub type MetaRef<'a> = MetaOf<&'a [u8], CmdLine<'a>>;
+
+/// Writes a `Meta` payload. Arguments are cut when they do not fit.
+pub fn encode_meta(e: &mut Encoder<'_>, m: &MetaRef<'_>) {
+    m.encode(e);
 }
 
 pub fn decode_meta(payload: &[u8]) -> Result<Meta, Malformed> {
-    let mut d = Decoder::new(payload);
-    let mut m = Meta {
-        pid: d.u32()?,
-        start_unix_ns: d.u64()?,
-        sample_bytes: d.u64()?,
-        cpu_hz: d.u32()?,
-        max_depth: d.u32()?,
-        forked_from: d.u32()?,
-        executable: d.lp_bytes()?.to_vec(),
-        args: Vec::new(),
-    };
-    while !d.is_empty() {
-        m.args.push(d.lp_bytes()?.to_vec());
-    }
-    Ok(m)
+    Meta::decode(&mut Decoder::new(payload))
 }
 
 /// One loaded module.
@@ -731,112 +925,103 @@ pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsH
     Ok(header)
 }
 
-/// The `End` chunk: what the writer counted, so the reader can tell a
-/// complete profile from one that lost events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct End {
-    /// Heap events recorded: sequence numbers used. (A thread may take
-    /// numbers in blocks and leave some unused, so the numbers in a file
-    /// can have gaps; fewer events than this means some were lost.)
-    pub events: u64,
-    /// Events that could not be recorded (out of buffer space).
-    pub dropped: u64,
-    /// Stacks interned.
-    pub stacks: u64,
-    /// Stacks cut at `max_depth`.
-    pub truncated_stacks: u64,
-    /// Wall-clock end, nanoseconds since the Unix epoch.
-    pub end_unix_ns: u64,
-    /// Why the writer stopped writing chunks before the end (an errno:
-    /// `ENOSPC` disk full, `EFBIG` the file-size limit, `EMFILE` no
-    /// descriptor); 0 if it never did. Files from before this field read 0.
-    pub write_error: u32,
-    /// Chunks (and their bytes) not written because writing had stopped.
-    pub lost_chunks: u64,
-    pub lost_bytes: u64,
-    /// Heap events of the host's own signal handlers that landed while
-    /// lineprof was busy on the same thread, not recorded.
-    pub reentrant_dropped: u64,
-    /// Perf-event descriptors lineprof had to open below the soft
-    /// `RLIMIT_NOFILE` (in its top band) because the hard limit left no
-    /// room above it.
-    pub fds_in_host_range: u64,
+record! {
+    /// The `End` chunk: what the writer counted, so the reader can tell a
+    /// complete profile from one that lost events.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct End {
+        /// Heap events recorded: sequence numbers used. (A thread may take
+        /// numbers in blocks and leave some unused, so the numbers in a file
+        /// can have gaps; fewer events than this means some were lost.)
+        pub events: u64 = wire::Le,
+        /// Events that could not be recorded (out of buffer space).
+        pub dropped: u64 = wire::Le,
+        /// Stacks interned.
+        pub stacks: u64 = wire::Le,
+        /// Stacks cut at `max_depth`.
+        pub truncated_stacks: u64 = wire::Le,
+        /// Wall-clock end, nanoseconds since the Unix epoch.
+        pub end_unix_ns: u64 = wire::Le,
+        /// Why the writer stopped writing chunks before the end (an errno:
+        /// `ENOSPC` disk full, `EFBIG` the file-size limit, `EMFILE` no
+        /// descriptor); 0 if it never did. Files from before this field read 0.
+        pub write_error: u32 = wire::Tail<wire::Le>,
+        /// Chunks (and their bytes) not written because writing had stopped.
+        pub lost_chunks: u64 = wire::Tail<wire::Le>,
+        pub lost_bytes: u64 = wire::Tail<wire::Le>,
+        /// Heap events of the host's own signal handlers that landed while
+        /// lineprof was busy on the same thread, not recorded.
+        pub reentrant_dropped: u64 = wire::Tail<wire::Le>,
+        /// Perf-event descriptors lineprof had to open below the soft
+        /// `RLIMIT_NOFILE` (in its top band) because the hard limit left no
+        /// room above it.
+        pub fds_in_host_range: u64 = wire::Tail<wire::Le>,
+    }
 }
 
 pub fn encode_end(e: &mut Encoder<'_>, end: &End) {
-    e.u64(end.events);
-    e.u64(end.dropped);
-    e.u64(end.stacks);
-    e.u64(end.truncated_stacks);
-    e.u64(end.end_unix_ns);
-    e.u32(end.write_error);
-    e.u64(end.lost_chunks);
-    e.u64(end.lost_bytes);
-    e.u64(end.reentrant_dropped);
-    e.u64(end.fds_in_host_range);
+    end.encode(e);
 }
 
 pub fn decode_end(payload: &[u8]) -> Result<End, Malformed> {
-    let mut d = Decoder::new(payload);
-    Ok(End {
-        events: d.u64()?,
-        dropped: d.u64()?,
-        stacks: d.u64()?,
-        truncated_stacks: d.u64()?,
-        end_unix_ns: d.u64()?,
-        // Added later: absent in older files.
-        write_error: if d.is_empty() { 0 } else { d.u32()? },
-        lost_chunks: if d.is_empty() { 0 } else { d.u64()? },
-        lost_bytes: if d.is_empty() { 0 } else { d.u64()? },
-        reentrant_dropped: if d.is_empty() { 0 } else { d.u64()? },
-        fds_in_host_range: if d.is_empty() { 0 } else { d.u64()? },
-    })
+    End::decode(&mut Decoder::new(payload))
 }
 
-/// Header of a `Timers` payload: which thread table the snapshot is of,
-/// and the clock's calibration (ticks and nanoseconds elapsed between the
-/// timers' start and the snapshot: a tick is `clock_ns / clock_ticks` ns).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TimersHeader {
-    pub table: u32,
-    pub clock_ticks: u64,
-    pub clock_ns: u64,
-    /// Calls of marked functions that could not be counted (no table left
-    /// for the thread, no memory for its counters, too many functions).
-    pub untimed_calls: u64,
+record! {
+    /// Header of a `Timers` payload: which thread table the snapshot is of,
+    /// and the clock's calibration (ticks and nanoseconds elapsed between the
+    /// timers' start and the snapshot: a tick is `clock_ns / clock_ticks` ns).
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct TimersHeader {
+        pub table: u32 = wire::Le,
+        pub clock_ticks: u64 = wire::Le,
+        pub clock_ns: u64 = wire::Le,
+        /// Calls of marked functions that could not be counted (no table left
+        /// for the thread, no memory for its counters, too many functions).
+        pub untimed_calls: u64 = wire::Le,
+    }
 }
 
-/// One marked function's figures in one thread table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TimedFunction {
-    /// `module::Type::function`, as `std::any::type_name` spells it.
-    pub path: Vec<u8>,
-    /// `file!()` of the function: relative to the package root for a
-    /// workspace member.
-    pub file: Vec<u8>,
-    /// Line of the function's `fn`.
-    pub line: u32,
-    pub calls: u64,
-    /// Time of the outermost calls, in clock ticks.
-    pub ticks: u64,
-    pub lines: Vec<TimedLine>,
+record! {
+    /// One marked function's figures in one thread table: `TimedFunction` as
+    /// read, `TimedFunctionHead` as the writer has it (it must not allocate:
+    /// it writes the line records after the head).
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct TimedFunctionOf<Bytes, Lines> {
+        /// `module::Type::function`, as `std::any::type_name` spells it.
+        pub path: Bytes = wire::Lp,
+        /// `file!()` of the function: relative to the package root for a
+        /// workspace member.
+        pub file: Bytes = wire::Lp,
+        /// Line of the function's `fn`.
+        pub line: u32 = wire::Var,
+        pub calls: u64 = wire::Var,
+        /// Time of the outermost calls, in clock ticks.
+        pub ticks: u64 = wire::Var,
+        /// The line records, or (in the head) how many follow.
+        pub lines: Lines = wire::Lines,
+    }
 }
 
-/// One line of a marked function.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TimedLine {
-    pub line: u32,
-    pub hits: u64,
-    pub ticks: u64,
+/// A decoded function record.
+pub type TimedFunction = TimedFunctionOf<Vec<u8>, Vec<TimedLine>>;
+/// A function record's head: its line records follow.
+pub type TimedFunctionHead<'a> = TimedFunctionOf<&'a [u8], usize>;
+
+record! {
+    /// One line of a marked function.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct TimedLine {
+        pub line: u32 = wire::Var,
+        pub hits: u64 = wire::Var,
+        pub ticks: u64 = wire::Var,
+    }
 }
 
 pub const TIMERS_HEADER_LEN: usize = 4 + 8 + 8 + 8;
 
 pub fn encode_timers_header(e: &mut Encoder<'_>, h: &TimersHeader) {
-    e.u32(h.table);
-    e.u64(h.clock_ticks);
-    e.u64(h.clock_ns);
-    e.u64(h.untimed_calls);
+    h.encode(e);
 }
 
 /// Bytes a function record may take at most.
@@ -844,30 +1029,12 @@ pub fn max_timed_function_len(path: usize, file: usize, lines: usize) -> usize {
     path + file + 20 + 5 * 10 + lines * 30
 }
 
-/// A function record's head (`format::TimedFunction` without its owned
-/// parts: the writer must not allocate); `lines` line records follow.
-pub struct TimedFunctionHead<'a> {
-    pub path: &'a [u8],
-    pub file: &'a [u8],
-    pub line: u32,
-    pub calls: u64,
-    pub ticks: u64,
-    pub lines: usize,
-}
-
 pub fn encode_timed_function(e: &mut Encoder<'_>, f: &TimedFunctionHead<'_>) {
-    e.lp_bytes(f.path);
-    e.lp_bytes(f.file);
-    e.varint(f.line as u64);
-    e.varint(f.calls);
-    e.varint(f.ticks);
-    e.varint(f.lines as u64);
+    f.encode(e);
 }
 
 pub fn encode_timed_line(e: &mut Encoder<'_>, l: &TimedLine) {
-    e.varint(l.line as u64);
-    e.varint(l.hits);
-    e.varint(l.ticks);
+    l.encode(e);
 }
 
 /// Timers payload: the header, then function records to the end: `path
@@ -875,35 +1042,10 @@ pub fn encode_timed_line(e: &mut Encoder<'_>, l: &TimedLine) {
 /// records `line, hits, ticks`.
 pub fn decode_timers(payload: &[u8]) -> Result<(TimersHeader, Vec<TimedFunction>), Malformed> {
     let mut d = Decoder::new(payload);
-    let h = TimersHeader {
-        table: d.u32()?,
-        clock_ticks: d.u64()?,
-        clock_ns: d.u64()?,
-        untimed_calls: d.u64()?,
-    };
-    let line = |v: u64| u32::try_from(v).map_err(|_| Malformed("line number too large"));
+    let h = TimersHeader::decode(&mut d)?;
     let mut functions = Vec::new();
     while !d.is_empty() {
-        let mut f = TimedFunction {
-            path: d.lp_bytes()?.to_vec(),
-            file: d.lp_bytes()?.to_vec(),
-            line: line(d.varint()?)?,
-            calls: d.varint()?,
-            ticks: d.varint()?,
-            lines: Vec::new(),
-        };
-        let n = d.varint()?;
-        if n > payload.len() as u64 {
-            return Err(Malformed("line count past end"));
-        }
-        for _ in 0..n {
-            f.lines.push(TimedLine {
-                line: line(d.varint()?)?,
-                hits: d.varint()?,
-                ticks: d.varint()?,
-            });
-        }
-        functions.push(f);
+        functions.push(TimedFunction::decode(&mut d)?);
     }
     Ok((h, functions))
 }
@@ -911,25 +1053,27 @@ pub fn decode_timers(payload: &[u8]) -> Result<(TimersHeader, Vec<TimedFunction>
 // ---------------------------------------------------------------------------
 // Aggregate mode (`LINEPROF_MODE=aggregate`).
 
-/// The heap figures of one stack id as the aggregating shim keeps them.
-/// `allocations`/`allocated_bytes` count the stack's allocations,
-/// `frees`/`freed_bytes` the frees it made (of any block); `live_*` is what
-/// the stack's allocations hold now (at exit in the final snapshot),
-/// `peak_*` what they held when the whole heap reached its maximum, and
-/// `max_live_bytes` the most they ever held at once.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HeapStack {
-    pub stack: u32,
-    pub allocations: u64,
-    pub allocated_bytes: u64,
-    pub frees: u64,
-    pub freed_bytes: u64,
-    pub live_bytes: i64,
-    pub live_blocks: i64,
-    pub peak_bytes: i64,
-    pub peak_blocks: i64,
-    pub max_live_bytes: i64,
-    pub cpu_samples: u64,
+record! {
+    /// The heap figures of one stack id as the aggregating shim keeps them.
+    /// `allocations`/`allocated_bytes` count the stack's allocations,
+    /// `frees`/`freed_bytes` the frees it made (of any block); `live_*` is what
+    /// the stack's allocations hold now (at exit in the final snapshot),
+    /// `peak_*` what they held when the whole heap reached its maximum, and
+    /// `max_live_bytes` the most they ever held at once.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct HeapStack {
+        pub stack: u32 = wire::Var,
+        pub allocations: u64 = wire::Var,
+        pub allocated_bytes: u64 = wire::Var,
+        pub frees: u64 = wire::Var,
+        pub freed_bytes: u64 = wire::Var,
+        pub live_bytes: i64 = wire::Var,
+        pub live_blocks: i64 = wire::Var,
+        pub peak_bytes: i64 = wire::Var,
+        pub peak_blocks: i64 = wire::Var,
+        pub max_live_bytes: i64 = wire::Var,
+        pub cpu_samples: u64 = wire::Var,
+    }
 }
 
 /// Upper bound on one encoded `HeapStack`.
@@ -940,71 +1084,44 @@ pub const MAX_HEAP_STACK_LEN: usize = 11 * 10;
 /// varints, `live_bytes, live_blocks, peak_bytes, peak_blocks,
 /// max_live_bytes` as zigzag varints, `cpu_samples varint`.
 pub fn encode_heap_stack(e: &mut Encoder<'_>, s: &HeapStack) {
-    e.varint(s.stack as u64);
-    e.varint(s.allocations);
-    e.varint(s.allocated_bytes);
-    e.varint(s.frees);
-    e.varint(s.freed_bytes);
-    for v in [
-        s.live_bytes,
-        s.live_blocks,
-        s.peak_bytes,
-        s.peak_blocks,
-        s.max_live_bytes,
-    ] {
-        e.varint(zigzag(v));
-    }
-    e.varint(s.cpu_samples);
+    s.encode(e);
 }
 
 pub fn decode_heap_stacks(payload: &[u8]) -> Result<Vec<HeapStack>, Malformed> {
     let mut d = Decoder::new(payload);
     let mut out = Vec::new();
     while !d.is_empty() {
-        let stack = u32::try_from(d.varint()?).map_err(|_| Malformed("stack id too large"))?;
-        let mut s = HeapStack {
-            stack,
-            allocations: d.varint()?,
-            allocated_bytes: d.varint()?,
-            frees: d.varint()?,
-            freed_bytes: d.varint()?,
-            ..HeapStack::default()
-        };
-        s.live_bytes = unzigzag(d.varint()?);
-        s.live_blocks = unzigzag(d.varint()?);
-        s.peak_bytes = unzigzag(d.varint()?);
-        s.peak_blocks = unzigzag(d.varint()?);
-        s.max_live_bytes = unzigzag(d.varint()?);
-        s.cpu_samples = d.varint()?;
-        out.push(s);
+        out.push(HeapStack::decode(&mut d)?);
     }
     Ok(out)
 }
 
-/// The `HeapSummary` chunk: one per snapshot, written after its
-/// `HeapStacks` chunks (a snapshot is the whole file, rewritten and renamed
-/// into place, so a file holds exactly one).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeapSummaryOf<Series> {
-    /// Wall clock of the snapshot, nanoseconds since the Unix epoch.
-    pub snapshot_unix_ns: u64,
-    /// The largest live heap total (bytes).
-    pub peak_bytes: u64,
-    /// Live heap bytes at the snapshot (at exit in the final one).
-    pub live_bytes: u64,
-    /// Frees of blocks never seen allocated (allocated before a `fork`).
-    pub unknown_frees: u64,
-    /// Threads that recorded heap events (above 1, the peak's attribution
-    /// to stacks comes from counters updated concurrently).
-    pub threads: u32,
-    /// Width of one bucket of `series`, in nanoseconds.
-    pub bucket_ns: u64,
-    /// The largest live heap bytes in each bucket since the start.
-    pub series: Series,
-    /// CPU samples taken while lineprof recorded an event, and the timer
-    /// periods they stand for (lineprof's cost; 0 in files before them).
-    pub profiler_cpu_samples: u64,
-    pub profiler_cpu_periods: u64,
+record! {
+    /// The `HeapSummary` chunk: one per snapshot, written after its
+    /// `HeapStacks` chunks (a snapshot is the whole file, rewritten and renamed
+    /// into place, so a file holds exactly one).
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct HeapSummaryOf<Series> {
+        /// Wall clock of the snapshot, nanoseconds since the Unix epoch.
+        pub snapshot_unix_ns: u64 = wire::Le,
+        /// The largest live heap total (bytes).
+        pub peak_bytes: u64 = wire::Var,
+        /// Live heap bytes at the snapshot (at exit in the final one).
+        pub live_bytes: u64 = wire::Var,
+        /// Frees of blocks never seen allocated (allocated before a `fork`).
+        pub unknown_frees: u64 = wire::Var,
+        /// Threads that recorded heap events (above 1, the peak's attribution
+        /// to stacks comes from counters updated concurrently).
+        pub threads: u32 = wire::Var,
+        /// Width of one bucket of `series`, in nanoseconds.
+        pub bucket_ns: u64 = wire::Var,
+        /// The largest live heap bytes in each bucket since the start.
+        pub series: Series = wire::Series,
+        /// CPU samples taken while lineprof recorded an event, and the timer
+        /// periods they stand for (lineprof's cost; 0 in files before them).
+        pub profiler_cpu_samples: u64 = wire::Tail<wire::Var>,
+        pub profiler_cpu_periods: u64 = wire::Tail<wire::Var>,
+    }
 }
 
 /// A decoded `HeapSummary`.
@@ -1016,46 +1133,11 @@ pub type HeapSummaryRef<'a> = HeapSummaryOf<&'a [u64]>;
 /// `peak_bytes, live_bytes, unknown_frees, threads, bucket_ns, n`, then `n`
 /// varints of the series, then `profiler_cpu_samples, profiler_cpu_periods`.
 pub fn encode_heap_summary(e: &mut Encoder<'_>, s: &HeapSummaryRef<'_>) {
-    e.u64(s.snapshot_unix_ns);
-    e.varint(s.peak_bytes);
-    e.varint(s.live_bytes);
-    e.varint(s.unknown_frees);
-    e.varint(s.threads as u64);
-    e.varint(s.bucket_ns);
-    let n = s.series.len().min(e.remaining().saturating_sub(30) / 10);
-    e.varint(n as u64);
-    for &v in &s.series[..n] {
-        e.varint(v);
-    }
-    e.varint(s.profiler_cpu_samples);
-    e.varint(s.profiler_cpu_periods);
+    s.encode(e);
 }
 
 pub fn decode_heap_summary(payload: &[u8]) -> Result<HeapSummary, Malformed> {
-    let mut d = Decoder::new(payload);
-    let mut s = HeapSummary {
-        snapshot_unix_ns: d.u64()?,
-        peak_bytes: d.varint()?,
-        live_bytes: d.varint()?,
-        unknown_frees: d.varint()?,
-        threads: u32::try_from(d.varint()?).map_err(|_| Malformed("thread count too large"))?,
-        bucket_ns: d.varint()?,
-        series: Vec::new(),
-        profiler_cpu_samples: 0,
-        profiler_cpu_periods: 0,
-    };
-    let n = d.varint()?;
-    if n > payload.len() as u64 {
-        return Err(Malformed("series longer than its chunk"));
-    }
-    for _ in 0..n {
-        s.series.push(d.varint()?);
-    }
-    if !d.is_empty() {
-        s.profiler_cpu_samples = d.varint()?;
-        s.profiler_cpu_periods = d.varint()?;
-    }
-    Ok(s)
+    HeapSummary::decode(&mut Decoder::new(payload))
 }
 
 #[cfg(test)]
@@ -1244,7 +1326,18 @@ mod tests {
         assert_eq!((s.peak_bytes, s.live_bytes, s.threads), (400, 30, 2));
         assert_eq!((s.profiler_cpu_samples, s.profiler_cpu_periods), (3, 7));
         assert_eq!(s.series, series);
-        assert!(decode_heap_summary(&buf[..n - 1]).is_err());
+        // Without the two profiler varints (one byte each here) it reads as
+        // a file from before them; cut inside the series, it is malformed.
+        let old = decode_heap_summary(&buf[..n - 2]).unwrap();
+        assert_eq!(
+            old,
+            HeapSummary {
+                profiler_cpu_samples: 0,
+                profiler_cpu_periods: 0,
+                ..s
+            }
+        );
+        assert!(decode_heap_summary(&buf[..n - 3]).is_err());
     }
 
     #[test]

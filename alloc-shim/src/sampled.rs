@@ -164,33 +164,49 @@ fn remove_from_tables(addr: u64) -> bool {
     false
 }
 
+/// A check of the shim's address tables (this set, and the aggregate
+/// mode's block map): `churn` insert-remove pairs, far more than the tables
+/// have slots, keep finding room (removed entries' slots are reused); then
+/// `live` entries at once, removed every other one first (so that removals
+/// meet long probe runs), are each found exactly once, with their value.
+#[cfg(test)]
+pub(crate) fn check_address_table<V: PartialEq + std::fmt::Debug>(
+    base: u64,
+    churn: u64,
+    live: u64,
+    value: impl Fn(u64) -> V,
+    insert: impl Fn(u64, V) -> bool,
+    remove: impl Fn(u64) -> Option<V>,
+) {
+    for i in 0..churn {
+        let a = base + i * 16;
+        assert!(insert(a, value(i)), "insert {i}");
+        assert_eq!(remove(a), Some(value(i)), "remove {i}");
+    }
+    for i in 0..live {
+        assert!(insert(base + i * 32, value(i)), "insert {i} of {live}");
+    }
+    for i in (0..live).step_by(2).chain((1..live).step_by(2)) {
+        assert_eq!(remove(base + i * 32), Some(value(i)), "remove {i}");
+        assert_eq!(remove(base + i * 32), None, "remove {i} again");
+    }
+    assert_eq!(remove(base + 8), None, "an address never inserted");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn tombstones_are_reused_after_the_tables_fill() {
-        // Far more sampled blocks over time than the tables have slots,
-        // never more than a few live at once.
-        let base = 0x6000_0000_0000u64;
-        for i in 0..(1u64 << 22) {
-            let a = base + i * 16;
-            assert!(insert(a), "insert {i} failed");
-            assert!(remove(a));
-        }
-    }
-
-    #[test]
-    fn insert_then_remove_once() {
-        let base = 0x7000_0000_0000u64;
-        for i in 0..5000 {
-            assert!(insert(base + i * 16));
-        }
-        for i in 0..5000 {
-            assert!(remove(base + i * 16), "{i}");
-            assert!(!remove(base + i * 16));
-        }
-        assert!(!remove(base + 8));
+    fn tombstones_are_reused_and_each_block_is_found_once() {
+        check_address_table(
+            0x6000_0000_0000,
+            1 << 22,
+            5000,
+            |_| (),
+            |a, ()| insert(a),
+            |a| remove(a).then_some(()),
+        );
     }
 
     #[test]

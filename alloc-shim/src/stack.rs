@@ -9,31 +9,32 @@
 //! reading wild memory. Every read is inside the current thread's stack
 //! mapping, which is readable.
 
+/// The instructions that copy the stack pointer and the frame pointer into
+/// two registers (`registers`' outputs).
+#[cfg(target_arch = "x86_64")]
+macro_rules! read_sp_fp {
+    () => {
+        "mov {}, rsp\nmov {}, rbp"
+    };
+}
+#[cfg(target_arch = "aarch64")]
+macro_rules! read_sp_fp {
+    () => {
+        "mov {}, sp\nmov {}, x29"
+    };
+}
+
 /// The current stack pointer and frame pointer.
 #[inline(always)]
 pub fn registers() -> (usize, usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let sp: usize;
-        let fp: usize;
-        // SAFETY: reads two registers into locals; no memory is touched.
-        unsafe {
-            std::arch::asm!("mov {}, rsp", "mov {}, rbp", out(reg) sp, out(reg) fp,
-                options(nomem, nostack, preserves_flags));
-        }
-        (sp, fp)
+    let sp: usize;
+    let fp: usize;
+    // SAFETY: reads two registers into locals; no memory is touched.
+    unsafe {
+        std::arch::asm!(read_sp_fp!(), out(reg) sp, out(reg) fp,
+            options(nomem, nostack, preserves_flags));
     }
-    #[cfg(target_arch = "aarch64")]
-    {
-        let sp: usize;
-        let fp: usize;
-        // SAFETY: reads two registers into locals; no memory is touched.
-        unsafe {
-            std::arch::asm!("mov {}, sp", "mov {}, x29", out(reg) sp, out(reg) fp,
-                options(nomem, nostack, preserves_flags));
-        }
-        (sp, fp)
-    }
+    (sp, fp)
 }
 
 /// The time-stamp counter. After an allocation (`ordered`), `rdtscp`: it

@@ -454,9 +454,6 @@ fn meta_chunk(pid: u32, forked_from: u32) -> &'static [u8] {
     let scratch = region(&SCRATCH, SCRATCH_LEN);
     let (out, cmdline) = scratch.split_at_mut(SCRATCH_LEN / 2);
     let n = sys::read_file(c"/proc/self/cmdline", cmdline);
-    // Arguments are NUL-terminated; `split` leaves an empty piece after the
-    // last NUL, which `take(count)` drops.
-    let mut args = cmdline[..n].split(|&b| b == 0);
     let meta = format::MetaRef {
         pid,
         start_unix_ns: START_NS.load(Ordering::Relaxed),
@@ -465,11 +462,10 @@ fn meta_chunk(pid: u32, forked_from: u32) -> &'static [u8] {
         max_depth: DEPTH.load(Ordering::Relaxed) as u32,
         forked_from,
         executable: exe(),
+        args: format::CmdLine(&cmdline[..n]),
     };
     let mut e = Encoder::new(out, CHUNK_HEADER_LEN);
-    let count = cmdline[..n].iter().filter(|&&b| b == 0).count();
-    let mut taken = (&mut args).take(count);
-    format::encode_meta(&mut e, &meta, &mut taken);
+    format::encode_meta(&mut e, &meta);
     let len = e.pos();
     format::seal_chunk(ChunkKind::Meta, &mut out[..len]);
     &out[..len]

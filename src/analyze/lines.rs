@@ -71,6 +71,15 @@ impl Figures {
     }
 }
 
+/// Field by field, as [`Figures::add`].
+impl std::ops::Add for Figures {
+    type Output = Figures;
+    fn add(mut self, b: Figures) -> Figures {
+        Figures::add(&mut self, &b);
+        self
+    }
+}
+
 /// The aggregated figures of one source line: the unit every report, the
 /// run store and `diff` work with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -937,8 +937,9 @@ pub(crate) mod testing {
                     max_depth: 128,
                     forked_from: 0,
                     executable: b"/tmp/app",
+                    args: format::CmdLine(b"/tmp/app\0"),
                 };
-                format::encode_meta(e, &meta, &mut [&b"/tmp/app"[..]].into_iter());
+                format::encode_meta(e, &meta);
             });
         }
 

@@ -128,6 +128,22 @@ fn is_zero(v: &u64) -> bool {
 }
 
 impl Totals {
+    /// The totals as one set of line figures (the increment is allocated
+    /// minus freed bytes).
+    pub fn figures(&self) -> Figures {
+        Figures {
+            allocations: self.allocations,
+            allocated_bytes: self.allocated_bytes,
+            frees: self.frees,
+            freed_bytes: self.freed_bytes,
+            increment_bytes: self.allocated_bytes as i64 - self.freed_bytes as i64,
+            peak_bytes: self.peak_bytes,
+            end_bytes: self.end_bytes,
+            cpu_samples: self.cpu_samples,
+            cpu_time_ns: self.cpu_time_ns,
+        }
+    }
+
     pub fn from_raw(raw: &StackFigures) -> Totals {
         let f = lines::Figures::from_raw(raw);
         Totals {

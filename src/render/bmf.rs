@@ -29,16 +29,7 @@ pub fn render(report: &Report) -> String {
         .unwrap_or_else(|| report.run.executable.path.clone());
     let mut doc = Map::new();
     if report.tests.is_empty() {
-        let t = &report.totals;
-        let f = Figures {
-            allocations: t.allocations,
-            allocated_bytes: t.allocated_bytes,
-            peak_bytes: t.peak_bytes,
-            end_bytes: t.end_bytes,
-            cpu_time_ns: t.cpu_time_ns,
-            ..Figures::default()
-        };
-        doc.insert(name, measures(&f));
+        doc.insert(name, measures(&report.totals.figures()));
     } else {
         for test in &report.tests {
             doc.insert(format!("{name}::{}", test.name), measures(&test.total));

@@ -23,11 +23,12 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::path::Path;
 
 use serde::Serialize;
 
-use super::text::{figure_cells, figure_headers, sort_title, INCREMENT_NOTE};
+use super::text::{
+    figure_cells, figure_headers, sort_title, top_title, DEPENDENCY_NOTE, INCREMENT_NOTE,
+};
 use super::{format_time, Listing, ListingRow, Plan, View};
 use crate::analyze::classify::{frame_kind, short_path};
 use crate::analyze::functions::FunctionFigures;
@@ -220,19 +221,12 @@ fn tables_section(
             } else {
                 ("", String::new())
             };
-            let title = format!(
-                "Top {} lines by self {}{scope}",
-                ranked.len(),
-                sort_title(*key)
-            );
+            let title = top_title(ranked.len(), "lines", *key) + scope;
             lines_table(out, r, &title, &note, ranked, ids);
             if class == "only-user" {
                 if let Some((_, deps)) = plan.dependency_tables.iter().find(|(k, _)| k == key) {
-                    let title = format!(
-                        "Top {} dependency lines by self {} (your code holds less than half)",
-                        deps.len(),
-                        sort_title(*key)
-                    );
+                    let title = top_title(deps.len(), "dependency lines", *key);
+                    let title = format!("{title} {DEPENDENCY_NOTE}");
                     lines_table(out, r, &title, "", deps, ids);
                 }
             }
@@ -390,9 +384,8 @@ fn functions_table(
 ) {
     let _ = writeln!(
         out,
-        "<h2>Top {} functions by self {} <span class=\"dim\">(self: the function's own lines; total: with callees)</span></h2>",
-        functions.len(),
-        sort_title(key)
+        "<h2>{} <span class=\"dim\">(self: the function's own lines; total: with callees)</span></h2>",
+        escape(&top_title(functions.len(), "functions", key))
     );
     if functions.is_empty() {
         out.push_str("<p class=\"dim\">(no functions with figures)</p>\n");
@@ -488,10 +481,6 @@ fn listing(out: &mut String, r: &Report, l: &Listing, id: usize, sources: &mut S
         escape(&short_path(&l.file, None))
     );
     let has_cpu = r.totals.cpu_samples > 0;
-    let full_path = match (&r.root, l.kind) {
-        (Some(root), LineKind::User) => root.join(&l.file),
-        _ => Path::new(&l.file).to_path_buf(),
-    };
     let columns = figure_headers(has_cpu).len();
     let mut heat = vec![0.0f64; columns];
     for row in &l.rows {
@@ -509,11 +498,7 @@ fn listing(out: &mut String, r: &Report, l: &Listing, id: usize, sources: &mut S
     for row in &l.rows {
         match row {
             ListingRow::Line(n, figures) => {
-                let text = figures
-                    .as_ref()
-                    .and_then(|f| f.source.clone())
-                    .or_else(|| sources.line(&full_path, *n).map(str::to_string))
-                    .unwrap_or_default();
+                let text = l.line_text(r, *n, figures.as_deref(), sources);
                 let _ = write!(
                     out,
                     "<tr id=\"listing-{id}-L{n}\"><td class=\"n\" data-v=\"{n}\">{n}</td>"

@@ -136,6 +136,30 @@ pub struct Listing {
     pub left_out: usize,
 }
 
+impl Listing {
+    /// The text of line `n` of the listing: kept with its figures, or read
+    /// from the source file (a file of your code under the report's root).
+    pub fn line_text(
+        &self,
+        r: &Report,
+        n: u32,
+        figures: Option<&LineFigures>,
+        sources: &mut SourceFiles,
+    ) -> String {
+        if let Some(text) = figures.and_then(|f| f.source.clone()) {
+            return text;
+        }
+        let path = match (&r.root, self.kind) {
+            (Some(root), LineKind::User) => root.join(&self.file),
+            _ => std::path::PathBuf::from(&self.file),
+        };
+        sources
+            .line(&path, n)
+            .map(str::to_string)
+            .unwrap_or_default()
+    }
+}
+
 pub enum ListingRow {
     /// A source line, with its figures if it has any.
     Line(u32, Option<Box<LineFigures>>),
@@ -269,18 +293,7 @@ pub struct Coverage {
 }
 
 pub fn coverage(report: &Report, key: SortKey) -> Coverage {
-    let t = &report.totals;
-    let total = Figures {
-        allocations: t.allocations,
-        allocated_bytes: t.allocated_bytes,
-        frees: t.frees,
-        freed_bytes: t.freed_bytes,
-        increment_bytes: t.allocated_bytes as i64 - t.freed_bytes as i64,
-        peak_bytes: t.peak_bytes,
-        end_bytes: t.end_bytes,
-        cpu_samples: t.cpu_samples,
-        cpu_time_ns: t.cpu_time_ns,
-    };
+    let total = report.totals.figures();
     let sum = |kind: LineKind| {
         report
             .lines

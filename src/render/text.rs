@@ -4,11 +4,10 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::path::Path;
 
 use super::{format_bytes, format_signed_bytes, format_time, Listing, ListingRow, View};
 use crate::analyze::classify::short_path;
-use crate::analyze::lines::{Figures, LineFigures, LineKind, SortKey, SourceFiles};
+use crate::analyze::lines::{Figures, LineFigures, SortKey, SourceFiles};
 use crate::analyze::report::Report;
 
 /// Table rows when `--top` is not given.
@@ -63,12 +62,8 @@ pub fn coverage_sentence(report: &Report, key: SortKey) -> String {
 }
 
 fn dependency_lines(out: &mut String, lines: &[LineFigures], key: SortKey, cpu_total_ns: u64) {
-    let _ = writeln!(
-        out,
-        "\nTop {} dependency lines by self {} (your code holds less than half):",
-        lines.len(),
-        sort_title(key)
-    );
+    let title = top_title(lines.len(), "dependency lines", key);
+    let _ = writeln!(out, "\n{title} {DEPENDENCY_NOTE}:");
     lines_table(out, lines, key, cpu_total_ns);
 }
 
@@ -173,6 +168,15 @@ fn header(out: &mut String, r: &Report) {
     }
 }
 
+/// `Top 5 lines by self allocated bytes`: the title of a table of `n`
+/// `rows` ranked by `key`.
+pub(super) fn top_title(n: usize, rows: &str, key: SortKey) -> String {
+    format!("Top {n} {rows} by self {}", sort_title(key))
+}
+
+/// After the title of the dependency lines' table.
+pub(super) const DEPENDENCY_NOTE: &str = "(your code holds less than half)";
+
 pub(super) fn sort_title(key: SortKey) -> &'static str {
     match key {
         SortKey::Allocated => "allocated bytes",
@@ -199,12 +203,7 @@ fn top_lines(
     } else {
         ""
     };
-    let _ = writeln!(
-        out,
-        "\nTop {} lines by self {}{scope}:",
-        lines.len(),
-        sort_title(key)
-    );
+    let _ = writeln!(out, "\n{}{scope}:", top_title(lines.len(), "lines", key));
     if lines.is_empty() {
         out.push_str("  (no lines with figures)\n");
         return;
@@ -328,20 +327,12 @@ fn listing(out: &mut String, r: &Report, l: &Listing, sources: &mut SourceFiles)
     let mut headers = vec!["Line #"];
     headers.extend(figure_headers(has_cpu));
     headers.push("Line Contents");
-    let full_path = match (&r.root, l.kind) {
-        (Some(root), LineKind::User) => root.join(&l.file),
-        _ => Path::new(&l.file).to_path_buf(),
-    };
     let mut rows = Vec::new();
     for row in &l.rows {
         let mut cells = Vec::new();
         match row {
             ListingRow::Line(n, figures) => {
-                let text = figures
-                    .as_ref()
-                    .and_then(|f| f.source.clone())
-                    .or_else(|| sources.line(&full_path, *n).map(str::to_string))
-                    .unwrap_or_default();
+                let text = l.line_text(r, *n, figures.as_deref(), sources);
                 cells.push(n.to_string());
                 match figures {
                     Some(f) => cells.extend(figure_cells(&f.total, has_cpu, r.totals.cpu_time_ns)),
@@ -406,6 +397,7 @@ pub fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>], ruler: bo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analyze::lines::LineKind;
     use crate::analyze::report::Totals;
 
     fn figures(allocations: u64, allocated: u64, freed: u64, peak: u64, end: u64) -> Figures {

@@ -5,7 +5,6 @@
 //! reads `lineprof report --format json` back as per-line figures.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
-use std::ops::Add;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -197,17 +196,10 @@ pub fn baseline() -> Figures {
     *BASE.get_or_init(|| profile("empty", &[]).report().totals())
 }
 
-/// One set of heap figures (a line's `self` or `total`, or the totals).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Figures {
-    pub allocations: u64,
-    pub allocated_bytes: u64,
-    pub frees: u64,
-    pub freed_bytes: u64,
-    pub increment_bytes: i64,
-    pub peak_bytes: u64,
-    pub end_bytes: u64,
-}
+/// One set of figures (a line's `self` or `total`, or the totals), as the
+/// library has them. The helpers here set the heap figures only: the CPU
+/// ones depend on timing and stay 0 (tests that check them read the JSON).
+pub use lineprof_cli::analyze::lines::Figures;
 
 /// Figures with no events; build expected values from it or [`allocs`].
 pub fn none() -> Figures {
@@ -224,25 +216,33 @@ pub fn allocs(n: u64, bytes: u64) -> Figures {
     }
 }
 
-impl Figures {
-    pub fn frees(mut self, n: u64, bytes: u64) -> Figures {
+/// Builds expected figures, and reads the heap figures of a report.
+pub trait HeapFigures {
+    fn frees(self, n: u64, bytes: u64) -> Figures;
+    fn peak(self, bytes: u64) -> Figures;
+    fn end(self, bytes: u64) -> Figures;
+    fn from_json(v: &Value) -> Figures;
+}
+
+impl HeapFigures for Figures {
+    fn frees(mut self, n: u64, bytes: u64) -> Figures {
         self.frees = n;
         self.freed_bytes = bytes;
         self.increment_bytes = self.allocated_bytes as i64 - bytes as i64;
         self
     }
 
-    pub fn peak(mut self, bytes: u64) -> Figures {
+    fn peak(mut self, bytes: u64) -> Figures {
         self.peak_bytes = bytes;
         self
     }
 
-    pub fn end(mut self, bytes: u64) -> Figures {
+    fn end(mut self, bytes: u64) -> Figures {
         self.end_bytes = bytes;
         self
     }
 
-    pub fn from_json(v: &Value) -> Figures {
+    fn from_json(v: &Value) -> Figures {
         let u = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no `{k}` in {v}"));
         let allocated_bytes = u("allocated_bytes");
         let freed_bytes = u("freed_bytes");
@@ -259,22 +259,7 @@ impl Figures {
                 }),
             peak_bytes: u("peak_bytes"),
             end_bytes: u("end_bytes"),
-        }
-    }
-}
-
-/// Field by field: used as "the std runtime's own figures + the user's".
-impl Add for Figures {
-    type Output = Figures;
-    fn add(self, o: Figures) -> Figures {
-        Figures {
-            allocations: self.allocations + o.allocations,
-            allocated_bytes: self.allocated_bytes + o.allocated_bytes,
-            frees: self.frees + o.frees,
-            freed_bytes: self.freed_bytes + o.freed_bytes,
-            increment_bytes: self.increment_bytes + o.increment_bytes,
-            peak_bytes: self.peak_bytes + o.peak_bytes,
-            end_bytes: self.end_bytes + o.end_bytes,
+            ..Figures::default()
         }
     }
 }
