@@ -75,19 +75,27 @@ mod parts {
     level!(d8, d7);
     level!(d9, d8);
 
+    /// One `part=NAME<TAB>ns=NS<TAB>frames=N` line per part, nanoseconds
+    /// per event. The encoding's result is its bytes in all; the seal's,
+    /// per 256 KiB chunk, is spread over the events such a chunk holds.
     pub fn run_all(iters: u64) {
+        let mut bytes_per_event = 0.0;
         for (i, name) in lineprof::__bench::PARTS.iter().enumerate() {
             PART.with(|p| p.set(i));
-            // The chunk seal runs per chunk: fewer of those.
-            let n = if name.starts_with("chunk seal") {
-                200
-            } else {
-                iters
+            let seal = name.starts_with("chunk seal");
+            black_box(d9(black_box(if seal { 200 } else { iters })));
+            let Some((ns, frames)) = RESULT.with(|c| c.get()) else {
+                println!("part={name}\tns=-\tframes=0");
+                continue;
             };
-            black_box(d9(black_box(n)));
-            match RESULT.with(|c| c.get()) {
-                Some((ns, frames)) => println!("part={name}\tns={ns:.3}\tframes={frames}"),
-                None => println!("part={name}\tns=-\tframes=0"),
+            if name.starts_with("event encoding") {
+                bytes_per_event = frames as f64 / iters as f64;
+                println!("part={name} ({bytes_per_event:.1} bytes)\tns={ns:.3}\tframes=0");
+            } else if seal && bytes_per_event > 0.0 {
+                let per_event = ns / (256.0 * 1024.0 / bytes_per_event);
+                println!("part={name}\tns={per_event:.3}\tframes=0");
+            } else {
+                println!("part={name}\tns={ns:.3}\tframes={frames}");
             }
         }
     }
