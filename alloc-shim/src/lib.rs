@@ -457,21 +457,15 @@ unsafe fn put(
 }
 
 /// A reallocation: one free of the old block and one allocation of the new
-/// one, both with the caller's stack, numbered around the inner call.
-#[inline(never)]
+/// one, both with the caller's stack, numbered around the inner call. In
+/// sampling mode, most are neither: then nothing but the two checks.
+#[inline(always)]
 fn record_realloc(
     old: usize,
     old_size: usize,
     new_size: usize,
     f: impl FnOnce() -> *mut u8,
 ) -> *mut u8 {
-    let t = thread::current();
-    // SAFETY: as in `record`.
-    if !thread::is_dead(t) && unsafe { (*t).busy } {
-        // Re-entered from a signal handler: not recorded, counted.
-        coord::REENTRANT_DROPPED.fetch_add(2, Ordering::Relaxed);
-        return f();
-    }
     let mean = coord::SAMPLE_BYTES.load(Ordering::Relaxed);
     let (free_old, alloc_new) = if mean == 0 {
         (true, true)
@@ -480,6 +474,33 @@ fn record_realloc(
     };
     if !free_old && !alloc_new {
         return f();
+    }
+    record_realloc_now(old, old_size, new_size, f, mean, free_old, alloc_new)
+}
+
+/// `record_realloc` of a reallocation whose free (`free_old`) or
+/// allocation (`alloc_new`) is recorded.
+#[inline(never)]
+fn record_realloc_now(
+    old: usize,
+    old_size: usize,
+    new_size: usize,
+    f: impl FnOnce() -> *mut u8,
+    mean: u64,
+    free_old: bool,
+    alloc_new: bool,
+) -> *mut u8 {
+    let t = thread::current();
+    // SAFETY: as in `record`.
+    if !thread::is_dead(t) && unsafe { (*t).busy } {
+        // Re-entered from a signal handler: not recorded, counted.
+        let n = free_old as u64 + alloc_new as u64;
+        coord::REENTRANT_DROPPED.fetch_add(n, Ordering::Relaxed);
+        let p = f();
+        if p.is_null() && free_old && mean != 0 {
+            sampled::insert(old as u64); // the old block lives on
+        }
+        return p;
     }
     if thread::is_dead(t) {
         let p = f();
