@@ -480,10 +480,45 @@ pub fn refresh_bounds(t: *mut ThreadState, sp: usize) {
 }
 
 /// Appends one heap event. Owner-only (or orphan lock held).
-#[inline]
+#[inline(always)]
 pub fn append(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, addr: u64) {
     // SAFETY: `t` is the caller's own state; only the owner writes at and
     // beyond `committed`, and flushers read only below it.
+    unsafe {
+        let pos = (*t).committed.load(Ordering::Relaxed);
+        // Not the first event of a chunk, room for it, no TIME mark due.
+        if BUF_LEN - pos < MAX_EVENT_LEN + TIME_MARK_LEN
+            || pos == EVENTS_HEADER
+            || (*t).events_until_clock <= 1
+        {
+            return append_slow(t, kind, seq, stack, size, addr);
+        }
+        let base = std::ptr::addr_of_mut!((*t).buf) as *mut u8;
+        // SAFETY: `pos + MAX_EVENT_LEN <= BUF_LEN` (checked above).
+        let len = encode_event(
+            base.add(pos),
+            kind,
+            seq.wrapping_sub((*t).prev_seq),
+            stack,
+            size,
+            addr.wrapping_sub((*t).prev_addr),
+        );
+        (*t).prev_seq = seq;
+        (*t).prev_addr = addr;
+        // One writer (the owner, or the orphan lock's holder): a plain
+        // load and store, not a locked read-modify-write.
+        let events = (*t).heap_events.load(Ordering::Relaxed);
+        (*t).heap_events.store(events + 1, Ordering::Relaxed);
+        (*t).events_until_clock -= 1;
+        (*t).committed.store(pos + len, Ordering::Release);
+    }
+}
+
+/// `append` of the first event of a chunk, of an event that does not fit,
+/// or of one after which a TIME mark is due.
+#[inline(never)]
+fn append_slow(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, addr: u64) {
+    // SAFETY: as in `append`.
     unsafe {
         let mut pos = (*t).committed.load(Ordering::Relaxed);
         // Room for the event and a TIME mark after it.
