@@ -14,11 +14,14 @@
 //! `lineprof-<pid>.lprof` file appears in the working directory.
 //!
 //! # What it costs
-//! Per event, a frame-pointer walk (a dependent load per frame) that hashes
-//! the return addresses as it goes, a lookup in a per-thread cache of
-//! recent stacks (else in a lock-free table), a number in the global event
-//! order (from a per-thread block while one thread records; from the
-//! invariant time-stamp counter once several do), and ~6 bytes appended to a
+//! Per event, a check of the frame-pointer chain against the chains this
+//! thread walked before from the same frame (every record read and
+//! compared, the loads independent of each other), which gives the stack
+//! id; only a chain not seen before is walked (a dependent load per
+//! frame), hashed, and looked up in a per-thread cache of recent stacks,
+//! else in a lock-free table. Then a number in the global event order
+//! (from a per-thread block while one thread records; from the invariant
+//! time-stamp counter once several do), and ~6 bytes appended to a
 //! per-thread buffer. No lock is taken and nothing is allocated on that
 //! path; buffers go to the file in 256 KiB chunks. See BENCHMARKS.md for
 //! measured figures.

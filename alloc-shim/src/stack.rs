@@ -379,6 +379,46 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_chain_matches_only_the_same_records_under_the_same_top() {
+        let mut mem = [0usize; 16];
+        let base = mem.as_ptr() as usize;
+        let at = |i: usize| base + i * 8;
+        mem[2] = at(6);
+        mem[3] = 0x1111;
+        mem[6] = at(10);
+        mem[7] = 0x2222;
+        mem[10] = 0; // the chain ends: the saved frame pointer does not grow
+        mem[11] = 0x3333;
+        let hi = base + mem.len() * 8;
+        let mut out = [0u64; 8];
+        // SAFETY: zero is a valid `Chain`.
+        let mut c: Chain = unsafe { std::mem::zeroed() };
+        let (n, full, h, kept) = walk_chain(at(2), base, hi, &mut out, &mut c);
+        assert_eq!((n, full, kept), (3, false, true));
+        assert_eq!(h, crate::stacks::hash(&out[..3]));
+        let matches = |c: &Chain, mem: &[usize; 16], fp: usize, hi: usize| {
+            std::hint::black_box(mem);
+            // SAFETY: `mem` is readable for its whole length.
+            unsafe { chain_matches(c, fp, base, hi) }
+        };
+        assert!(matches(&c, &mem, at(2), hi));
+        assert!(!matches(&c, &mem, at(6), hi), "another first frame");
+        assert!(!matches(&c, &mem, at(2), hi - 8), "another stack top");
+        for i in [2, 3, 6, 7, 10, 11] {
+            let was = mem[i];
+            mem[i] ^= 0x10;
+            assert!(!matches(&c, &mem, at(2), hi), "word {i} changed");
+            mem[i] = was;
+        }
+        assert!(matches(&c, &mem, at(2), hi));
+        // A chain that ends out of bounds is not kept.
+        mem[10] = hi + 64;
+        let (n, _, _, kept) = walk_chain(at(2), base, hi, &mut out, &mut c);
+        assert_eq!((n, kept), (3, false));
+        assert!(!matches(&c, &mem, at(2), hi));
+    }
+
+    #[test]
     fn walks_a_hand_made_chain_and_stops_at_bounds() {
         // Three frames laid out in an array standing in for a stack.
         let mut mem = [0usize; 16];
