@@ -54,9 +54,7 @@ pub fn insert(addr: u64) -> bool {
     // After the tables: the block's free (which comes after this returns)
     // finds it in both.
     let b = bucket(addr);
-    let _ = b.fetch_update(Ordering::Release, Ordering::Relaxed, |n| {
-        (n < u8::MAX).then_some(n + 1)
-    });
+    let _ = b.fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_add(1));
     true
 }
 
@@ -133,7 +131,11 @@ fn remove_slow(addr: u64) -> bool {
     }
     let b = bucket(addr);
     let _ = b.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-        (n < u8::MAX).then(|| n - 1)
+        if n == u8::MAX {
+            None // stuck: more blocks than it can count went through here
+        } else {
+            n.checked_sub(1)
+        }
     });
     true
 }
