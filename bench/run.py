@@ -60,7 +60,8 @@ def build_all():
 
 def base_env():
     """The caller's environment without any lineprof setting."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("LINEPROF")}
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("LINEPROF") and k != "BENCH_SAMPLER"}
 
 
 def run(cmd, env, cwd):
@@ -104,9 +105,22 @@ def workload_variants(with_valgrind):
     vs = [
         Variant("System", "system"),
         Variant("System, no frame pointers", "system-nofp"),
+        # The platform's floor for CPU sampling: the perf event lineprof
+        # uses by default, at 1 kHz, signalling the thread as lineprof's
+        # does, with an empty handler (bench/src/sampler.rs), in the same
+        # process as System and as lineprof exact; and the same event
+        # delivering SIGTRAP instead (no inter-processor interrupt).
+        Variant("System + bare perf sampler 1 kHz", "system",
+                {"BENCH_SAMPLER": "signal:1000"}),
+        Variant("System + bare sigtrap sampler 1 kHz", "system",
+                {"BENCH_SAMPLER": "sigtrap:1000"}),
         Variant("lineprof exact", "tracking",
                 {"LINEPROF_HZ": "0", "LINEPROF_OUT": "{tmp}/exact.lprof"},
                 profile="exact.lprof"),
+        Variant("lineprof exact + bare perf sampler 1 kHz", "tracking",
+                {"LINEPROF_HZ": "0", "BENCH_SAMPLER": "signal:1000",
+                 "LINEPROF_OUT": "{tmp}/exact-bare.lprof"},
+                profile="exact-bare.lprof"),
         Variant("lineprof exact + cpu 1 kHz", "tracking",
                 {"LINEPROF_HZ": "1000", "LINEPROF_OUT": "{tmp}/cpu.lprof"},
                 profile="cpu.lprof"),
@@ -224,6 +238,8 @@ def bench_workload(args, work):
     table(rows, ["variant", "wall", "vs System", "peak RSS", "vs System",
                  "CPU", "vs System", "output", "spread"])
 
+    sampling_cost(variants, bc)
+
     exact = next(v for v in variants if v.name == "lineprof exact")
     profile = os.path.join(tmps[exact.name], exact.profile)
     lineprof = os.path.join(ROOT, "target", "release", "lineprof")
@@ -238,6 +254,33 @@ def bench_workload(args, work):
           f"median of 3 = {statistics.median(times) * 1000:.0f} ms "
           f"(runs: {', '.join(f'{t * 1000:.0f}' for t in times)} ms)")
     return variants
+
+
+def sampling_cost(variants, system_cpu):
+    """CPU sampling at 1 kHz: each row's CPU above its baseline, as the
+    median of the per-round differences (the two ran in the same round),
+    in % of System's CPU and per sample (1000 per CPU second)."""
+    by = {v.name: v for v in variants}
+    pairs = [
+        ("bare perf sampler on System (the platform)", "System + bare perf sampler 1 kHz", "System"),
+        ("bare sigtrap sampler on System", "System + bare sigtrap sampler 1 kHz", "System"),
+        ("bare perf sampler on lineprof exact", "lineprof exact + bare perf sampler 1 kHz",
+         "lineprof exact"),
+        ("lineprof's sampler on exact", "lineprof exact + cpu 1 kHz", "lineprof exact"),
+        ("lineprof's sampler on sampled 512 KiB", "lineprof sampled 512 KiB + cpu 1 kHz",
+         "lineprof sampled 512 KiB"),
+    ]
+    rows = []
+    for label, name, base in pairs:
+        v, b = by[name], by[base]
+        d = statistics.median(x - y for x, y in zip(v.cpus, b.cpus))
+        samples = statistics.median(v.cpus) * 1000
+        rows.append([label, f"{d * 1000:+.0f} ms", f"{d / system_cpu * 100:+.1f}%",
+                     f"{d / samples * 1e6:+.0f} us"])
+    print()
+    print("CPU sampling at 1 kHz: CPU above the same variant without it "
+          "(median of per-round differences)")
+    table(rows, ["sampler", "CPU", "of System", "per sample"])
 
 
 def heap_figures(report_json):

@@ -163,9 +163,6 @@ struct PerfEventAttr {
 
 const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_COUNT_SW_TASK_CLOCK: u64 = 1;
-const DISABLED: u64 = 1;
-/// `_IO('$', 2)`: enable the event for N more overflows.
-const PERF_EVENT_IOC_REFRESH: u64 = 0x2402;
 const EXCLUDE_HV: u64 = 1 << 6;
 const PERF_FLAG_FD_CLOEXEC: u64 = 1 << 3;
 const F_SETSIG: i32 = 10;
@@ -176,8 +173,6 @@ const F_OWNER_TID: i32 = 0;
 const SI_TIMER: i32 = -2;
 /// `si_code` of a signal raised for I/O readiness, as perf overflows are.
 const POLL_IN: i32 = 1;
-/// ... and the code of the last overflow of a refresh count.
-const POLL_HUP: i32 = 6;
 
 /// A task-clock event on thread `tid` that signals it every period.
 fn open_perf_event(tid: i32) -> Option<i32> {
@@ -188,12 +183,15 @@ fn open_perf_event(tid: i32) -> Option<i32> {
         sample_period: PERIOD_NS.load(Ordering::Relaxed),
         sample_type: 0,
         read_format: 0,
-        // Created disabled and armed for one overflow at a time (see
-        // `rearm`): a thread that blocks our signal then holds at most one
-        // pending, instead of queueing until the kernel falls back to
-        // SIGIO, whose default action kills the process.
-        // Kernel time included, as the timers count it.
-        flags: DISABLED | EXCLUDE_HV,
+        // Enabled from the start and signalling every period. SIGURG is
+        // a standard signal, so a thread that blocks it holds at most one
+        // pending (the kernel drops the others) and the queue never
+        // overflows into the SIGIO fallback, whose default action kills
+        // the process (tests/hostile_shim.rs blocks it). No re-arming per
+        // overflow: `PERF_EVENT_IOC_REFRESH` restarts the event's timer,
+        // which under virtualisation costs a VM exit (7-17 us a sample
+        // here, BENCHMARKS.md). Kernel time included, as the timers count.
+        flags: EXCLUDE_HV,
         wakeup_events: 1,
         bp_type: 0,
         rest: [0; 7],
@@ -246,17 +244,11 @@ fn open_perf_event(tid: i32) -> Option<i32> {
             && libc::fcntl(fd, F_SETSIG, SIGNO.load(Ordering::Relaxed)) == 0
             && libc::fcntl(fd, F_SETOWN_EX, &owner as *const OwnerEx) == 0
     };
-    if !ok || !rearm(fd) {
+    if !ok {
         sys::close(fd);
         return None;
     }
     Some(fd)
-}
-
-/// Arms perf event `fd` for one more overflow.
-fn rearm(fd: i32) -> bool {
-    // SAFETY: an ioctl with an integer argument on a perf event descriptor.
-    unsafe { libc::ioctl(fd, PERF_EVENT_IOC_REFRESH as _, 1) == 0 }
 }
 
 /// A POSIX timer on thread `tid`'s CPU clock that signals it every period.
@@ -476,9 +468,7 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
     let si = unsafe { &*(info as *const SigInfo) };
     let weight = if si.code == SI_TIMER && si.value == cookie() {
         1 + si.word[1].max(0) as u32
-    } else if (si.code == POLL_IN || si.code == POLL_HUP) && is_our_fd(si.value as i32) {
-        // The event disabled itself after this overflow; arm it again.
-        sys::preserving_errno(|| rearm(si.value as i32));
+    } else if si.code == POLL_IN && is_our_fd(si.value as i32) {
         1
     } else {
         chain(sig, info, ctx);

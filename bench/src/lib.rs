@@ -1,6 +1,8 @@
 //! Shared by the benchmark binaries: the global allocator chosen by cargo
 //! feature (`tracking`, `dhat`, or neither for System).
 
+pub mod sampler;
+
 #[cfg(all(feature = "tracking", feature = "dhat"))]
 compile_error!("enable at most one of the `tracking` and `dhat` features");
 

@@ -143,6 +143,8 @@ fn render(records: &[Record]) -> Vec<String> {
 
 fn main() {
     let _profiler = lineprof_bench::start_profiler();
+    // BENCH_SAMPLER: the bare sampler of src/sampler.rs (bench/run.py).
+    let _sampler = lineprof_bench::sampler::start();
     let n: usize = std::env::args()
         .nth(1)
         .map(|a| a.parse().expect("RECORDS must be a whole number"))
