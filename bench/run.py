@@ -6,6 +6,7 @@ lineprof, the time of `lineprof report` on the exact profile, and the micro
 figure (ns per alloc+free above System at a stack depth of ~10).
 
     bench/run.py [--rounds 7] [--records 50000] [--valgrind] [--no-build]
+                 [--report-records 800000] [--only all|report]
 
 Wall time is measured around the child with a monotonic clock; peak RSS is
 the child's ru_maxrss from wait4 (for heaptrack: the largest of its
@@ -346,6 +347,41 @@ def bench_aggregate(args, work):
           f"{events / w / 1e6:.1f} M events/s, peak RSS {mib(max(rsss))}")
 
 
+def bench_report(args, work):
+    """`lineprof report` on a big stream profile (--report-records records,
+    LINEPROF_HZ=0; 800000 make ~440 MB and ~83 M heap events): wall, CPU
+    and peak RSS per view, medians of 3, and heap events per second."""
+    tmp = os.path.join(work, "report")
+    os.makedirs(tmp)
+    env0 = base_env()
+    lineprof = os.path.join(ROOT, "target", "release", "lineprof")
+    profile = os.path.join(tmp, "big.lprof")
+    env = dict(env0, LINEPROF_HZ="0", LINEPROF_OUT=profile)
+    run([binary("tracking", "workload"), str(args.report_records)], env, tmp)
+    events = heap_events(lineprof, profile)
+    rows = []
+    for fmt in ("text", "json", "html"):
+        walls, cpus, rsss = [], [], []
+        for _ in range(3):
+            wall, rss, cpu, _ = run([lineprof, "report", profile, "--format", fmt],
+                                    env0, tmp)
+            walls.append(wall)
+            cpus.append(cpu)
+            rsss.append(rss)
+        w, c = statistics.median(walls), statistics.median(cpus)
+        rows.append([fmt, f"{w * 1000:.0f} ms", f"{events / w / 1e6:.1f} M/s",
+                     f"{c * 1000:.0f} ms", f"{events / c / 1e6:.1f} M/s",
+                     mib(max(rsss)),
+                     f"wall {min(walls) * 1000:.0f}-{max(walls) * 1000:.0f} ms"])
+    print()
+    print(f"lineprof report on a stream profile of {args.report_records} records "
+          f"({mib(os.path.getsize(profile))}, {events / 1e6:.1f} M heap events), "
+          f"medians of 3")
+    table(rows, ["view", "wall", "events/wall", "CPU", "events/CPU", "peak RSS",
+                 "spread"])
+    os.remove(profile)
+
+
 def heap_events(lineprof, profile):
     """allocations + frees of a profile's JSON totals."""
     import json
@@ -426,6 +462,11 @@ def main():
     p.add_argument("--valgrind", action="store_true",
                    help="also one run under valgrind --tool=dhat (slow)")
     p.add_argument("--no-build", action="store_true")
+    p.add_argument("--report-records", type=int, default=800000,
+                   help="records of the big stream profile `lineprof report` is "
+                        "timed on (0: skip)")
+    p.add_argument("--only", choices=["all", "report"], default="all",
+                   help="report: only the big-profile report timing")
     args = p.parse_args()
     if not args.no_build:
         build_all()
@@ -433,9 +474,12 @@ def main():
     try:
         print(f"machine: {os.cpu_count()} cores, load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-        bench_workload(args, work)
-        bench_aggregate(args, work)
-        bench_micro(args, work)
+        if args.only == "all":
+            bench_workload(args, work)
+            bench_aggregate(args, work)
+            bench_micro(args, work)
+        if args.report_records > 0:
+            bench_report(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -9,7 +9,7 @@
 //!   inlined frames expanded), using [`classify`] to trim the allocator's
 //!   own frames;
 //! - [`replay`]: heap events -> figures per stack (allocated, freed, live at
-//!   the peak and at exit, CPU);
+//!   the peak and at exit, CPU), the live blocks kept in [`live_blocks`];
 //! - [`lines`] and [`stacks`]: per-stack figures -> per-line figures (self
 //!   and total) and per-logical-stack figures;
 //! - [`functions`]: per-stack figures -> per-function figures (pstats's
@@ -20,6 +20,9 @@
 //! - [`report`]: runs the stages and holds the result, the [`report::Report`]
 //!   every renderer and the run store take.
 //!
+//! [`fast_events`] is the reader's fast path through events payloads (the
+//! format's own decoder takes what it does not).
+//!
 //! [`classify`] is the one place that decides what a frame is (user code, a
 //! dependency, the standard library, C code, lineprof itself) and which
 //! frame of a stack a figure is charged to. [`frame_pointers`] checks an
@@ -29,9 +32,11 @@
 //! (`render` and `workflow`, outside this module, come after all of them).
 
 pub mod classify;
+pub mod fast_events;
 pub mod frame_pointers;
 pub mod functions;
 pub mod lines;
+pub mod live_blocks;
 pub mod names;
 pub mod per_test;
 pub mod profile;

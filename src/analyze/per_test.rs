@@ -38,6 +38,7 @@ use crate::analyze::lines::Figures;
 use crate::analyze::profile::{HeapEventKind, Profile};
 use crate::analyze::replay::{Replay, StackFigures, Weight};
 use crate::analyze::symbolize::Symbols;
+use crate::error::Result;
 
 /// One test of a test binary (an element of the JSON `tests` array).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +145,7 @@ pub fn split(
     replay: &Replay,
     symbols: &Symbols,
     root: Option<&Path>,
-) -> TestSplit {
+) -> Result<TestSplit> {
     let mut names: Vec<String> = Vec::new();
     let mut index: HashMap<String, u32> = HashMap::new();
     let places: Vec<Place> = symbols
@@ -172,9 +173,9 @@ pub fn split(
         })
         .collect();
     if names.is_empty() {
-        return TestSplit::default();
+        return Ok(TestSplit::default());
     }
-    let pass = test_events(profile, &places, names.len());
+    let pass = test_events(profile, &places, names.len())?;
     let mut raw = vec![StackFigures::default(); names.len()];
     let mut init = pass.kept;
     let mut lines: Vec<HashMap<u32, StackFigures>> = vec![HashMap::new(); names.len()];
@@ -238,7 +239,7 @@ pub fn split(
     tests.sort_by(|a, b| a.name.cmp(&b.name));
     // Shown, never gated; its peak is its share of the process's peak.
     let shared_init = any_init.then(|| Figures::from_raw(&init));
-    TestSplit { tests, shared_init }
+    Ok(TestSplit { tests, shared_init })
 }
 
 /// What the event pass finds: per stack, the allocations of tests that
@@ -255,7 +256,7 @@ struct TestEvents {
 /// built table): the first test to need it pays, whichever that is. Such
 /// blocks count as shared initialisation, not as the test's. A test's peak
 /// is the most bytes of its other blocks live at once.
-fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents {
+fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> Result<TestEvents> {
     let weight = Weight::new(profile.meta.sample_bytes);
     let place = |stack: u32| match places.get(stack as usize) {
         Some(Place::Test(t)) => *t,
@@ -287,7 +288,7 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents
             }
         }
         i += 1;
-    });
+    })?;
     let live_at_exit: HashSet<u64> = open.values().map(|&(j, _)| j).collect();
     escaped.extend(live_at_exit.iter().copied());
     // Pass 2: figures and peaks of the rest.
@@ -339,8 +340,8 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> TestEvents
                 }
             }
         }
-    });
-    out
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -404,7 +405,7 @@ mod tests {
         p.end(8);
         let profile = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
         let places = [Place::Test(0), Place::Test(1), Place::Outside];
-        let out = test_events(&profile, &places, 2);
+        let out = test_events(&profile, &places, 2).unwrap();
         let t0 = out.transient[0];
         assert_eq!((t0.allocations, t0.allocated_bytes), (1.0, 100.0));
         let t1 = out.transient[1];

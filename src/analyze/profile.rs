@@ -14,12 +14,12 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lineprof::format::{self, ChunkKind, Event, FormatError, RawChunk};
 
+use crate::analyze::fast_events;
 use crate::error::{Error, Result};
 
 pub use lineprof::format::{End, HeapStack, HeapSummary, Meta, Module};
@@ -94,6 +94,9 @@ pub struct Profile {
     pub timed: Vec<TimedFunction>,
     /// Calls of marked functions the program could not count.
     pub untimed_calls: u64,
+    /// When reading the file began (a profile read from a path): the
+    /// replay's progress counts from there.
+    pub read_started: Option<std::time::Instant>,
 }
 
 /// The heap figures of an aggregate profile's snapshot.
@@ -279,15 +282,37 @@ impl Profile {
     }
 }
 
-/// The file's bytes and, per thread, the payload ranges of its `Events`
-/// chunks in file order (which is the thread's own order).
+/// Where a profile's `Events` chunks are, per thread, in file order (which
+/// is the thread's own order), and where their bytes come from: the file
+/// itself (a profile read from a path: its bytes are not held, so memory
+/// does not grow with the number of events) or bytes in memory.
 #[derive(Clone, Default)]
 pub struct EventChunks {
-    data: Arc<Vec<u8>>,
-    threads: Vec<Vec<Range<usize>>>,
+    source: ChunkSource,
+    /// The profile's path, for messages.
+    path: PathBuf,
+    threads: Vec<Vec<ChunkRef>>,
     /// Stack ids at or above this (none the file defines) read as this
     /// one, an empty stack after the table.
     unknown_stack: u32,
+}
+
+#[derive(Clone, Default)]
+enum ChunkSource {
+    #[default]
+    None,
+    Memory(Arc<Vec<u8>>),
+    /// The open file the profile was read from: each chunk is read again
+    /// and its checksum checked again.
+    File(Arc<std::fs::File>),
+}
+
+/// One `Events` chunk's payload: offset, length and checksum.
+#[derive(Clone, Copy, Debug)]
+struct ChunkRef {
+    start: u64,
+    len: u32,
+    crc: u32,
 }
 
 impl std::fmt::Debug for EventChunks {
@@ -301,73 +326,195 @@ impl std::fmt::Debug for EventChunks {
     }
 }
 
+impl EventChunks {
+    /// The payload of `chunk`, read into `buf` if it comes from the file.
+    /// Fails when the file no longer holds the bytes it held when it was
+    /// read (rewritten or cut since; appending is harmless).
+    fn payload<'a>(&'a self, chunk: &ChunkRef, buf: &'a mut Vec<u8>) -> Result<&'a [u8]> {
+        let (start, len) = (chunk.start as usize, chunk.len as usize);
+        match &self.source {
+            ChunkSource::None => Ok(&[]),
+            ChunkSource::Memory(data) => Ok(&data[start..start + len]),
+            ChunkSource::File(file) => {
+                use std::os::unix::fs::FileExt;
+                buf.resize(len, 0);
+                let changed = |detail: String| {
+                    Error::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!(
+                        "the profile changed while it was read ({detail}; another program rewrote or cut it): run the report again once nothing writes to it"
+                    ),
+                }
+                };
+                file.read_exact_at(buf, chunk.start)
+                    .map_err(|e| changed(format!("reading byte {}: {e}", chunk.start)))?;
+                if format::crc32(buf) != chunk.crc {
+                    return Err(changed(format!(
+                        "the chunk at byte {} no longer matches its checksum",
+                        chunk.start
+                    )));
+                }
+                Ok(&buf[..])
+            }
+        }
+    }
+
+    /// Decodes one chunk's heap events into `out` as (sequence number,
+    /// event), skipping those not above `last` (the thread's last order
+    /// number: a repeat, counted in `Profile::duplicate_events`).
+    fn decode(
+        &self,
+        chunk: &ChunkRef,
+        buf: &mut Vec<u8>,
+        last: &mut Option<u64>,
+        out: &mut Vec<(u64, HeapEvent)>,
+    ) -> Result<()> {
+        let unknown = self.unknown_stack;
+        let payload = self.payload(chunk, buf)?;
+        let (start_len, start_last) = (out.len(), *last);
+        let fast = fast_events::decode(
+            payload,
+            |alloc, seq, stack, size, addr| {
+                if last.is_some_and(|l| seq <= l) {
+                    return;
+                }
+                *last = Some(seq);
+                let stack = stack.min(unknown);
+                let kind = if alloc {
+                    HeapEventKind::Alloc
+                } else {
+                    HeapEventKind::Free
+                };
+                out.push((seq, heap_event(addr, size, stack, kind)));
+            },
+            |_, _, _| {},
+        );
+        if fast.is_ok() {
+            return Ok(());
+        }
+        out.truncate(start_len);
+        *last = start_last;
+        let mut push = |seq: u64, addr: u64, size: u64, stack: u32, kind: HeapEventKind| {
+            if last.is_some_and(|l| seq <= l) {
+                return;
+            }
+            *last = Some(seq);
+            let stack = stack.min(unknown);
+            out.push((seq, heap_event(addr, size, stack, kind)));
+        };
+        let decoded = format::decode_events(payload, |ev| match ev {
+            Event::Alloc {
+                seq,
+                stack,
+                size,
+                addr,
+            } => push(seq, addr, size, stack, HeapEventKind::Alloc),
+            Event::Free {
+                seq,
+                stack,
+                size,
+                addr,
+            } => push(seq, addr, size, stack, HeapEventKind::Free),
+            _ => {}
+        });
+        // Checked when the profile was read, and the bytes are the same.
+        decoded.map(|_| ()).map_err(|m| Error::Corrupt {
+            path: self.path.clone(),
+            detail: format!(
+                "events chunk at byte {} no longer decodes: {}",
+                chunk.start, m.0
+            ),
+        })
+    }
+}
+
 impl Profile {
-    /// Calls `f` with every heap event in the global order.
-    pub fn for_each_heap_event(&self, mut f: impl FnMut(&HeapEvent)) {
+    /// Calls `f` with every heap event in the global order. Fails only when
+    /// the profile's file changed while it was read.
+    ///
+    /// A big profile is decoded and merged on a second thread, which hands
+    /// the events over in batches, while `f` runs on this one.
+    pub fn for_each_heap_event(&self, mut f: impl FnMut(&HeapEvent)) -> Result<()> {
         if !self.heap_events.is_empty() {
             self.heap_events.iter().for_each(f);
-            return;
+            return Ok(());
         }
-        merge_threads(&self.events, &mut f);
+        if self.heap_event_count < 4 * BATCH as u64 {
+            return merge_threads(&self.events, &mut f);
+        }
+        std::thread::scope(|scope| {
+            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<HeapEvent>>(4);
+            let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<HeapEvent>>();
+            let events = &self.events;
+            let decoder = std::thread::Builder::new()
+                .name("lineprof-decode".into())
+                .spawn_scoped(scope, move || {
+                    let mut batch = Vec::with_capacity(BATCH);
+                    let merged = merge_threads(events, &mut |e| {
+                        batch.push(*e);
+                        if batch.len() == BATCH {
+                            let next = empty_rx
+                                .try_recv()
+                                .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                            // The receiver lives until this thread ends.
+                            let _ = full_tx.send(std::mem::replace(&mut batch, next));
+                        }
+                    });
+                    if !batch.is_empty() {
+                        let _ = full_tx.send(batch);
+                    }
+                    merged
+                });
+            let Ok(decoder) = decoder else {
+                // No thread to be had: decode here.
+                return merge_threads(&self.events, &mut f);
+            };
+            for mut batch in full_rx {
+                batch.iter().for_each(&mut f);
+                batch.clear();
+                let _ = empty_tx.send(batch);
+            }
+            decoder
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 
     /// Every heap event in order, decoded (tests and small profiles).
     pub fn collect_heap_events(&self) -> Vec<HeapEvent> {
         let mut out = Vec::new();
-        self.for_each_heap_event(|e| out.push(*e));
+        self.for_each_heap_event(|e| out.push(*e))
+            .expect("profile bytes held in memory");
         out
     }
 }
 
+/// Heap events handed from the decoding thread to the replay at a time.
+const BATCH: usize = 16 * 1024;
+
 /// One thread's events, decoded a chunk at a time.
 struct Cursor<'a> {
-    chunks: std::slice::Iter<'a, Range<usize>>,
-    data: &'a [u8],
+    chunks: std::slice::Iter<'a, ChunkRef>,
     /// The current chunk's heap events, (sequence number, event).
     buf: Vec<(u64, HeapEvent)>,
     at: usize,
     /// The thread's last order number: an event not above it repeats an
     /// earlier one (counted in `Profile::duplicate_events`) and is skipped.
     last: Option<u64>,
-    unknown_stack: u32,
 }
 
 impl Cursor<'_> {
     /// The next event's sequence number, decoding the next chunk if needed.
-    fn peek(&mut self) -> Option<u64> {
+    fn peek(&mut self, events: &EventChunks, bytes: &mut Vec<u8>) -> Result<Option<u64>> {
         while self.at >= self.buf.len() {
-            let range = self.chunks.next()?;
+            let Some(chunk) = self.chunks.next() else {
+                return Ok(None);
+            };
             self.buf.clear();
             self.at = 0;
-            let buf = &mut self.buf;
-            let last = &mut self.last;
-            let unknown = self.unknown_stack;
-            let mut push = |seq: u64, event: HeapEvent| {
-                if last.is_some_and(|l| seq <= l) {
-                    return;
-                }
-                *last = Some(seq);
-                let stack = event.stack.min(unknown);
-                buf.push((seq, HeapEvent { stack, ..event }));
-            };
-            // Checked when the profile was read: cannot fail here.
-            let _ = format::decode_events(&self.data[range.clone()], |ev| match ev {
-                Event::Alloc {
-                    seq,
-                    stack,
-                    size,
-                    addr,
-                } => push(seq, heap_event(addr, size, stack, HeapEventKind::Alloc)),
-                Event::Free {
-                    seq,
-                    stack,
-                    size,
-                    addr,
-                } => push(seq, heap_event(addr, size, stack, HeapEventKind::Free)),
-                _ => {}
-            });
+            events.decode(chunk, bytes, &mut self.last, &mut self.buf)?;
         }
-        Some(self.buf[self.at].0)
+        Ok(Some(self.buf[self.at].0))
     }
 }
 
@@ -384,31 +531,41 @@ fn heap_event(addr: u64, size: u64, stack: u32, kind: HeapEventKind) -> HeapEven
 /// number, thread) goes next, and keeps going while it stays below the
 /// runner-up. Ties between threads (equal clock readings) go to the lower
 /// thread index. A dense number already emitted (by another thread: a
-/// repeat) is skipped.
-fn merge_threads(events: &EventChunks, f: &mut impl FnMut(&HeapEvent)) {
+/// repeat) is skipped. One thread's events are its chunks in order.
+fn merge_threads(events: &EventChunks, f: &mut impl FnMut(&HeapEvent)) -> Result<()> {
+    let mut bytes = Vec::new();
+    if let [chunks] = &events.threads[..] {
+        // Order numbers strictly increase along the thread (`decode`
+        // skips the others), so none repeats.
+        let (mut last, mut buf) = (None, Vec::new());
+        for chunk in chunks {
+            buf.clear();
+            events.decode(chunk, &mut bytes, &mut last, &mut buf)?;
+            buf.iter().for_each(|(_, e)| f(e));
+        }
+        return Ok(());
+    }
     let mut cursors: Vec<Cursor<'_>> = events
         .threads
         .iter()
         .map(|chunks| Cursor {
             chunks: chunks.iter(),
-            data: &events.data,
             buf: Vec::new(),
             at: 0,
             last: None,
-            unknown_stack: events.unknown_stack,
         })
         .collect();
     let mut last_dense: Option<u64> = None;
     let mut heap = BinaryHeap::new();
     for (i, c) in cursors.iter_mut().enumerate() {
-        if let Some(seq) = c.peek() {
+        if let Some(seq) = c.peek(events, &mut bytes)? {
             heap.push(Reverse((seq, i)));
         }
     }
     while let Some(Reverse((_, i))) = heap.pop() {
         let next = heap.peek().map(|r| r.0);
         let c = &mut cursors[i];
-        while let Some(seq) = c.peek() {
+        while let Some(seq) = c.peek(events, &mut bytes)? {
             if next.is_some_and(|n| (seq, i) > n) {
                 heap.push(Reverse((seq, i)));
                 break;
@@ -423,6 +580,7 @@ fn merge_threads(events: &EventChunks, f: &mut impl FnMut(&HeapEvent)) {
             c.at += 1;
         }
     }
+    Ok(())
 }
 
 /// Why the writer stopped, from the errno it recorded.
@@ -451,10 +609,36 @@ pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
     std::fs::read(path)
 }
 
-/// Reads and decodes the profile at `path`.
+/// Reads and decodes the profile at `path`. Its heap events are streamed
+/// from the file again when replayed: the bytes read here are dropped
+/// before the replay, so a big profile's memory is its live blocks and
+/// stacks, not its size.
 pub fn read_profile(path: &Path) -> Result<Profile> {
-    let data = read_regular(path).map_err(|e| Error::io(path, "read the profile", e))?;
-    parse_profile_owned(data, path)
+    let started = std::time::Instant::now();
+    let io = |e| Error::io(path, "read the profile", e);
+    let not_regular = || {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a device, pipe or directory); give the path of a .lprof file",
+        ))
+    };
+    // Checked before opening too: opening a pipe waits for a writer.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(not_regular());
+    }
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(&mut file, &mut data).map_err(io)?;
+    let mut profile = parse_profile_owned(data, path)?;
+    if matches!(profile.events.source, ChunkSource::Memory(_)) {
+        profile.events.source = ChunkSource::File(Arc::new(file));
+    }
+    profile.read_started = Some(started);
+    Ok(profile)
 }
 
 /// Decodes a profile held in memory; `path` is only used in messages.
@@ -486,13 +670,18 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
     // would leave more holes than a file of this size can explain); below
     // it, a bitmap of them tells repeats.
     let seq_limit = (data.len() as u64).saturating_mul(4) + (1 << 20);
-    let mut count = EventCount::default();
+    let mut count = EventCount {
+        stack_refs: StackRefs::new(data.len()),
+        ..EventCount::default()
+    };
     let mut first_meta: Option<RawChunk<'_>> = None;
     let mut events_seen = EventsChunkSet::default();
     let mut stacks = StackTable::new(data.len());
-    let mut threads: BTreeMap<u32, Vec<Range<usize>>> = BTreeMap::new();
+    let mut threads: BTreeMap<u32, Vec<ChunkRef>> = BTreeMap::new();
     let base = data.as_ptr() as usize;
     let mut timers = TimerSnapshots::default();
+    // One Events chunk's decoded heap events and CPU samples.
+    let (mut heap_buf, mut cpu_buf) = (Vec::new(), Vec::new());
     for chunk in &chunks.chunks {
         let corrupt = |what: &str| Error::Corrupt {
             path: path.to_path_buf(),
@@ -517,7 +706,10 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
                 stacks.place(first, decoded).map_err(|m| corrupt(&m))?;
             }
             ChunkKind::Events => {
-                if let Some(earlier) = events_seen.repeat_of(chunk) {
+                // Checked against the payload by `split_chunks`.
+                let crc =
+                    u32::from_le_bytes(data[chunk.offset as usize + 8..][..4].try_into().unwrap());
+                if let Some(earlier) = events_seen.repeat_of(chunk, crc) {
                     profile.duplicate_chunks.push((chunk.offset, earlier));
                     continue;
                 }
@@ -526,51 +718,78 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
                     .payload
                     .get(..4)
                     .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
-                format::decode_events(chunk.payload, |ev| match ev {
-                    Event::Alloc { seq, .. } | Event::Free { seq, .. }
-                        if seq & CLOCK_MARK == 0 && seq >= seq_limit =>
-                    {
-                        bad_seq = true
-                    }
-                    Event::Alloc { seq, stack, .. } | Event::Free { seq, stack, .. } => {
-                        count.put(thread, seq, stack)
-                    }
-                    Event::Cpu { stack, count, .. } => profile.cpu_samples.push(CpuSample {
-                        stack,
-                        count,
-                        in_lineprof: false,
-                        copy: None,
-                    }),
-                    Event::CpuLineprof { stack, count, .. } => {
-                        profile.cpu_samples.push(CpuSample {
+                let mut last = count.last_of(thread);
+                heap_buf.clear();
+                cpu_buf.clear();
+                let fast = fast_events::decode(
+                    chunk.payload,
+                    |_, seq, stack, _, _| heap_buf.push((seq, stack)),
+                    |in_lineprof, stack, count| {
+                        cpu_buf.push(CpuSample {
                             stack,
                             count,
-                            in_lineprof: true,
+                            in_lineprof,
                             copy: None,
                         })
+                    },
+                );
+                if fast.is_ok() {
+                    for &(seq, stack) in &heap_buf {
+                        if seq & CLOCK_MARK == 0 && seq >= seq_limit {
+                            return Err(corrupt("event sequence number out of range"));
+                        }
+                        count.put(&mut last, seq, stack);
                     }
-                    Event::CpuStackCopy {
-                        stack, count, copy, ..
-                    } => {
-                        profile.cpu_samples.push(CpuSample {
+                    profile.cpu_samples.extend_from_slice(&cpu_buf);
+                } else {
+                    format::decode_events(chunk.payload, |ev| match ev {
+                        Event::Alloc { seq, .. } | Event::Free { seq, .. }
+                            if seq & CLOCK_MARK == 0 && seq >= seq_limit =>
+                        {
+                            bad_seq = true
+                        }
+                        Event::Alloc { seq, stack, .. } | Event::Free { seq, stack, .. } => {
+                            count.put(&mut last, seq, stack)
+                        }
+                        Event::Cpu { stack, count, .. } => profile.cpu_samples.push(CpuSample {
                             stack,
                             count,
                             in_lineprof: false,
-                            copy: Some(profile.stack_copies.len() as u32),
-                        });
-                        profile.stack_copies.push(copy);
-                    }
-                    Event::Time { .. } => {}
-                })
-                .map_err(|m| corrupt(m.0))?;
+                            copy: None,
+                        }),
+                        Event::CpuLineprof { stack, count, .. } => {
+                            profile.cpu_samples.push(CpuSample {
+                                stack,
+                                count,
+                                in_lineprof: true,
+                                copy: None,
+                            })
+                        }
+                        Event::CpuStackCopy {
+                            stack, count, copy, ..
+                        } => {
+                            profile.cpu_samples.push(CpuSample {
+                                stack,
+                                count,
+                                in_lineprof: false,
+                                copy: Some(profile.stack_copies.len() as u32),
+                            });
+                            profile.stack_copies.push(copy);
+                        }
+                        Event::Time { .. } => {}
+                    })
+                    .map_err(|m| corrupt(m.0))?;
+                }
                 if bad_seq {
                     return Err(corrupt("event sequence number out of range"));
                 }
+                count.end_chunk(thread, last);
                 let start = chunk.payload.as_ptr() as usize - base;
-                threads
-                    .entry(thread)
-                    .or_default()
-                    .push(start..start + chunk.payload.len());
+                threads.entry(thread).or_default().push(ChunkRef {
+                    start: start as u64,
+                    len: chunk.payload.len() as u32,
+                    crc,
+                });
             }
             ChunkKind::End => {
                 profile.end = Some(format::decode_end(chunk.payload).map_err(|m| corrupt(m.0))?);
@@ -629,8 +848,10 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
     profile.missing_events = count.missing(expected);
     profile.heap_event_count = count.events;
     profile.duplicate_events = count.duplicates;
+    drop(chunks);
     profile.events = EventChunks {
-        data: data.clone(),
+        source: ChunkSource::Memory(data),
+        path: path.to_path_buf(),
         threads: threads.into_values().collect(),
         unknown_stack,
     };
@@ -675,9 +896,10 @@ struct EventsChunkSet<'a> {
 }
 
 impl<'a> EventsChunkSet<'a> {
-    /// The offset of an earlier chunk with the same bytes, or records this one.
-    fn repeat_of(&mut self, chunk: &RawChunk<'a>) -> Option<u64> {
-        let key = (format::crc32(chunk.payload), chunk.payload.len());
+    /// The offset of an earlier chunk with the same bytes, or records this
+    /// one; `crc` is its checksum.
+    fn repeat_of(&mut self, chunk: &RawChunk<'a>, crc: u32) -> Option<u64> {
+        let key = (crc, chunk.payload.len());
         let same = self.by_checksum.entry(key).or_default();
         if let Some(earlier) = same.iter().find(|c| c.payload == chunk.payload) {
             return Some(earlier.offset);
@@ -730,21 +952,17 @@ impl StackTable {
     /// the table, added when something names an id past it); and how many
     /// heap events (`refs`: per stack id) and CPU samples name a stack the
     /// file does not define. Slots never defined stay empty stacks.
-    fn finish(
-        mut self,
-        cpu: &mut [CpuSample],
-        refs: &std::collections::HashMap<u32, u64>,
-    ) -> (Vec<Vec<u64>>, u32, u64) {
+    fn finish(mut self, cpu: &mut [CpuSample], refs: &StackRefs) -> (Vec<Vec<u64>>, u32, u64) {
         let n = self.stacks.len() as u32;
         let defined = &self.defined;
         let unknown = |id: u32| id >= n || !defined[id as usize];
         let events: u64 = refs
             .iter()
-            .filter(|(&id, _)| unknown(id))
+            .filter(|&(id, _)| unknown(id))
             .map(|(_, c)| c)
             .sum();
         let samples = cpu.iter().filter(|s| unknown(s.stack)).count() as u64;
-        if refs.keys().any(|&id| id >= n) || cpu.iter().any(|s| s.stack >= n) {
+        if refs.iter().any(|(id, _)| id >= n) || cpu.iter().any(|s| s.stack >= n) {
             cpu.iter_mut().for_each(|s| s.stack = s.stack.min(n));
             self.stacks.push(Vec::new());
         }
@@ -837,6 +1055,47 @@ fn merge_modules(all: Vec<Module>) -> Vec<Module> {
     out
 }
 
+/// Heap events per stack id, counted as the profile is read: a counter
+/// per id below `dense_limit` (2^20, or the file's length if less: real
+/// profiles have fewer stacks, and every stack takes bytes to define), a
+/// map for the ids above (only a damaged file names those).
+#[derive(Default)]
+struct StackRefs {
+    dense: Vec<u64>,
+    dense_limit: usize,
+    sparse: std::collections::HashMap<u32, u64>,
+}
+
+impl StackRefs {
+    fn new(file_len: usize) -> StackRefs {
+        StackRefs {
+            dense_limit: file_len.min(1 << 20),
+            ..StackRefs::default()
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, stack: u32) {
+        let s = stack as usize;
+        if let Some(c) = self.dense.get_mut(s) {
+            *c += 1;
+        } else if s < self.dense_limit {
+            self.dense.resize(s + 1, 0);
+            self.dense[s] += 1;
+        } else {
+            *self.sparse.entry(stack).or_default() += 1;
+        }
+    }
+
+    /// (stack id, events) of each id named.
+    fn iter(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        let dense = self.dense.iter().enumerate().filter(|(_, &c)| c > 0);
+        dense
+            .map(|(s, &c)| (s as u32, c))
+            .chain(self.sparse.iter().map(|(&s, &c)| (s, c)))
+    }
+}
+
 /// Counts the heap events of a profile as they are read, to tell how many
 /// were lost or repeated. Order numbers come in two kinds (see
 /// `lineprof::format`): small dense block numbers, used while a single
@@ -857,19 +1116,32 @@ struct EventCount {
     /// `seq_limit`, so this is within half the file's size).
     dense_seen: Vec<u64>,
     /// Heap events per stack id named.
-    stack_refs: std::collections::HashMap<u32, u64>,
+    stack_refs: StackRefs,
 }
 
 /// Marks an order number read from the time-stamp counter.
 const CLOCK_MARK: u64 = 1 << 63;
 
 impl EventCount {
-    fn put(&mut self, thread: u32, seq: u64, stack: u32) {
-        if self.last_of_thread.get(&thread).is_some_and(|&l| seq <= l) {
+    /// The last order number of `thread`'s events so far: a chunk's events
+    /// are all one thread's, so this is looked up once per chunk.
+    fn last_of(&self, thread: u32) -> Option<u64> {
+        self.last_of_thread.get(&thread).copied()
+    }
+
+    fn end_chunk(&mut self, thread: u32, last: Option<u64>) {
+        if let Some(l) = last {
+            self.last_of_thread.insert(thread, l);
+        }
+    }
+
+    #[inline]
+    fn put(&mut self, last: &mut Option<u64>, seq: u64, stack: u32) {
+        if last.is_some_and(|l| seq <= l) {
             self.duplicates += 1;
             return;
         }
-        self.last_of_thread.insert(thread, seq);
+        *last = Some(seq);
         if seq & CLOCK_MARK == 0 {
             let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
             if word >= self.dense_seen.len() {
@@ -884,7 +1156,7 @@ impl EventCount {
             self.dense_end = self.dense_end.max(seq + 1);
         }
         self.events += 1;
-        *self.stack_refs.entry(stack).or_default() += 1;
+        self.stack_refs.add(stack);
     }
 
     /// How many events are missing: fewer than `expected` (the writer's
@@ -1303,6 +1575,78 @@ mod tests {
                 "{name}: {w:?}"
             );
         }
+    }
+
+    /// A profile read from a path streams its events from the file again:
+    /// the same events as from memory (here enough for the decoding
+    /// thread), and a clear error if the file was rewritten or cut since.
+    #[test]
+    fn events_stream_from_the_file_and_a_changed_file_is_an_error() {
+        let mut p = ProfileBytes::new(0, 0);
+        p.stacks(0, &[&[0x10], &[0x20]]);
+        let n = 5 * BATCH as u64;
+        let mut seq = 0;
+        while seq < n {
+            let evs: Vec<Ev> = (seq..(seq + 3000).min(n))
+                .map(|i| match i % 2 {
+                    0 => Ev::Alloc(i, (i % 3 == 0) as u32, i % 500, 0x1000 + i / 2 * 32),
+                    _ => Ev::Free(i, 1, (i - 1) % 500, 0x1000 + i / 2 * 32),
+                })
+                .collect();
+            p.events(0, seq, &evs);
+            seq += evs.len() as u64;
+        }
+        p.end(n);
+        let dir = std::env::temp_dir().join(format!("lineprof-stream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.lprof");
+        std::fs::write(&path, &p.bytes).unwrap();
+        let from_file = read_profile(&path).unwrap();
+        assert!(matches!(from_file.events.source, ChunkSource::File(_)));
+        let in_memory = parse_profile(&p.bytes, &path).unwrap();
+        let mut got = Vec::new();
+        from_file.for_each_heap_event(|e| got.push(*e)).unwrap();
+        assert_eq!(got.len() as u64, n);
+        assert_eq!(got, in_memory.collect_heap_events());
+        // One byte of an events chunk changed, then the file cut short.
+        let mut changed = p.bytes.clone();
+        let at = p.bytes.len() / 2;
+        changed[at] ^= 0x40;
+        std::fs::write(&path, &changed).unwrap();
+        let err = from_file
+            .for_each_heap_event(|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+        assert!(err.contains("changed while it was read"), "{err}");
+        assert!(err.contains("no longer matches its checksum"), "{err}");
+        std::fs::write(&path, &p.bytes[..at]).unwrap();
+        let err = from_file
+            .for_each_heap_event(|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("changed while it was read (reading byte"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A pipe or a directory given as the profile: refused without waiting
+    /// for a writer.
+    #[test]
+    fn a_profile_path_that_is_not_a_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("lineprof-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("p.lprof");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        for path in [&fifo, &dir] {
+            let err = read_profile(path).unwrap_err().to_string();
+            assert!(err.contains("not a regular file"), "{err}");
+            assert!(err.contains(&path.display().to_string()), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -16,12 +16,11 @@
 //! `p = 1 - exp(-s/N)`, so figures are unbiased estimates. Weighted sums are
 //! kept in `f64`, which is exact for integer sums below 2^53 (unsampled).
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
-use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::analyze::live_blocks::{Block, LiveBlocks};
 use crate::analyze::profile::{Aggregate, HeapEvent, HeapEventKind, Profile};
+use crate::error::Result;
 
 /// Raw figures of one stack (or of the whole process), before rounding.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -96,35 +95,6 @@ pub struct MaxLive {
     pub blocks: f64,
 }
 
-/// A hasher for heap addresses that keeps neighbours together, so that the
-/// replay's table lookups hit the cache: the allocator hands out blocks
-/// close together and reuses a freed block soon. The table's 7-bit tags
-/// come from the address's low bits, so neighbours still differ there.
-#[derive(Default, Clone, Copy)]
-pub struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        let g = n >> 4;
-        // The 64 KiB window an address lies in is scattered by a strong
-        // multiplicative hash (so large, aligned blocks far apart spread
-        // over the table); within a window the address bits are kept, only
-        // XORed with the window's hash, so neighbours stay together.
-        let window = (g >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = (g ^ (window >> 32)) ^ (g << 57);
-    }
-}
-
-type AddrMap<V> = HashMap<u64, V, BuildHasherDefault<AddrHasher>>;
-
 /// Per-allocation weight: 1 when every allocation was recorded, otherwise
 /// the inverse of the probability that an allocation of `size` was sampled.
 #[derive(Debug, Clone, Copy)]
@@ -159,35 +129,52 @@ impl Weight {
 /// its own group for `max_live`.
 #[cfg(test)]
 pub fn replay(profile: &Profile) -> Replay {
-    replay_grouped(profile, &[])
+    replay_grouped(profile, &[]).unwrap()
 }
 
 /// As `replay`, with `max_live` per group of stacks: `group_of[stack]` is
 /// the group of each stack id (empty: every stack its own group). Several
 /// raw stacks symbolize to one logical stack, and a maximum over time
 /// cannot be summed afterwards, so it is tracked per group while replaying.
-pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
+/// Fails only when the profile's file changed while it was read.
+pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Result<Replay> {
     if let Some(agg) = &profile.aggregate {
-        return from_aggregate(profile, agg, group_of);
+        return Ok(from_aggregate(profile, agg, group_of));
     }
-    let weight = Weight::new(profile.meta.sample_bytes);
     let nstacks = profile.stacks.len();
     let ngroups = if group_of.is_empty() {
         nstacks
     } else {
         group_of.iter().max().map_or(0, |&g| g as usize + 1)
     };
+    // Each stack's group, `NO_GROUP` for none: looked up once per event.
+    let group: Vec<u32> = (0..nstacks)
+        .map(|s| {
+            let g = if group_of.is_empty() {
+                s as u32
+            } else {
+                group_of.get(s).copied().unwrap_or(NO_GROUP)
+            };
+            if (g as usize) < ngroups {
+                g
+            } else {
+                NO_GROUP
+            }
+        })
+        .collect();
     let mut out = Replay {
         per_stack: vec![StackFigures::default(); nstacks],
         estimated: profile.meta.sample_bytes > 0,
         ..Replay::default()
     };
     let mut st = State {
-        weight,
-        group_of,
-        live: AddrMap::default(),
+        weight: Weight::new(profile.meta.sample_bytes),
+        exact: profile.meta.sample_bytes == 0,
+        group,
+        live: LiveBlocks::default(),
         live_by_stack: vec![Live::default(); nstacks],
         at_peak: vec![Snapshot::default(); nstacks],
+        lifetime: vec![0; nstacks],
         epoch: 0,
         live_by_group: vec![Live::default(); ngroups],
         max_live: vec![Live::default(); ngroups],
@@ -198,9 +185,10 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
     let total = profile
         .heap_event_count
         .max(profile.heap_events.len() as u64);
-    let mut progress = Progress::new(total);
+    let mut progress = Progress::new(total, profile.read_started);
     let mut i = 0u64;
     profile.for_each_heap_event(|ev| {
+        st.stack_slot(&mut out.per_stack, ev.stack);
         match ev.kind {
             HeapEventKind::Alloc => st.alloc(i, ev, &mut out.per_stack),
             HeapEventKind::Free => {
@@ -213,16 +201,17 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
         if i & 0xF_FFFF == 0 {
             progress.tick(i);
         }
-    });
+    })?;
     progress.done(i);
     out.events = i;
-    // Blocks never freed lived until the last event.
-    for b in st.live.values() {
-        let w = st.weight.of(b.size);
-        out.per_stack[b.stack as usize].lifetime_events += w * (out.events - b.at) as f64;
-    }
     for (s, fig) in out.per_stack.iter_mut().enumerate() {
         let live = st.live_by_stack[s];
+        // Blocks never freed lived until the last event.
+        if st.exact {
+            fig.lifetime_events = (st.lifetime[s] + live.blocks as i128 * i as i128) as f64;
+        } else {
+            fig.lifetime_events += live.blocks * i as f64;
+        }
         fig.end_bytes = live.bytes.max(0.0);
         fig.end_blocks = live.blocks.max(0.0);
         if st.peak_index.is_some() {
@@ -253,10 +242,14 @@ pub fn replay_grouped(profile: &Profile, group_of: &[u32]) -> Replay {
             blocks: m.blocks,
         })
         .collect();
-    out
+    Ok(out)
 }
 
-/// Progress on stderr for replays that take more than a second.
+/// A stack in no group of `max_live`.
+const NO_GROUP: u32 = u32::MAX;
+
+/// Progress on stderr for reports that take more than a second (counted
+/// from `started`, when reading the profile began, if known).
 struct Progress {
     start: std::time::Instant,
     total: u64,
@@ -264,9 +257,9 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: u64) -> Progress {
+    fn new(total: u64, started: Option<std::time::Instant>) -> Progress {
         Progress {
-            start: std::time::Instant::now(),
+            start: started.unwrap_or_else(std::time::Instant::now),
             total,
             shown: false,
         }
@@ -310,22 +303,24 @@ struct Snapshot {
     epoch: u64,
 }
 
-/// A live block: its allocating event's position, size and stack.
-#[derive(Debug, Clone, Copy)]
-struct Block {
-    at: u64,
-    size: u64,
-    stack: u32,
-}
-
 /// What the replay keeps between events: bounded by the live blocks and
 /// the stacks.
-struct State<'a> {
+///
+/// DHAT's lifetimes need no per-block clock: a block's lifetime is its
+/// free's position minus its allocation's, so each allocation subtracts its
+/// position from its stack's sum and each free adds its own, and a block
+/// still live at the end adds the end (`live_by_stack` counts those).
+/// Exact profiles sum in integers (`lifetime`), sampled ones in
+/// `StackFigures::lifetime_events`, weighted.
+struct State {
     weight: Weight,
-    group_of: &'a [u32],
-    live: AddrMap<Block>,
+    exact: bool,
+    /// Each stack's group (index in `live_by_group`), or `NO_GROUP`.
+    group: Vec<u32>,
+    live: LiveBlocks,
     live_by_stack: Vec<Live>,
     at_peak: Vec<Snapshot>,
+    lifetime: Vec<i128>,
     /// Bumped at each new maximum of `live_total`.
     epoch: u64,
     live_by_group: Vec<Live>,
@@ -335,21 +330,11 @@ struct State<'a> {
     peak_index: Option<u64>,
 }
 
-impl State<'_> {
-    fn group(&self, stack: u32) -> Option<usize> {
-        let g = if self.group_of.is_empty() {
-            stack as usize
-        } else {
-            *self.group_of.get(stack as usize)? as usize
-        };
-        (g < self.live_by_group.len()).then_some(g)
-    }
-
+impl State {
     /// Adds (or, with a negative `sign`, removes) a block of `size` to the
     /// live figures of `stack`, its group and the process.
     #[inline]
-    fn change_live(&mut self, stack: u32, size: u64, sign: f64) {
-        let w = self.weight.of(size) * sign;
+    fn change_live(&mut self, stack: u32, size: u64, w: f64) {
         let bytes = w * size as f64;
         let s = stack as usize;
         let l = &mut self.live_by_stack[s];
@@ -361,7 +346,9 @@ impl State<'_> {
         l.bytes += bytes;
         l.blocks += w;
         self.live_total += bytes;
-        if let Some(g) = self.group(stack) {
+        let g = self.group[s];
+        if g != NO_GROUP {
+            let g = g as usize;
             let l = &mut self.live_by_group[g];
             l.bytes += bytes;
             l.blocks += w;
@@ -373,22 +360,36 @@ impl State<'_> {
         }
     }
 
+    /// Adds `w` blocks' lifetimes ending (`sign` 1) or starting (-1) at
+    /// event `i` to `stack`.
     #[inline]
-    fn alloc(&mut self, i: u64, ev: &HeapEvent, per_stack: &mut Vec<StackFigures>) {
-        let s = self.stack_slot(per_stack, ev.stack);
+    fn lifetime(&mut self, per_stack: &mut [StackFigures], stack: u32, w: f64, i: u64, sign: i8) {
+        if self.exact {
+            self.lifetime[stack as usize] += sign as i128 * i as i128;
+        } else {
+            per_stack[stack as usize].lifetime_events += sign as f64 * w * i as f64;
+        }
+    }
+
+    #[inline]
+    fn alloc(&mut self, i: u64, ev: &HeapEvent, per_stack: &mut [StackFigures]) {
+        let s = ev.stack as usize;
         let w = self.weight.of(ev.size);
         per_stack[s].allocations += w;
         per_stack[s].allocated_bytes += w * ev.size as f64;
         let block = Block {
-            at: i,
-            size: ev.size,
             stack: ev.stack,
+            size: ev.size,
         };
         if let Some(old) = self.live.insert(ev.addr, block) {
-            // The free of the old block was lost: forget it.
-            self.change_live(old.stack, old.size, -1.0);
+            // The free of the old block was lost: forget it (it lived
+            // until now).
+            let w_old = self.weight.of(old.size);
+            self.change_live(old.stack, old.size, -w_old);
+            self.lifetime(per_stack, old.stack, w_old, i, 1);
         }
-        self.change_live(ev.stack, ev.size, 1.0);
+        self.change_live(ev.stack, ev.size, w);
+        self.lifetime(per_stack, ev.stack, w, i, -1);
         if self.live_total > self.peak_total {
             self.peak_total = self.live_total;
             self.peak_index = Some(i);
@@ -398,25 +399,24 @@ impl State<'_> {
 
     /// Returns false for a free of a block never seen allocated.
     #[inline]
-    fn free(&mut self, i: u64, ev: &HeapEvent, per_stack: &mut Vec<StackFigures>) -> bool {
-        let s = self.stack_slot(per_stack, ev.stack);
+    fn free(&mut self, i: u64, ev: &HeapEvent, per_stack: &mut [StackFigures]) -> bool {
+        let s = ev.stack as usize;
         let w = self.weight.of(ev.size);
         per_stack[s].frees += w;
         per_stack[s].freed_bytes += w * ev.size as f64;
-        let Some(block) = self.live.remove(&ev.addr) else {
+        let Some(block) = self.live.remove(ev.addr) else {
             return false;
         };
-        self.change_live(block.stack, block.size, -1.0);
-        let lifetime = (i - block.at) as f64;
-        per_stack[block.stack as usize].lifetime_events += self.weight.of(block.size) * lifetime;
+        let w = self.weight.of(block.size);
+        self.change_live(block.stack, block.size, -w);
+        self.lifetime(per_stack, block.stack, w, i, 1);
         true
     }
 
     /// Makes sure `stack` has a slot (a damaged or truncated profile may
-    /// refer to a stack whose chunk was never written) and returns its
-    /// index.
+    /// refer to a stack whose chunk was never written).
     #[inline]
-    fn stack_slot(&mut self, per_stack: &mut Vec<StackFigures>, stack: u32) -> usize {
+    fn stack_slot(&mut self, per_stack: &mut Vec<StackFigures>, stack: u32) {
         let s = stack as usize;
         if s >= per_stack.len() {
             per_stack.resize(s + 1, StackFigures::default());
@@ -424,8 +424,9 @@ impl State<'_> {
         if s >= self.live_by_stack.len() {
             self.live_by_stack.resize(s + 1, Live::default());
             self.at_peak.resize(s + 1, Snapshot::default());
+            self.lifetime.resize(s + 1, 0);
+            self.group.resize(s + 1, NO_GROUP);
         }
-        s
     }
 }
 
@@ -567,10 +568,14 @@ pub const MAX_POINTS: usize = 1000;
 /// figures' replay keeps no per-event record, so that its memory does not
 /// grow with the run); an aggregate profile has the shim's own series
 /// (the largest live bytes per time bucket), without lines.
-pub fn timeline(profile: &Profile, lines: Vec<TimelineLine>, category_of: &[u32]) -> Timeline {
+pub fn timeline(
+    profile: &Profile,
+    lines: Vec<TimelineLine>,
+    category_of: &[u32],
+) -> Result<Timeline> {
     if let Some(agg) = &profile.aggregate {
         let Some(summary) = &agg.summary else {
-            return Timeline::default();
+            return Ok(Timeline::default());
         };
         let points = summary
             .series
@@ -583,11 +588,11 @@ pub fn timeline(profile: &Profile, lines: Vec<TimelineLine>, category_of: &[u32]
                 by_line: Vec::new(),
             })
             .collect();
-        return Timeline {
+        return Ok(Timeline {
             events: profile.heap_event_count,
             lines: Vec::new(),
             points,
-        };
+        });
     }
     let weight = Weight::new(profile.meta.sample_bytes);
     let ncat = lines.len();
@@ -595,10 +600,14 @@ pub fn timeline(profile: &Profile, lines: Vec<TimelineLine>, category_of: &[u32]
         .heap_event_count
         .max(profile.heap_events.len() as u64);
     let bucket = total.div_ceil(MAX_POINTS as u64 / 2).max(1);
-    let mut live_blocks: AddrMap<(u32, f64)> = AddrMap::default();
+    let mut live_blocks = LiveBlocks::default();
+    let bytes_of = |b: Block| weight.of(b.size) * b.size as f64;
     let mut live = 0.0f64;
     let mut by_cat = vec![0.0f64; ncat];
-    let mut best: Option<(f64, u64, Vec<f64>)> = None;
+    // The bucket's moment of most live bytes so far, and the lines' bytes
+    // then (a buffer reused: this runs once per event).
+    let mut best: Option<(f64, u64)> = None;
+    let mut best_cats = vec![0.0f64; ncat];
     let mut points = Vec::new();
     let r = |v: f64| v.max(0.0).round() as u64;
     let point = |at: u64, bytes: f64, cats: &[f64]| TimelinePoint {
@@ -616,45 +625,50 @@ pub fn timeline(profile: &Profile, lines: Vec<TimelineLine>, category_of: &[u32]
             .unwrap_or(u32::MAX);
         let change = match ev.kind {
             HeapEventKind::Alloc => {
-                let bytes = weight.of(ev.size) * ev.size as f64;
+                let block = Block {
+                    stack: cat,
+                    size: ev.size,
+                };
                 // A block at an address still live lost its free: forget it.
-                let old = live_blocks.insert(ev.addr, (cat, bytes));
-                Some((cat, bytes, old))
+                let old = live_blocks.insert(ev.addr, block);
+                Some((cat, bytes_of(block), old))
             }
             HeapEventKind::Free => live_blocks
-                .remove(&ev.addr)
-                .map(|(c, bytes)| (c, -bytes, None)),
+                .remove(ev.addr)
+                .map(|b| (b.stack, -bytes_of(b), None)),
         };
         if let Some((cat, delta, old)) = change {
-            for (c, d) in old.map(|(c, b)| (c, -b)).into_iter().chain([(cat, delta)]) {
+            let old = old.map(|b| (b.stack, -bytes_of(b)));
+            for (c, d) in old.into_iter().chain([(cat, delta)]) {
                 live += d;
                 if let Some(x) = by_cat.get_mut(c as usize) {
                     *x += d;
                 }
             }
         }
-        if best.as_ref().is_none_or(|b| live > b.0) {
-            best = Some((live, i, by_cat.clone()));
+        if best.is_none_or(|b| live > b.0) {
+            best = Some((live, i));
+            best_cats.copy_from_slice(&by_cat);
         }
         if (i + 1).is_multiple_of(bucket) || i + 1 == total {
-            if let Some((bytes, at, cats)) = best.take() {
-                points.push(point(at, bytes, &cats));
+            if let Some((bytes, at)) = best.take() {
+                points.push(point(at, bytes, &best_cats));
                 if at != i {
                     points.push(point(i, live, &by_cat));
                 }
             }
         }
         i += 1;
-    });
+    })?;
     // A profile whose event count was short of what it held.
-    if let Some((bytes, at, cats)) = best.take() {
-        points.push(point(at, bytes, &cats));
+    if let Some((bytes, at)) = best.take() {
+        points.push(point(at, bytes, &best_cats));
     }
-    Timeline {
+    Ok(Timeline {
         events: i,
         lines,
         points,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -738,7 +752,8 @@ mod tests {
         let grouped = replay_grouped(
             &parse_profile(&p.bytes, Path::new("t.lprof")).unwrap(),
             &[0, 0, 1],
-        );
+        )
+        .unwrap();
         assert_eq!(
             grouped.max_live,
             [
@@ -750,6 +765,31 @@ mod tests {
             ]
         );
         assert_eq!(grouped.per_stack, r.per_stack);
+    }
+
+    /// A block whose free was lost (its address handed out again) stops
+    /// counting as live there, and its lifetime ends there.
+    #[test]
+    fn a_block_whose_free_was_lost_ends_when_its_address_is_reused() {
+        let mut p = ProfileBytes::new(0, 0);
+        p.stacks(0, &[&[1], &[2]]);
+        p.events(
+            1,
+            0,
+            &[
+                Ev::Alloc(0, 0, 100, 0xa), // its free is lost
+                Ev::Alloc(1, 1, 10, 0xb),  // lives to the end
+                Ev::Alloc(2, 1, 30, 0xa),  // 0xa again: the first block ends
+                Ev::Free(3, 1, 30, 0xa),
+            ],
+        );
+        p.end(4);
+        let r = run(&p);
+        assert_eq!(r.per_stack[0].end_bytes, 0.0);
+        assert_eq!(r.per_stack[0].lifetime_events, 2.0);
+        // 0xb from event 1 to the end (4), the second 0xa from 2 to 3.
+        assert_eq!(r.per_stack[1].lifetime_events, 3.0 + 1.0);
+        assert_eq!((r.totals.peak_bytes, r.totals.end_bytes), (110.0, 10.0));
     }
 
     #[test]
@@ -822,7 +862,7 @@ mod tests {
             line: 3,
             function: "app::f".into(),
         };
-        let t = timeline(&prof, vec![line], &[0]);
+        let t = timeline(&prof, vec![line], &[0]).unwrap();
         assert_eq!(t.events, 5);
         let got: Vec<(u64, u64, Vec<u64>)> = t
             .points
@@ -862,7 +902,7 @@ mod tests {
             });
         }
         let r = replay(&prof);
-        let t = timeline(&prof, vec![], &[]);
+        let t = timeline(&prof, vec![], &[]).unwrap();
         assert!(t.points.len() <= MAX_POINTS, "{}", t.points.len());
         let top = t.points.iter().map(|p| p.live_bytes).max();
         assert_eq!(top, Some(9999));

@@ -186,7 +186,7 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
     let recovery = unwind::recover_cpu_stacks(&mut profile);
     let symbols = symbolize::symbolize(&profile)?;
     let (group_of, groups) = stacks::group_stacks(&symbols.stacks);
-    let replay = replay::replay_grouped(&profile, &group_of);
+    let replay = replay::replay_grouped(&profile, &group_of)?;
     let exe = profile.executable();
     let root = root
         .or_else(|| exe.parent().and_then(lines::workspace_root))
@@ -207,9 +207,10 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
         root.as_deref(),
         &mut sources,
     );
-    let timeline =
-        with_timeline.then(|| live_heap_timeline(&profile, &symbols, &lines, root.as_deref()));
-    let split = per_test::split(&profile, &replay, &symbols, root.as_deref());
+    let timeline = with_timeline
+        .then(|| live_heap_timeline(&profile, &symbols, &lines, root.as_deref()))
+        .transpose()?;
+    let split = per_test::split(&profile, &replay, &symbols, root.as_deref())?;
     let mut warnings = symbols.warnings.clone();
     warnings.extend(profile.warnings());
     warnings.extend(recovery.warnings.iter().cloned());
@@ -277,7 +278,7 @@ fn live_heap_timeline(
     symbols: &symbolize::Symbols,
     lines: &[LineFigures],
     root: Option<&Path>,
-) -> Timeline {
+) -> Result<Timeline> {
     let mut top: Vec<&LineFigures> = lines
         .iter()
         .filter(|l| l.self_figures.peak_bytes > 0)
