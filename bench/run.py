@@ -407,13 +407,22 @@ def bench_micro(args, work):
     ]
     wall_ns = {c[0]: [] for c in cases}
     cpu_ns = {c[0]: [] for c in cases}
+    parts = {}  # part name -> [ns per event], from the exact run
     for _ in range(args.rounds):
         for name, build, extra, threads in cases:
             clean(tmp)
-            _, _, cpu, out = run([binary(build, "micro"), str(args.micro_iters),
-                                  str(threads)], dict(env0, **extra), tmp)
+            argv = [binary(build, "micro"), str(args.micro_iters), str(threads)]
+            if name == "lineprof exact":
+                argv.append("parts")
+            _, _, cpu, out = run(argv, dict(env0, **extra), tmp)
             wall_ns[name].append(float(out.split("ns_per_alloc_free=")[1].split()[0]))
             cpu_ns[name].append(cpu * 1e9 / args.micro_iters)
+            for line in out.splitlines():
+                if line.startswith("part="):
+                    f = dict(x.split("=", 1) for x in line.split("\t"))
+                    if f["ns"] != "-":
+                        parts.setdefault(f["part"], []).append(
+                            (float(f["ns"]), int(f["frames"])))
     clean(tmp)
     print()
     print(f"Micro: Box::new + drop of 64 bytes under 10 nested calls (17 frames), "
@@ -428,6 +437,21 @@ def bench_micro(args, work):
         above_cpu = "" if name == base else f"{c - bc:+.1f} ns"
         rows.append([name, f"{w:.1f} ns", above, f"{c:.1f} ns", above_cpu])
     table(rows, ["variant", "wall/pair", "above System", "CPU/pair", "above System"])
+    if parts:
+        whole = (statistics.median(wall_ns["lineprof exact"])
+                 - statistics.median(wall_ns["System"])) / 2
+        print()
+        print(f"Per event, each part of the heap-event path timed alone in a loop "
+              f"(lineprof::__bench, the exact run's thread, same depth), median of "
+              f"{args.rounds}; the parts overlap in the real path, so they need "
+              f"not add up to the whole")
+        rows = [["whole event (exact, micro above System, per alloc or free)",
+                 f"{whole:.1f} ns", ""]]
+        for name, runs in parts.items():
+            frames = runs[0][1]
+            rows.append([name, f"{statistics.median(r[0] for r in runs):.1f} ns",
+                         f"{frames}" if frames else ""])
+        table(rows, ["part", "ns/event", "frames"])
 
 
 def main():

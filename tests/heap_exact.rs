@@ -208,3 +208,45 @@ fn inlined_helper_has_its_own_line() {
         baseline() + allocs(2, 3000).frees(2, 3000).peak(3000)
     );
 }
+
+#[test]
+fn call_paths_at_one_depth_stay_apart() {
+    let r = profile("same_depth", &[]).report();
+    let blocks = |n: u64| allocs(n, 64 * n).peak(64 * n);
+    assert_eq!(r.self_at("vec![0u8; 64]"), blocks(1300));
+    for (i, n) in [200, 200, 200, 100, 100, 100, 100, 100, 100, 100]
+        .into_iter()
+        .enumerate()
+    {
+        let line = format!("// caller {i}:");
+        assert_eq!(r.self_at(&line), none(), "{line}");
+        assert_eq!(r.total_at(&line), blocks(n), "{line}");
+    }
+    for i in 1..=6 {
+        assert_eq!(r.total_at(&format!("// helper {i}:")), blocks(1300));
+    }
+    assert_eq!(r.total_at("// ten paths"), blocks(1000));
+    assert_eq!(r.total_at("// three paths"), blocks(300));
+    assert_eq!(
+        r.self_at("Vec::with_capacity(1300)"),
+        allocs(1, 31200).peak(31200)
+    );
+    assert_eq!(r.self_at("drop(keep)"), none().frees(1301, 114400));
+    let mut lines: Vec<String> = (0..10).map(|i| format!("// caller {i}:")).collect();
+    lines.extend((1..=6).map(|i| format!("// helper {i}:")));
+    lines.extend(
+        [
+            "vec![0u8; 64]",
+            "// ten paths",
+            "// three paths",
+            "ten(black_box(&mut keep))",
+            "three(black_box(&mut keep))",
+            "Vec::with_capacity(1300)",
+            "drop(keep)",
+        ]
+        .map(String::from),
+    );
+    r.assert_only_lines(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+    let all = allocs(1301, 114400).frees(1301, 114400).peak(114400);
+    assert_eq!(r.totals(), baseline() + all);
+}

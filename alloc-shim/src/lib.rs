@@ -14,11 +14,14 @@
 //! `lineprof-<pid>.lprof` file appears in the working directory.
 //!
 //! # What it costs
-//! Per event, a frame-pointer walk (a dependent load per frame) that hashes
-//! the return addresses as it goes, a lookup in a per-thread cache of
-//! recent stacks (else in a lock-free table), a number in the global event
-//! order (from a per-thread block while one thread records; from the
-//! invariant time-stamp counter once several do), and ~6 bytes appended to a
+//! Per event, a check of the frame-pointer chain against the chains this
+//! thread walked before from the same frame (every record read and
+//! compared, the loads independent of each other), which gives the stack
+//! id; only a chain not seen before is walked (a dependent load per
+//! frame), hashed, and looked up in a per-thread cache of recent stacks,
+//! else in a lock-free table. Then a number in the global event order
+//! (from a per-thread block while one thread records; from the invariant
+//! time-stamp counter once several do), and ~6 bytes appended to a
 //! per-thread buffer. No lock is taken and nothing is allocated on that
 //! path; buffers go to the file in 256 KiB chunks. See BENCHMARKS.md for
 //! measured figures.
@@ -40,6 +43,7 @@ use std::sync::atomic::Ordering;
 use coord::{ACTIVE, INITIALIZING, INSTALLED, OFF, STATE, UNINIT};
 
 mod aggregate;
+mod bench;
 mod config;
 mod coord;
 mod cpu;
@@ -59,6 +63,13 @@ mod writer;
 
 pub use lineprof_macros::profile;
 pub use measure::{measure, Usage};
+
+/// The heap-event path's parts, timed one by one by the micro benchmark;
+/// not a public API.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::bench::{run, PARTS};
+}
 
 /// What `#[lineprof::profile]` expands to; not a public API.
 #[doc(hidden)]
@@ -221,60 +232,133 @@ fn start_now() -> bool {
     }
 }
 
-/// Captures the calling thread's stack into its state and interns it.
+/// Captures the calling thread's stack and interns it. `kind` (the event's
+/// tag) and `size` only pick where the walked chain is kept and which kept
+/// chain is checked first.
 ///
 /// # Safety
 /// `t` must be the calling thread's own state (or the orphan state with its
 /// lock held).
 #[inline(always)]
-unsafe fn capture(t: *mut thread::ThreadState) -> Option<stacks::StackId> {
+unsafe fn capture(t: *mut thread::ThreadState, kind: u8, size: usize) -> Option<stacks::StackId> {
     let (sp, fp) = stack::registers();
     // SAFETY (whole block): owner-only fields of `t`, per the contract.
     unsafe {
         if sp < (*t).stack_lo || sp >= (*t).stack_hi {
             thread::refresh_bounds(t, sp);
         }
+        let hi = (*t).stack_hi;
+        // Most events repeat the chain of an earlier event from the same
+        // frame: checked record by record, without walking.
+        let set = thread::chain_set(fp, kind);
+        let order = &mut (*t).chain_order[set];
+        let ways = &mut (&mut (*t).chains)[set];
+        let first = order.predicted(size);
+        // SAFETY: chains are only ever filled by `walk_chain`; `sp..hi` is
+        // this thread's stack mapping.
+        if stack::chain_matches(&ways[first], fp, sp, hi) {
+            order.came(first, size);
+            return Some(ways[first].id);
+        }
+        for (w, c) in ways.iter().enumerate() {
+            // SAFETY: as above.
+            if w != first && stack::chain_matches(c, fp, sp, hi) {
+                order.came(w, size);
+                return Some(c.id);
+            }
+        }
+        let w = order.replace(size);
+        capture_walk(t, &mut ways[w], sp, fp, hi)
+    }
+}
+
+/// `capture` when the chain is none of the kept ones: a walk that keeps it
+/// in `c`.
+///
+/// # Safety
+/// As for `capture`; `c` is one of `t`'s chains.
+#[inline(never)]
+unsafe fn capture_walk(
+    t: *mut thread::ThreadState,
+    c: &mut stack::Chain,
+    sp: usize,
+    fp: usize,
+    hi: usize,
+) -> Option<stacks::StackId> {
+    // SAFETY (whole block): owner-only fields of `t`, per the contract.
+    unsafe {
         let depth = coord::DEPTH.load(Ordering::Relaxed);
         let frames = &mut (&mut (*t).frames)[..depth];
-        let (n, full, h) = stack::walk(fp, sp, (*t).stack_hi, frames);
+        let (n, full, h, kept) = stack::walk_chain(fp, sp, hi, frames, c);
         if full {
             coord::TRUNCATED_STACKS.fetch_add(1, Ordering::Relaxed);
         }
-        // Most events repeat a recent stack: a per-thread cache keyed by the
-        // full 64-bit hash skips the shared table (a false match needs two
-        // stacks of one program with equal 64-bit hashes).
+        // Next, a per-thread cache keyed by the full 64-bit hash skips the
+        // shared table (a false match needs two stacks of one program with
+        // equal 64-bit hashes).
         let slot = &mut (*t).stack_cache[h as usize % thread::STACK_CACHE];
-        if slot.0 == h {
-            return Some(slot.1);
-        }
-        let id = stacks::intern_hashed(&frames[..n], h);
-        match id {
-            Some(id) => *slot = (h, id),
-            None => {
-                coord::DROPPED.fetch_add(1, Ordering::Relaxed);
+        let id = if slot.0 == h {
+            Some(slot.1)
+        } else {
+            let id = stacks::intern_hashed(&frames[..n], h);
+            match id {
+                Some(id) => *slot = (h, id),
+                None => {
+                    coord::DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
             }
+            id
+        };
+        match id {
+            Some(id) if kept => c.id = id,
+            _ => c.fp0 = 0,
         }
         id
     }
+}
+
+thread_local! {
+    /// Sampling mode: bytes this thread allocates before its next sampled
+    /// allocation (0 before its first draw, see `sample_hit_slow`).
+    static SAMPLE_LEFT: Cell<i64> = const { Cell::new(0) };
+    static SAMPLE_DRAWN: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Sampling mode: whether this allocation of `size` bytes is sampled. Each
 /// thread counts down an exponentially distributed number of bytes, so an
 /// allocation is sampled with probability `1 - exp(-size / mean)`
 /// independently of all others (the reader weights it by the inverse).
-#[inline]
+/// Unsampled, it is one thread-local load, subtraction and store.
+#[inline(always)]
 fn sample_hit(mean: u64, size: usize) -> bool {
+    let left = SAMPLE_LEFT.with(|c| c.get()) - size as i64;
+    if left > 0 {
+        SAMPLE_LEFT.with(|c| c.set(left));
+        return false;
+    }
+    sample_hit_slow(mean, size)
+}
+
+/// The countdown ran out (or was never drawn on this thread): draws the
+/// next one from the thread's generator.
+#[cold]
+#[inline(never)]
+fn sample_hit_slow(mean: u64, size: usize) -> bool {
     let t = thread::current();
     if thread::is_dead(t) {
         return false;
     }
-    // SAFETY: owner-only fields of this thread's state.
+    // SAFETY: `t` is this thread's own state (its generator).
     unsafe {
-        (*t).sample_countdown -= size as i64;
-        if (*t).sample_countdown > 0 {
-            return false;
+        if !SAMPLE_DRAWN.with(|d| d.replace(true)) {
+            // The thread's first countdown, which this allocation starts.
+            let left = thread::next_countdown(t, mean) - size as i64;
+            if left > 0 {
+                SAMPLE_LEFT.with(|c| c.set(left));
+                return false;
+            }
         }
-        (*t).sample_countdown = thread::next_countdown(t, mean);
+        SAMPLE_LEFT.with(|c| c.set(thread::next_countdown(t, mean)));
     }
     true
 }
@@ -303,6 +387,9 @@ fn on_free(addr: usize, size: usize) {
     }
 }
 
+/// The `kind` under which reallocations keep their walked chains.
+const REALLOC_KIND: u8 = 0xff;
+
 /// Records one allocation or free with the caller's stack.
 #[inline(never)]
 fn record(kind: u8, addr: usize, size: usize) {
@@ -320,7 +407,7 @@ fn record(kind: u8, addr: usize, size: usize) {
             return;
         }
         thread::set_busy(t, true);
-        if let Some(id) = capture(t) {
+        if let Some(id) = capture(t, kind, size) {
             put(t, kind, id, addr, size);
         } else if kind == thread::FREE && aggregate::on() {
             aggregate::free_taken(None, size as u64, aggregate::take(addr as u64));
@@ -339,7 +426,7 @@ fn record_orphan(kind: u8, addr: usize, size: usize) {
     let t = thread::orphan();
     // SAFETY: the orphan lock is held.
     unsafe {
-        if let Some(id) = capture(t) {
+        if let Some(id) = capture(t, kind, size) {
             put(t, kind, id, addr, size);
         } else if kind == thread::FREE && aggregate::on() {
             aggregate::free_taken(None, size as u64, aggregate::take(addr as u64));
@@ -373,21 +460,15 @@ unsafe fn put(
 }
 
 /// A reallocation: one free of the old block and one allocation of the new
-/// one, both with the caller's stack, numbered around the inner call.
-#[inline(never)]
+/// one, both with the caller's stack, numbered around the inner call. In
+/// sampling mode, most are neither: then nothing but the two checks.
+#[inline(always)]
 fn record_realloc(
     old: usize,
     old_size: usize,
     new_size: usize,
     f: impl FnOnce() -> *mut u8,
 ) -> *mut u8 {
-    let t = thread::current();
-    // SAFETY: as in `record`.
-    if !thread::is_dead(t) && unsafe { (*t).busy } {
-        // Re-entered from a signal handler: not recorded, counted.
-        coord::REENTRANT_DROPPED.fetch_add(2, Ordering::Relaxed);
-        return f();
-    }
     let mean = coord::SAMPLE_BYTES.load(Ordering::Relaxed);
     let (free_old, alloc_new) = if mean == 0 {
         (true, true)
@@ -396,6 +477,33 @@ fn record_realloc(
     };
     if !free_old && !alloc_new {
         return f();
+    }
+    record_realloc_now(old, old_size, new_size, f, mean, free_old, alloc_new)
+}
+
+/// `record_realloc` of a reallocation whose free (`free_old`) or
+/// allocation (`alloc_new`) is recorded.
+#[inline(never)]
+fn record_realloc_now(
+    old: usize,
+    old_size: usize,
+    new_size: usize,
+    f: impl FnOnce() -> *mut u8,
+    mean: u64,
+    free_old: bool,
+    alloc_new: bool,
+) -> *mut u8 {
+    let t = thread::current();
+    // SAFETY: as in `record`.
+    if !thread::is_dead(t) && unsafe { (*t).busy } {
+        // Re-entered from a signal handler: not recorded, counted.
+        let n = free_old as u64 + alloc_new as u64;
+        coord::REENTRANT_DROPPED.fetch_add(n, Ordering::Relaxed);
+        let p = f();
+        if p.is_null() && free_old && mean != 0 {
+            sampled::insert(old as u64); // the old block lives on
+        }
+        return p;
     }
     if thread::is_dead(t) {
         let p = f();
@@ -418,7 +526,7 @@ fn record_realloc(
     // SAFETY: `t` is this thread's own state.
     unsafe {
         thread::set_busy(t, true);
-        let id = capture(t);
+        let id = capture(t, REALLOC_KIND, new_size);
         let free_seq = if free_old {
             thread::next_seq(t, false)
         } else {
@@ -461,7 +569,7 @@ unsafe fn realloc_aggregated(
 ) -> *mut u8 {
     thread::set_busy(t, true);
     // SAFETY: per the contract.
-    let id = unsafe { capture(t) };
+    let id = unsafe { capture(t, REALLOC_KIND, new_size) };
     let owner = aggregate::take(old as u64);
     let p = f();
     if p.is_null() {

@@ -86,7 +86,7 @@ pub fn tsc_is_invariant() -> bool {
 /// stack's top). Returns the number of frames written, whether the walk
 /// stopped because `out` was full, and the stack's hash (`stacks::hash`),
 /// computed on the way.
-#[inline]
+#[cfg(test)]
 pub fn walk(fp: usize, lo: usize, hi: usize, out: &mut [u64]) -> (usize, bool, u64) {
     walk_from(fp, lo, hi, out, 0, crate::stacks::HASH_SEED)
 }
@@ -122,6 +122,132 @@ pub fn walk_from(
         fp = next;
     }
     (n, true, hash_finish(h, n))
+}
+
+/// Frame records a [`Chain`] holds at most; deeper stacks are walked.
+pub const CHAIN_FRAMES: usize = 32;
+
+/// A frame-pointer chain walked before, kept so that the next walk from the
+/// same frame can check it instead of following it: the check's loads
+/// depend on the chain kept here, not on each other, so they run in
+/// parallel, where a walk waits for each saved frame pointer before it can
+/// read the next record. Nothing is trusted without being read: every
+/// record of the chain is loaded and compared.
+#[repr(C)]
+pub struct Chain {
+    /// The first frame record's address (0: empty).
+    pub fp0: usize,
+    /// The stack top the chain was walked under.
+    pub hi: usize,
+    pub len: u32,
+    /// What the caller interned the stack as.
+    pub id: u32,
+    /// `(saved frame pointer, return address)` of each record, innermost
+    /// first. Record 0 lies at `fp0`, record `k` at `records[k - 1][0]`.
+    pub records: [[u64; 2]; CHAIN_FRAMES],
+}
+
+/// Whether the frame-pointer chain from `fp0` is exactly `c`'s, so that a
+/// walk from `fp0` would write `c`'s return addresses and stop where `c`
+/// stops: every record is read and compared with `c`'s.
+///
+/// The walk `c` came from ended because a saved frame pointer did not grow
+/// (`walk_chain` keeps no chain that ended otherwise), which depends only
+/// on the compared values; it checked each record against the bounds
+/// `[fp0, c.hi - 16]`, aligned, which depend only on `fp0` and `c.hi`.
+///
+/// # Safety
+/// `c` was filled by `walk_chain` (or is all zero), `fp0 >= lo`, and
+/// `lo..hi` is readable stack memory of this thread.
+#[inline(always)]
+pub unsafe fn chain_matches(c: &Chain, fp0: usize, lo: usize, hi: usize) -> bool {
+    if c.fp0 != fp0 || c.hi != hi || fp0 < lo {
+        return false;
+    }
+    let n = (c.len as usize).min(CHAIN_FRAMES);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+            _mm_setzero_si128, _mm_xor_si128,
+        };
+        let mut at = fp0;
+        // SAFETY: SSE2 is part of x86-64. `at` is `fp0` or a saved frame
+        // pointer `walk_chain` read under the same `hi` and found aligned,
+        // above the previous record and at most `hi - 16`: the 16 bytes at
+        // `at` lie in `lo..hi`. `r` is 16 bytes of `c`.
+        unsafe {
+            let mut diff = _mm_setzero_si128();
+            for r in &c.records[..n] {
+                let stack = _mm_loadu_si128(at as *const __m128i);
+                let kept = _mm_loadu_si128(r.as_ptr() as *const __m128i);
+                diff = _mm_or_si128(diff, _mm_xor_si128(stack, kept));
+                at = r[0] as usize;
+            }
+            _mm_movemask_epi8(_mm_cmpeq_epi8(diff, _mm_setzero_si128())) == 0xffff
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut at = fp0;
+        let mut diff = 0u64;
+        for r in &c.records[..n] {
+            // SAFETY: `at` is `fp0` or a saved frame pointer `walk_chain`
+            // read under the same `hi` and found aligned, above the
+            // previous record and at most `hi - 16`: the 16 bytes at `at`
+            // lie in `lo..hi`.
+            let (next, ret) = unsafe { (*(at as *const u64), *((at + 8) as *const u64)) };
+            diff |= (next ^ r[0]) | (ret ^ r[1]);
+            at = r[0] as usize;
+        }
+        diff == 0
+    }
+}
+
+/// `walk` that also keeps the chain in `c` for `chain_matches`, when it is
+/// short enough and ends with a saved frame pointer that does not grow.
+/// Returns what `walk` returns and whether `c` now holds the chain (its
+/// `id` is the caller's to set).
+#[inline]
+pub fn walk_chain(
+    fp0: usize,
+    lo: usize,
+    hi: usize,
+    out: &mut [u64],
+    c: &mut Chain,
+) -> (usize, bool, u64, bool) {
+    use crate::stacks::{hash_finish, hash_step, HASH_SEED};
+    c.fp0 = 0;
+    let mut fp = fp0;
+    let mut h = HASH_SEED;
+    let mut n = 0;
+    while n < out.len() {
+        if fp < lo || fp > hi.saturating_sub(16) || fp & 7 != 0 {
+            return (n, false, hash_finish(h, n), false);
+        }
+        // SAFETY: as in `walk_from`.
+        let (next, ret) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
+        if ret == 0 {
+            return (n, false, hash_finish(h, n), false);
+        }
+        out[n] = ret as u64;
+        if let Some(r) = c.records.get_mut(n) {
+            *r = [next as u64, ret as u64];
+        }
+        h = hash_step(h, ret as u64);
+        n += 1;
+        if next <= fp {
+            let kept = n <= CHAIN_FRAMES;
+            if kept {
+                c.fp0 = fp0;
+                c.hi = hi;
+                c.len = n as u32;
+            }
+            return (n, false, hash_finish(h, n), kept);
+        }
+        fp = next;
+    }
+    (n, true, hash_finish(h, n), false)
 }
 
 /// `walk_from` that also writes each frame's address (where its saved
@@ -250,6 +376,46 @@ mod tests {
         assert_eq!(n, 4);
         assert_eq!(&out[1..4], &[0x1111, 0x1222, 0x9000]);
         assert_eq!(&addrs[1..3], &[at(4) as u64, at(8) as u64]);
+    }
+
+    #[test]
+    fn a_kept_chain_matches_only_the_same_records_under_the_same_top() {
+        let mut mem = [0usize; 16];
+        let base = mem.as_ptr() as usize;
+        let at = |i: usize| base + i * 8;
+        mem[2] = at(6);
+        mem[3] = 0x1111;
+        mem[6] = at(10);
+        mem[7] = 0x2222;
+        mem[10] = 0; // the chain ends: the saved frame pointer does not grow
+        mem[11] = 0x3333;
+        let hi = base + mem.len() * 8;
+        let mut out = [0u64; 8];
+        // SAFETY: zero is a valid `Chain`.
+        let mut c: Chain = unsafe { std::mem::zeroed() };
+        let (n, full, h, kept) = walk_chain(at(2), base, hi, &mut out, &mut c);
+        assert_eq!((n, full, kept), (3, false, true));
+        assert_eq!(h, crate::stacks::hash(&out[..3]));
+        let matches = |c: &Chain, mem: &[usize; 16], fp: usize, hi: usize| {
+            std::hint::black_box(mem);
+            // SAFETY: `mem` is readable for its whole length.
+            unsafe { chain_matches(c, fp, base, hi) }
+        };
+        assert!(matches(&c, &mem, at(2), hi));
+        assert!(!matches(&c, &mem, at(6), hi), "another first frame");
+        assert!(!matches(&c, &mem, at(2), hi - 8), "another stack top");
+        for i in [2, 3, 6, 7, 10, 11] {
+            let was = mem[i];
+            mem[i] ^= 0x10;
+            assert!(!matches(&c, &mem, at(2), hi), "word {i} changed");
+            mem[i] = was;
+        }
+        assert!(matches(&c, &mem, at(2), hi));
+        // A chain that ends out of bounds is not kept.
+        mem[10] = hi + 64;
+        let (n, _, _, kept) = walk_chain(at(2), base, hi, &mut out, &mut c);
+        assert_eq!((n, kept), (3, false));
+        assert!(!matches(&c, &mem, at(2), hi));
     }
 
     #[test]

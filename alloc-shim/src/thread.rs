@@ -17,7 +17,7 @@ use crate::{sys, writer};
 
 /// Chunk header, thread index (u32), base sequence number (u64).
 pub const EVENTS_HEADER: usize = CHUNK_HEADER_LEN + 4 + 8;
-const BUF_LEN: usize = 256 * 1024;
+pub const BUF_LEN: usize = 256 * 1024;
 const MAX_THREADS: usize = 4096;
 const FLUSH_INTERVAL_NS: u64 = 500_000_000;
 const CLOCK_EVERY: u32 = 1024;
@@ -49,14 +49,18 @@ pub struct ThreadState {
     /// Heap events appended through this state, ever (read at exit by
     /// another thread).
     heap_events: AtomicU64,
-    /// Bytes left before the next sampled allocation (sampling mode).
-    pub sample_countdown: i64,
     pub rng: u64,
     /// Clock reading of the last TIME mark or CPU sample in this chunk.
     prev_time: u64,
     pub frames: [u64; MAX_DEPTH],
     /// Recently seen stacks: (hash, id), direct-mapped by hash.
     pub stack_cache: [(u64, u32); STACK_CACHE],
+    /// Recently walked frame-pointer chains, in sets picked by their first
+    /// frame's address and the event kind (`chain_set`): several call
+    /// paths reach an allocation at one stack depth.
+    pub chains: [[crate::stack::Chain; CHAIN_WAYS]; CHAIN_SETS],
+    /// Per set, which way to try first (`ChainOrder`).
+    pub chain_order: [ChainOrder; CHAIN_SETS],
     /// Frames of the CPU signal handler, apart from `frames`, which the
     /// interrupted code may be filling.
     pub cpu_frames: [u64; MAX_DEPTH],
@@ -72,6 +76,59 @@ pub struct ThreadState {
 
 const PARKED: usize = 16;
 pub const STACK_CACHE: usize = 1024;
+pub const CHAIN_SETS: usize = 32;
+pub const CHAIN_WAYS: usize = 8;
+
+/// The order in which one set's chains come: which way came last, which
+/// came after each way the last time it came (per bucket of event sizes),
+/// and which way a new chain replaces. Programs repeat sequences (the
+/// fields of a struct allocated or dropped one after the other, at one
+/// depth), so the way that followed the last one before, for an event of
+/// about this size, is the one tried first.
+#[derive(Clone, Copy)]
+pub struct ChainOrder {
+    pub last: u8,
+    pub victim: u8,
+    pub next: [[u8; SIZE_BUCKETS]; CHAIN_WAYS],
+}
+
+const SIZE_BUCKETS: usize = 8;
+
+#[inline(always)]
+fn size_bucket(size: usize) -> usize {
+    ((size >> 3) ^ (size >> 7)) % SIZE_BUCKETS
+}
+
+impl ChainOrder {
+    /// The way to try first for an event of `size` bytes.
+    #[inline(always)]
+    pub fn predicted(&self, size: usize) -> usize {
+        self.next[self.last as usize % CHAIN_WAYS][size_bucket(size)] as usize % CHAIN_WAYS
+    }
+    /// Way `w` came now, for an event of `size` bytes.
+    #[inline(always)]
+    pub fn came(&mut self, w: usize, size: usize) {
+        self.next[self.last as usize % CHAIN_WAYS][size_bucket(size)] = w as u8;
+        self.last = w as u8;
+    }
+    /// The way a new chain goes to (it comes now).
+    #[inline(always)]
+    pub fn replace(&mut self, size: usize) -> usize {
+        let w = self.victim as usize % CHAIN_WAYS;
+        self.victim = ((w + 1) % CHAIN_WAYS) as u8;
+        self.came(w, size);
+        w
+    }
+}
+
+/// The set where chains walked from frame `fp` for events of `kind` are
+/// kept.
+#[inline(always)]
+pub fn chain_set(fp: usize, kind: u8) -> usize {
+    // Frames are 16-byte aligned; neighbouring depths get neighbouring
+    // sets, an allocation and a free at one depth different ones.
+    ((fp >> 4) ^ ((kind as usize) << 3)) % CHAIN_SETS
+}
 
 static REGISTRY: [AtomicPtr<ThreadState>; MAX_THREADS] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_THREADS];
@@ -382,12 +439,6 @@ fn attach_state() -> *mut ThreadState {
         (*s).last_flush_ns = sys::coarse_ns();
         (*s).events_until_clock = CLOCK_EVERY;
         (*s).rng = (s as u64) ^ sys::coarse_ns() ^ 0x9E37_79B9_7F4A_7C15;
-        let mean = coord::SAMPLE_BYTES.load(Ordering::Relaxed);
-        (*s).sample_countdown = if mean == 0 {
-            0
-        } else {
-            next_countdown(s, mean)
-        };
         // SAFETY: KEY was created at init; the value is only read back by
         // the destructor.
         libc::pthread_setspecific(
@@ -429,10 +480,45 @@ pub fn refresh_bounds(t: *mut ThreadState, sp: usize) {
 }
 
 /// Appends one heap event. Owner-only (or orphan lock held).
-#[inline]
+#[inline(always)]
 pub fn append(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, addr: u64) {
     // SAFETY: `t` is the caller's own state; only the owner writes at and
     // beyond `committed`, and flushers read only below it.
+    unsafe {
+        let pos = (*t).committed.load(Ordering::Relaxed);
+        // Not the first event of a chunk, room for it, no TIME mark due.
+        if BUF_LEN - pos < MAX_EVENT_LEN + TIME_MARK_LEN
+            || pos == EVENTS_HEADER
+            || (*t).events_until_clock <= 1
+        {
+            return append_slow(t, kind, seq, stack, size, addr);
+        }
+        let base = std::ptr::addr_of_mut!((*t).buf) as *mut u8;
+        // SAFETY: `pos + MAX_EVENT_LEN <= BUF_LEN` (checked above).
+        let len = encode_event(
+            base.add(pos),
+            kind,
+            seq.wrapping_sub((*t).prev_seq),
+            stack,
+            size,
+            addr.wrapping_sub((*t).prev_addr),
+        );
+        (*t).prev_seq = seq;
+        (*t).prev_addr = addr;
+        // One writer (the owner, or the orphan lock's holder): a plain
+        // load and store, not a locked read-modify-write.
+        let events = (*t).heap_events.load(Ordering::Relaxed);
+        (*t).heap_events.store(events + 1, Ordering::Relaxed);
+        (*t).events_until_clock -= 1;
+        (*t).committed.store(pos + len, Ordering::Release);
+    }
+}
+
+/// `append` of the first event of a chunk, of an event that does not fit,
+/// or of one after which a TIME mark is due.
+#[inline(never)]
+fn append_slow(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, addr: u64) {
+    // SAFETY: as in `append`.
     unsafe {
         let mut pos = (*t).committed.load(Ordering::Relaxed);
         // Room for the event and a TIME mark after it.
@@ -443,23 +529,32 @@ pub fn append(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, ad
         if pos == EVENTS_HEADER {
             start_chunk(t, seq);
         }
-        let mut e = Encoder::new(tail(t, pos), 0);
-        e.u8(kind);
-        e.varint(seq.wrapping_sub((*t).prev_seq));
-        e.varint(stack as u64);
-        e.varint(size);
-        e.varint(format::zigzag(addr.wrapping_sub((*t).prev_addr) as i64));
+        let base = std::ptr::addr_of_mut!((*t).buf) as *mut u8;
+        // SAFETY: `pos + MAX_EVENT_LEN <= BUF_LEN` (checked above).
+        let len = encode_event(
+            base.add(pos),
+            kind,
+            seq.wrapping_sub((*t).prev_seq),
+            stack,
+            size,
+            addr.wrapping_sub((*t).prev_addr),
+        );
+        let end = pos + len;
         (*t).prev_seq = seq;
         (*t).prev_addr = addr;
-        (*t).heap_events.fetch_add(1, Ordering::Relaxed);
+        // One writer (the owner, or the orphan lock's holder): a plain
+        // load and store, not a locked read-modify-write.
+        let events = (*t).heap_events.load(Ordering::Relaxed);
+        (*t).heap_events.store(events + 1, Ordering::Relaxed);
         (*t).events_until_clock = (*t).events_until_clock.saturating_sub(1);
         if (*t).events_until_clock == 0 {
             (*t).events_until_clock = CLOCK_EVERY;
             let now = sys::coarse_ns();
+            let mut e = Encoder::new(tail(t, end), 0);
             e.u8(tag::TIME);
             e.varint(now.saturating_sub((*t).prev_time));
             (*t).prev_time = now;
-            (*t).committed.store(pos + e.pos(), Ordering::Release);
+            (*t).committed.store(end + e.pos(), Ordering::Release);
             if now.wrapping_sub((*t).last_flush_ns) > FLUSH_INTERVAL_NS {
                 flush(t, false);
                 if let Some(h) = coord::hooks() {
@@ -467,9 +562,83 @@ pub fn append(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, ad
                 }
             }
         } else {
-            (*t).committed.store(pos + e.pos(), Ordering::Release);
+            (*t).committed.store(end, Ordering::Release);
         }
     }
+}
+
+/// Writes one heap event (`format::tag::ALLOC` or `FREE`, then the
+/// sequence number's and the address's deltas from the previous event's,
+/// the stack id and the size, as varints) at `dst`; returns its length.
+///
+/// # Safety
+/// `dst` has `MAX_EVENT_LEN` writable bytes (the varints may write a few
+/// bytes past the event's end, never past that).
+#[inline(always)]
+pub unsafe fn encode_event(
+    dst: *mut u8,
+    kind: u8,
+    seq_delta: u64,
+    stack: u32,
+    size: u64,
+    addr_delta: u64,
+) -> usize {
+    // SAFETY: at most 1 + 4 * 10 bytes, per the contract (`put_varint`).
+    unsafe {
+        *dst = kind;
+        let mut n = 1;
+        n += put_varint(dst.add(n), seq_delta);
+        n += put_varint(dst.add(n), stack as u64);
+        n += put_varint(dst.add(n), size);
+        n += put_varint(dst.add(n), format::zigzag(addr_delta as i64));
+        n
+    }
+}
+
+/// Writes `v` as a LEB128 varint at `dst` (the bytes `Encoder::varint`
+/// writes) and returns its length. Below 2^56, without a branch on the
+/// value: the 7-bit groups are spread into the bytes of one word, which
+/// is stored whole (8 bytes written, `len` of them the varint's).
+///
+/// # Safety
+/// `dst` has 10 writable bytes.
+#[inline(always)]
+unsafe fn put_varint(dst: *mut u8, v: u64) -> usize {
+    if v < 0x80 {
+        // SAFETY: per the contract.
+        unsafe { *dst = v as u8 };
+        return 1;
+    }
+    if v >= 1 << 56 {
+        return put_varint_long(dst, v);
+    }
+    let x = (v & 0x0000_0000_0FFF_FFFF) | ((v & 0x00FF_FFFF_F000_0000) << 4);
+    let x = (x & 0x0000_3FFF_0000_3FFF) | ((x & 0x0FFF_C000_0FFF_C000) << 2);
+    let x = (x & 0x007F_007F_007F_007F) | ((x & 0x3F80_3F80_3F80_3F80) << 1);
+    let bits = 64 - (v | 1).leading_zeros() as usize; // 1..=56
+    let len = bits.div_ceil(7); // 1..=8
+                                // The continuation bit on every byte but the last.
+    let more = 0x0080_8080_8080_8080u64 >> (8 * (8 - len));
+    // SAFETY: 8 bytes at `dst` are writable (the contract).
+    unsafe { std::ptr::write_unaligned(dst as *mut u64, (x | more).to_le()) };
+    len
+}
+
+/// `put_varint` of 2^56 and above: 9 or 10 bytes.
+#[cold]
+#[inline(never)]
+unsafe fn put_varint_long(dst: *mut u8, mut v: u64) -> usize {
+    let mut n = 0;
+    // SAFETY: at most 10 bytes, per `put_varint`'s contract.
+    unsafe {
+        while v >= 0x80 {
+            *dst.add(n) = (v as u8) | 0x80;
+            n += 1;
+            v >>= 7;
+        }
+        *dst.add(n) = v as u8;
+    }
+    n + 1
 }
 
 /// The unwritten tail of `t`'s buffer from `pos`, as a slice made from a
@@ -703,3 +872,39 @@ pub fn unlock_registry_after_fork() {
 pub const ALLOC: u8 = tag::ALLOC;
 pub const CPU: u8 = tag::CPU;
 pub const FREE: u8 = tag::FREE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_encode_as_the_encoder_writes_them() {
+        let mut values = vec![0u64, 1, 127, 128, 255, 16383, 16384, u64::MAX, u64::MAX / 2];
+        for b in 0..64 {
+            values.extend([1u64 << b, (1u64 << b) - 1, (1u64 << b) + 1]);
+        }
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x >> (x % 64));
+        }
+        for (i, &v) in values.iter().enumerate() {
+            let w = values[(i * 7 + 3) % values.len()];
+            let (stack, size) = (w as u32, v ^ w);
+            let mut want = [0u8; MAX_EVENT_LEN];
+            let mut e = Encoder::new(&mut want, 0);
+            e.u8(tag::FREE);
+            e.varint(v);
+            e.varint(stack as u64);
+            e.varint(size);
+            e.varint(format::zigzag(w as i64));
+            let want_len = e.pos();
+            let mut got = [0xAAu8; MAX_EVENT_LEN];
+            // SAFETY: `got` has MAX_EVENT_LEN bytes.
+            let len = unsafe { encode_event(got.as_mut_ptr(), tag::FREE, v, stack, size, w) };
+            assert_eq!(&got[..len], &want[..want_len], "value {v:#x}, {w:#x}");
+        }
+    }
+}
