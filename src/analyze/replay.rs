@@ -597,6 +597,7 @@ pub const MAX_POINTS: usize = 1000;
 /// the rest). A streamed profile is replayed for it (the report takes it
 /// from its one replay instead, `replay_with_series`); an aggregate
 /// profile has the shim's own series.
+#[cfg(test)]
 pub fn timeline(
     profile: &Profile,
     lines: Vec<TimelineLine>,
