@@ -493,8 +493,34 @@ pub fn append(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, ad
         {
             return append_slow(t, kind, seq, stack, size, addr);
         }
-        let base = std::ptr::addr_of_mut!((*t).buf) as *mut u8;
         // SAFETY: `pos + MAX_EVENT_LEN <= BUF_LEN` (checked above).
+        let len = put_event(t, pos, kind, seq, stack, size, addr);
+        (*t).events_until_clock -= 1;
+        (*t).committed.store(pos + len, Ordering::Release);
+    }
+}
+
+/// Encodes one heap event at `pos` of `t`'s buffer against the previous
+/// one, counts it, and returns its length (not yet committed).
+///
+/// # Safety
+/// `t` is the caller's own state (as for `append`), and
+/// `pos + MAX_EVENT_LEN <= BUF_LEN`.
+#[inline(always)]
+unsafe fn put_event(
+    t: *mut ThreadState,
+    pos: usize,
+    kind: u8,
+    seq: u64,
+    stack: u32,
+    size: u64,
+    addr: u64,
+) -> usize {
+    // SAFETY: per the contract: the bytes at `pos..pos + MAX_EVENT_LEN`
+    // lie in the buffer, at or beyond `committed`, where only the owner
+    // writes.
+    unsafe {
+        let base = std::ptr::addr_of_mut!((*t).buf) as *mut u8;
         let len = encode_event(
             base.add(pos),
             kind,
@@ -509,8 +535,7 @@ pub fn append(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, ad
         // load and store, not a locked read-modify-write.
         let events = (*t).heap_events.load(Ordering::Relaxed);
         (*t).heap_events.store(events + 1, Ordering::Relaxed);
-        (*t).events_until_clock -= 1;
-        (*t).committed.store(pos + len, Ordering::Release);
+        len
     }
 }
 
@@ -529,23 +554,8 @@ fn append_slow(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, a
         if pos == EVENTS_HEADER {
             start_chunk(t, seq);
         }
-        let base = std::ptr::addr_of_mut!((*t).buf) as *mut u8;
         // SAFETY: `pos + MAX_EVENT_LEN <= BUF_LEN` (checked above).
-        let len = encode_event(
-            base.add(pos),
-            kind,
-            seq.wrapping_sub((*t).prev_seq),
-            stack,
-            size,
-            addr.wrapping_sub((*t).prev_addr),
-        );
-        let end = pos + len;
-        (*t).prev_seq = seq;
-        (*t).prev_addr = addr;
-        // One writer (the owner, or the orphan lock's holder): a plain
-        // load and store, not a locked read-modify-write.
-        let events = (*t).heap_events.load(Ordering::Relaxed);
-        (*t).heap_events.store(events + 1, Ordering::Relaxed);
+        let end = pos + put_event(t, pos, kind, seq, stack, size, addr);
         (*t).events_until_clock = (*t).events_until_clock.saturating_sub(1);
         if (*t).events_until_clock == 0 {
             (*t).events_until_clock = CLOCK_EVERY;

@@ -765,13 +765,7 @@ impl SeriesRecorder {
     /// since) and, when later, the moment after event `i`.
     fn end_bucket(&mut self, i: u64, live: f64) {
         if let Some((bytes, at)) = self.best.take() {
-            self.store(at, bytes, |r, k| {
-                if r.snap_epoch[k] == r.epoch {
-                    r.snap[k]
-                } else {
-                    r.cur[k]
-                }
-            });
+            self.store_best(at, bytes);
             if at != i {
                 self.store(i, live, |r, k| r.cur[k]);
             }
@@ -780,17 +774,23 @@ impl SeriesRecorder {
         self.bucket_no += 1;
     }
 
+    /// Stores a bucket's best moment: each key's bytes saved at that
+    /// moment, or its current bytes when unchanged since.
+    fn store_best(&mut self, at: u64, bytes: f64) {
+        self.store(at, bytes, |r, k| {
+            if r.snap_epoch[k] == r.epoch {
+                r.snap[k]
+            } else {
+                r.cur[k]
+            }
+        });
+    }
+
     fn finish(mut self) -> LiveSeries {
         // A profile whose event count was short of what it held: the last
         // bucket's best moment.
         if let Some((bytes, at)) = self.best.take() {
-            self.store(at, bytes, |r, k| {
-                if r.snap_epoch[k] == r.epoch {
-                    r.snap[k]
-                } else {
-                    r.cur[k]
-                }
-            });
+            self.store_best(at, bytes);
         }
         self.out
     }
