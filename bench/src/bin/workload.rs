@@ -149,7 +149,7 @@ fn main() {
         .nth(1)
         .map(|a| a.parse().expect("RECORDS must be a whole number"))
         .unwrap_or(50_000);
-    let mut rng = Rng(0x5EED_0F_1E_BEEF);
+    let mut rng = Rng(0x5EED_0F1E_BEEF);
 
     let records = generate(n, &mut rng);
     let json = serde_json::to_string(&records).expect("serialise");
