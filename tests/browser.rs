@@ -14,7 +14,7 @@ mod projects;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fixture, lineprof, profile, stderr, stdout, TempDir};
+use common::{fixture, profile, report_to_file, stderr, stdout, TempDir};
 use serde_json::Value;
 
 /// `html_page::table` allocates 8000 B and then 512 KiB.
@@ -83,20 +83,8 @@ fn totals(json: &Path) -> Value {
 #[test]
 fn report_of_a_profile_in_chromium() {
     let p = profile("html_page", &[]);
-    let html = p.dir.path().join("report.html");
-    let json = p.dir.path().join("report.json");
-    for (format, path) in [("html", &html), ("json", &json)] {
-        let args = [
-            "report",
-            p.profile.to_str().unwrap(),
-            "--format",
-            format,
-            "-o",
-            path.to_str().unwrap(),
-        ];
-        let out = lineprof(&args);
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    }
+    let html = report_to_file(&p, "html", "report.html");
+    let json = report_to_file(&p, "json", "report.json");
     // The figures the page is checked against: 44 + 8000 + 524288 B
     // of the fixture's own, the peak its 512 KiB block.
     let t = totals(&json);

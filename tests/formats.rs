@@ -8,7 +8,7 @@ mod common;
 
 use std::io::Read;
 
-use common::{lineprof, profile, stderr, stdout, Profiled, TempDir};
+use common::{lineprof, profile, report_to_file, stderr, stdout, Profiled, TempDir};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -20,21 +20,6 @@ fn report(p: &Profiled, format: &str, extra: &[&str]) -> String {
     let out = lineprof(&args);
     assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     stdout(&out)
-}
-
-/// `lineprof report --format FORMAT -o <dir>/NAME`: the file written.
-fn report_to_file(p: &Profiled, format: &str, name: &str) -> std::path::PathBuf {
-    let file = p.dir.path().join(name);
-    let args = [
-        "report",
-        p.profile.to_str().unwrap(),
-        "--format",
-        format,
-        "-o",
-    ];
-    let out = lineprof(&[&args[..], &[file.to_str().unwrap()]].concat());
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    file
 }
 
 /// `(stack, count)` of every folded line.
@@ -120,18 +105,8 @@ fn pprof_decodes_with_exact_sums() {
     let functions = pb::messages(&prof, 5);
     let locations = pb::messages(&prof, 4);
     let describe = |loc_id: u64| {
-        let loc = locations.iter().find(|l| pb::int(l, 1) == loc_id).unwrap();
-        let line = &pb::messages(loc, 4)[0];
-        let f = functions
-            .iter()
-            .find(|f| pb::int(f, 1) == pb::int(line, 1))
-            .unwrap();
-        format!(
-            "{} {}:{}",
-            s(pb::int(f, 2)),
-            s(pb::int(f, 4)),
-            pb::int(line, 2)
-        )
+        let (f, line) = function_at(&functions, &locations, loc_id);
+        format!("{} {}:{line}", s(pb::int(f, 2)), s(pb::int(f, 4)))
     };
     let f_sample = samples
         .iter()
@@ -153,6 +128,22 @@ fn pprof_decodes_with_exact_sums() {
     assert!(f_at < main_at, "{f_at:?} {main_at:?}");
 }
 
+/// The function (its message) and line of pprof location `loc_id`'s first
+/// line entry.
+fn function_at<'a>(
+    functions: &'a [Vec<(u32, pb::Value)>],
+    locations: &[Vec<(u32, pb::Value)>],
+    loc_id: u64,
+) -> (&'a [(u32, pb::Value)], u64) {
+    let loc = locations.iter().find(|l| pb::int(l, 1) == loc_id).unwrap();
+    let line = &pb::messages(loc, 4)[0];
+    let f = functions
+        .iter()
+        .find(|f| pb::int(f, 1) == pb::int(line, 1))
+        .unwrap();
+    (f, pb::int(line, 2))
+}
+
 /// `go tool pprof -top`'s flat column: bytes by the innermost frame's
 /// function, largest first, with the functions' file names.
 fn pprof_top(p: &Profiled) -> Vec<(String, String, u64)> {
@@ -167,13 +158,7 @@ fn pprof_top(p: &Profiled) -> Vec<(String, String, u64)> {
     let locations = pb::messages(&prof, 4);
     let mut flat: std::collections::HashMap<(String, String), u64> = Default::default();
     for sample in pb::messages(&prof, 2) {
-        let loc_id = pb::ints(&sample, 1)[0];
-        let loc = locations.iter().find(|l| pb::int(l, 1) == loc_id).unwrap();
-        let line = &pb::messages(loc, 4)[0];
-        let f = functions
-            .iter()
-            .find(|f| pb::int(f, 1) == pb::int(line, 1))
-            .unwrap();
+        let (f, _) = function_at(&functions, &locations, pb::ints(&sample, 1)[0]);
         let key = (
             strings[pb::int(f, 2) as usize].clone(),
             strings[pb::int(f, 4) as usize].clone(),

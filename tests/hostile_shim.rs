@@ -29,6 +29,25 @@ fn run_limited(limits: &str, exe: &Path, args: &[&str], env: &[(&str, &str)]) ->
     common::output_retrying_busy(&mut cmd)
 }
 
+/// `run_limited` with no arguments, the profile to `out` and the perf
+/// backend sampling at `hz`.
+fn run_perf_sampled(limits: &str, exe: &Path, out: &Path, hz: &str) -> Output {
+    let env = [
+        ("LINEPROF_OUT", out.to_str().unwrap()),
+        ("LINEPROF_CPU", "perf"),
+        ("LINEPROF_HZ", hz),
+    ];
+    run_limited(limits, exe, &[], &env)
+}
+
+/// The number that ends the fixture's stdout.
+fn last_number(o: &Output) -> u64 {
+    let text = stdout(o);
+    let last = text.trim().rsplit(' ').next().unwrap_or("");
+    last.parse()
+        .unwrap_or_else(|_| panic!("no number at the end of stdout: {text:?}"))
+}
+
 /// The host's own behaviour: exit 0 and the given stdout; stderr has only
 /// lineprof's lines.
 fn assert_unchanged(o: &Output, expected_stdout: &str) {
@@ -269,24 +288,9 @@ fn host_signal_handler_allocations_are_recorded_or_counted() {
     let exe = fixture("hostile_signal_alloc");
     let dir = TempDir::new("sigalloc");
     let out = dir.path().join("s.lprof");
-    let o = run_limited(
-        "",
-        &exe,
-        &[],
-        &[
-            ("LINEPROF_OUT", out.to_str().unwrap()),
-            ("LINEPROF_CPU", "perf"),
-            ("LINEPROF_HZ", "20000"),
-        ],
-    );
+    let o = run_perf_sampled("", &exe, &out, "20000");
     assert!(o.status.success(), "{}", stderr(&o));
-    let n: u64 = stdout(&o)
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let n = last_number(&o);
     assert!(n > 0, "the host's timer ticked");
     let r = report(&out, "hostile_signal_alloc");
     let w = warnings(&r).join("\n");
@@ -359,24 +363,9 @@ fn a_thread_that_blocks_signals_is_not_killed_and_is_sampled_again() {
     // 10 kHz for 0.4 s with every signal blocked: one signal queued per
     // period would pass a pending limit of 64 within 7 ms, and the kernel
     // would fall back to SIGIO, which kills.
-    let o = run_limited(
-        "ulimit -i 64",
-        &exe,
-        &[],
-        &[
-            ("LINEPROF_OUT", out.to_str().unwrap()),
-            ("LINEPROF_CPU", "perf"),
-            ("LINEPROF_HZ", "10000"),
-        ],
-    );
+    let o = run_perf_sampled("ulimit -i 64", &exe, &out, "10000");
     assert!(o.status.success(), "exit {:?}: {}", o.status, stderr(&o));
-    let held: u64 = stdout(&o)
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let held = last_number(&o);
     // At most one of ours (a standard signal is pending or not); a little
     // room for other processes of this user on a shared machine.
     assert!(held <= 4, "{held} signals queued while blocked");

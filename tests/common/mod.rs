@@ -157,6 +157,21 @@ impl Profiled {
     }
 }
 
+/// `lineprof report --format FORMAT -o <dir>/NAME`: the file written.
+pub fn report_to_file(p: &Profiled, format: &str, name: &str) -> std::path::PathBuf {
+    let file = p.dir.path().join(name);
+    let args = [
+        "report",
+        p.profile.to_str().unwrap(),
+        "--format",
+        format,
+        "-o",
+    ];
+    let out = lineprof(&[&args[..], &[file.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    file
+}
+
 /// Runs the CLI from the workspace root (where fixtures' sources resolve).
 pub fn lineprof(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lineprof"))

@@ -23,24 +23,20 @@ fn leaf(iters: u64) -> u64 {
     acc
 }
 
-// Nine more frames above `leaf`, each a real call (not inlined).
-macro_rules! level {
-    ($name:ident, $next:ident) => {
+// Nine more frames above `leaf`, each a real call (not inlined): `d9`
+// calls `d8` ... calls `d1` calls the `leaf` of the module they are in.
+macro_rules! levels {
+    () => {
+        levels!(d1 leaf, d2 d1, d3 d2, d4 d3, d5 d4, d6 d5, d7 d6, d8 d7, d9 d8);
+    };
+    ($($name:ident $next:ident),*) => {$(
         #[inline(never)]
         fn $name(iters: u64) -> u64 {
             black_box($next(black_box(iters))).wrapping_add(1)
         }
-    };
+    )*};
 }
-level!(d1, leaf);
-level!(d2, d1);
-level!(d3, d2);
-level!(d4, d3);
-level!(d5, d4);
-level!(d6, d5);
-level!(d7, d6);
-level!(d8, d7);
-level!(d9, d8);
+levels!();
 
 /// The parts, run from where `leaf`'s allocations call the allocator:
 /// `lineprof::__bench::run` walks from its own frame, as the recording
@@ -65,15 +61,7 @@ mod parts {
     fn leaf(iters: u64) -> u64 {
         black_box(alloc_entry(black_box(iters))).wrapping_add(1)
     }
-    level!(d1, leaf);
-    level!(d2, d1);
-    level!(d3, d2);
-    level!(d4, d3);
-    level!(d5, d4);
-    level!(d6, d5);
-    level!(d7, d6);
-    level!(d8, d7);
-    level!(d9, d8);
+    levels!();
 
     /// One `part=NAME<TAB>ns=NS<TAB>frames=N` line per part, nanoseconds
     /// per event. The encoding's result is its bytes in all; the seal's,
