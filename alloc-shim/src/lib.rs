@@ -500,8 +500,8 @@ fn record_realloc_now(
         let n = free_old as u64 + alloc_new as u64;
         coord::REENTRANT_DROPPED.fetch_add(n, Ordering::Relaxed);
         let p = f();
-        if p.is_null() && free_old && mean != 0 {
-            sampled::insert(old as u64); // the old block lives on
+        if p.is_null() {
+            old_block_lives_on(old, free_old, mean);
         }
         return p;
     }
@@ -514,8 +514,8 @@ fn record_realloc_now(
             if alloc_new && (mean == 0 || sampled::insert(p as u64)) {
                 record_orphan(thread::ALLOC, p as usize, new_size);
             }
-        } else if free_old && mean != 0 {
-            sampled::insert(old as u64); // the old block lives on
+        } else {
+            old_block_lives_on(old, free_old, mean);
         }
         return p;
     }
@@ -534,9 +534,7 @@ fn record_realloc_now(
         };
         let p = f();
         if p.is_null() {
-            if free_old && mean != 0 {
-                sampled::insert(old as u64); // the old block lives on
-            }
+            old_block_lives_on(old, free_old, mean);
         } else if let Some(id) = id {
             if free_old {
                 thread::append(t, thread::FREE, free_seq, id, old_size as u64, old as u64);
@@ -551,6 +549,14 @@ fn record_realloc_now(
         }
         thread::set_busy(t, false);
         p
+    }
+}
+
+/// A failed reallocation leaves its old block allocated: back in the
+/// sampled set if it was taken out of it (`free_old` in sampling mode).
+fn old_block_lives_on(old: usize, free_old: bool, mean: u64) {
+    if free_old && mean != 0 {
+        sampled::insert(old as u64);
     }
 }
 
