@@ -58,6 +58,10 @@ struct RunArgs {
     /// code 3), not an error: what `cargo lineprof test` uses.
     #[arg(long, hide = true)]
     skip_untracked: bool,
+    /// The program is a libtest binary: keep the tests it ran (`--list`)
+    /// with the run: what `cargo lineprof test` uses.
+    #[arg(long, hide = true)]
+    list_tests: bool,
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "PROGRAM")]
     command: Vec<String>,
@@ -187,6 +191,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 command: a.command,
                 quiet: a.quiet,
                 skip_untracked: a.skip_untracked,
+                list_tests: a.list_tests,
             },
         ),
         Command::Report(a) => done(show::command(

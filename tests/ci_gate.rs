@@ -118,15 +118,22 @@ fn extra() {
 "#;
 
 fn setup() -> Project {
-    let p = Project::new("ci", "calc");
+    setup_as("calc")
+}
+
+/// The project as package `name`: tests running at once build into one
+/// target directory, so each needs a package of its own.
+fn setup_as(name: &str) -> Project {
+    let p = Project::new("ci", name);
     let shim = projects::repo().join("alloc-shim");
+    let named = |text: &str| text.replace("calc", name);
     p.write(
         "Cargo.toml",
-        &MANIFEST.replace("SHIM", shim.to_str().unwrap()),
+        &named(MANIFEST).replace("SHIM", shim.to_str().unwrap()),
     );
     p.write("src/lib.rs", LIB);
-    p.write("tests/api.rs", API_TEST);
-    p.write("tests/untracked.rs", UNTRACKED_TEST);
+    p.write("tests/api.rs", &named(API_TEST));
+    p.write("tests/untracked.rs", &named(UNTRACKED_TEST));
     p.git(&["init", "-q"]);
     p
 }
@@ -400,4 +407,138 @@ fn assert_tables_are_well_formed(md: &str) {
             Some(e) => assert_eq!(n, e, "row with {n} pipes, header {e}: {line}\n{md}"),
         }
     }
+}
+
+/// A test that allocates nothing, one that allocates, an ignored one.
+const QUIET_LIB: &str = r#"#[cfg(test)]
+#[global_allocator]
+static A: lineprof::Tracking = lineprof::Tracking::new();
+
+pub fn buffer(n: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n); // allocates nothing for 0
+    v.resize(n, 0u8);
+    std::hint::black_box(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_once() {
+        assert_eq!(buffer(1000).len(), 1000);
+    }
+
+    #[test]
+    fn dedup() {
+        let n = 0; // SIZE
+        assert_eq!(buffer(n).len(), n);
+    }
+
+    #[test]
+    #[ignore]
+    fn slow() {
+        assert_eq!(buffer(77).len(), 77);
+    }
+}
+"#;
+
+/// The run knows which tests libtest ran, not only which allocated: a test
+/// that allocated nothing at the baseline has zero figures there, so when
+/// it starts allocating, `check` fails naming it instead of calling it new.
+#[test]
+fn tests_without_allocations_are_gated() {
+    let p = setup_as("quiet");
+    p.write("src/lib.rs", QUIET_LIB);
+    p.commit("base", "q1");
+    profile_tests(&p, &[]);
+    let report = p.json(&["report", "quiet-lib-test"]);
+    assert_eq!(
+        report["test_list"],
+        serde_json::json!(["tests::buffer_once", "tests::dedup"]),
+        "the ignored test did not run: {report:#}"
+    );
+    let dedup = test_of(&report, "tests::dedup");
+    assert_eq!(dedup["function"], "quiet::tests::dedup");
+    for figure in ["allocations", "allocated_bytes", "peak_bytes"] {
+        assert_eq!(dedup["total"][figure], 0, "{figure}");
+    }
+    assert_eq!(
+        test_of(&report, "tests::buffer_once")["total"]["allocated_bytes"],
+        1000
+    );
+    assert_eq!(report["tests"].as_array().unwrap().len(), 2, "{report:#}");
+    let by_test = stdout(&p.lineprof(&["report", "quiet-lib-test", "--by", "test"]));
+    assert!(by_test.contains("  2 tests;"), "{by_test}");
+    assert!(by_test.contains("tests::dedup"), "{by_test}");
+
+    // An unchanged commit passes, the quiet test gated like the others.
+    p.write("NOTES.md", "no code change\n");
+    p.commit("notes", "q2");
+    profile_tests(&p, &[]);
+    let q2_run = p.json(&["report", "quiet-lib-test"])["run"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, text) = check(&p, &["--baseline", "HEAD~1"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("  test tests::dedup\n"), "{text}");
+    assert!(!text.contains("new   test"), "{text}");
+
+    // It starts allocating: a regression against zero, naming the test.
+    p.write(
+        "src/lib.rs",
+        &QUIET_LIB.replace("let n = 0;", "let n = 4096;"),
+    );
+    p.commit("dedup allocates", "q3");
+    profile_tests(&p, &[]);
+    let (code, text) = check(&p, &["--baseline", "HEAD~1"]);
+    assert_eq!(code, Some(1), "{text}");
+    let section = text
+        .split("lineprof check:")
+        .find(|s| s.contains("(quiet-lib-test,"))
+        .unwrap();
+    let block = section
+        .split("  test ")
+        .find(|b| b.starts_with("tests::dedup"))
+        .unwrap_or_else(|| panic!("{section}"));
+    assert!(
+        block.contains("FAIL  allocated_bytes 0 B -> 4096 B"),
+        "{block}"
+    );
+    assert!(block.contains("FAIL  allocations 0 -> 1"), "{block}");
+    assert!(
+        block.contains("+4096 B") && block.contains("src/lib.rs:6"),
+        "{block}"
+    );
+    assert_eq!(section.matches("FAIL").count(), 3, "only dedup: {section}");
+    assert!(text.contains("FAILED: 3 figure(s) regressed"), "{text}");
+
+    // A baseline stored before runs kept their test list (no `test_list`,
+    // no entry for the quiet test): the test is new there, as it was.
+    let stored = p.path().join(format!(".lineprof/runs/{q2_run}.json"));
+    let mut old: Value = serde_json::from_str(&std::fs::read_to_string(&stored).unwrap()).unwrap();
+    let doc = old.as_object_mut().unwrap();
+    assert!(doc.remove("test_list").is_some());
+    doc["tests"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|t| t["name"] != "tests::dedup");
+    std::fs::write(&stored, serde_json::to_string(&old).unwrap()).unwrap();
+    let (code, text) = check(&p, &["quiet-lib-test", "--baseline", &q2_run]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("  new   test tests::dedup: no baseline (the baseline run lists only the tests that allocated"),
+        "{text}"
+    );
+
+    // `--ignored` runs only the ignored test, and lists only it.
+    profile_tests(&p, &["--", "--ignored"]);
+    let report = p.json(&["report", "quiet-lib-test"]);
+    assert_eq!(report["test_list"], serde_json::json!(["tests::slow"]));
+    assert_eq!(
+        test_of(&report, "tests::slow")["total"]["allocated_bytes"],
+        77
+    );
+    assert_eq!(report["tests"].as_array().unwrap().len(), 1, "{report:#}");
 }

@@ -119,6 +119,58 @@ pub fn test_name(function: &str) -> String {
     }
 }
 
+/// Whether a run with these frames ran libtest's harness (only then does
+/// `<binary> --list` list what it ran; a `harness = false` binary may
+/// ignore the flag and run everything).
+pub fn ran_libtest<'a>(mut functions: impl Iterator<Item = &'a str>) -> bool {
+    functions.any(|f| {
+        f.starts_with("test::test_main")
+            || f.starts_with("test::console::run_tests_console")
+            || f.starts_with("test::__rust_begin_short_backtrace")
+    })
+}
+
+/// Gives every test libtest ran (`listed`) an entry: one without events
+/// (it allocated nothing) gets zero figures, so that `check` gates it when
+/// it starts to allocate. `frames` (the run's functions) find the crate of
+/// its function when no other test does: the harness's `<crate>::main`.
+pub fn add_listed<'a>(
+    tests: &mut Vec<TestFigures>,
+    listed: &[String],
+    frames: impl Iterator<Item = &'a str>,
+) {
+    let from_tests = tests.iter().find_map(|t| {
+        let prefix = t.function.strip_suffix(&t.name)?.strip_suffix("::")?;
+        Some(prefix.to_string())
+    });
+    let crate_name = from_tests.or_else(|| {
+        let mut frames = frames;
+        frames
+            .find_map(|f| {
+                let c = f.strip_suffix("::main")?;
+                let ours = !c.is_empty()
+                    && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                    && !["std", "core", "alloc", "test", "lineprof"].contains(&c);
+                ours.then_some(c)
+            })
+            .map(str::to_string)
+    });
+    for name in listed {
+        if tests.iter().any(|t| &t.name == name) {
+            continue;
+        }
+        tests.push(TestFigures {
+            name: name.clone(),
+            function: crate_name
+                .as_ref()
+                .map_or_else(|| name.clone(), |c| format!("{c}::{name}")),
+            total: Figures::default(),
+            lines: Vec::new(),
+        });
+    }
+    tests.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
 /// Where a stack stands: in test `t`, in shared initialisation inside a
 /// test, or outside every test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -58,6 +58,12 @@ pub struct Report {
     /// apart from the tests, never gated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_init: Option<Figures>,
+    /// The tests libtest ran (`<test binary> --list`, as `cargo lineprof
+    /// test` asks it), when known: then `tests` has every one of them, with
+    /// zero figures for a test without events. Absent for other programs
+    /// and for runs stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_list: Option<Vec<String>>,
 }
 
 /// The `run` object of JSON schema 1.
@@ -266,6 +272,7 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
     Ok(Report {
         tests: split.tests,
         shared_init: split.shared_init,
+        test_list: None,
         run: run_info(&profile, replay.estimated),
         totals,
         lines,

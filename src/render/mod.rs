@@ -642,6 +642,7 @@ pub mod testing {
             timeline: None,
             tests: Vec::new(),
             shared_init: None,
+            test_list: None,
         }
     }
 }

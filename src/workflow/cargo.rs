@@ -330,6 +330,11 @@ fn profile_one(
         cmd.arg("--dir").arg(&a.package_dir);
         cmd.env("CARGO_MANIFEST_DIR", &a.package_dir);
         cmd.arg("--skip-untracked");
+        if mode == Mode::Test {
+            // Benchmarks run with `--bench`, where libtest lists tests
+            // it does not run: only `test` keeps the list.
+            cmd.arg("--list-tests");
+        }
         if !quiet {
             eprintln!(
                 "cargo lineprof: running {} ({name})",

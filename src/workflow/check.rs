@@ -449,12 +449,16 @@ impl Checker {
             t.allocations
         );
         for test in &report.tests {
+            // A baseline with a test list has every test it ran, those that
+            // allocated nothing with zero figures: only a test it did not
+            // run is new. Older runs have only the tests that allocated.
             let Some(old) = base.tests.iter().find(|b| b.name == test.name) else {
-                let _ = writeln!(
-                    self.out,
-                    "  new   test {}: no baseline, not gated",
-                    test.name
-                );
+                let why = if base.test_list.is_some() {
+                    "not run at the baseline"
+                } else {
+                    "no baseline (the baseline run lists only the tests that allocated: stored by an older lineprof)"
+                };
+                let _ = writeln!(self.out, "  new   test {}: {why}, not gated", test.name);
                 self.findings
                     .push(Finding::new(program, Some(&test.name), Verdict::New));
                 continue;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
 
 use crate::analyze::lines::{workspace_root, LineFilter, LineKind, SourceFiles};
+use crate::analyze::per_test;
 use crate::analyze::report::{self, Report};
 use crate::error::{Error, Result};
 use crate::render::{self, View};
@@ -31,6 +32,11 @@ pub struct RunRequest {
     /// writing a profile (a test binary without the tracker) is skipped
     /// with a note and exit code [`SKIPPED`], not an error.
     pub skip_untracked: bool,
+    /// For `cargo lineprof test`: when the program ran libtest's harness,
+    /// ask it which tests it ran (`--list`, with the same arguments) and
+    /// keep the list with the run, so that a test that allocated nothing
+    /// has zero figures instead of no figures.
+    pub list_tests: bool,
 }
 
 /// The exit code of `lineprof run --skip-untracked` for a program that ran
@@ -94,6 +100,9 @@ pub fn command(store: &Store, cwd: &Path, req: RunRequest) -> Result<ExitCode> {
         }
     };
     fill_run_info(&mut report, &id, &req, &program, &dir);
+    if req.list_tests {
+        add_test_list(&mut report, &req.command, &dir);
+    }
     let path = store.save(&report)?;
     if !req.quiet {
         print_summary(&report, &path);
@@ -112,6 +121,78 @@ pub fn command(store: &Store, cwd: &Path, req: RunRequest) -> Result<ExitCode> {
         describe_status(status)
     );
     Ok(ExitCode::from(failure_code(status)))
+}
+
+/// Keeps the tests a libtest binary ran with the run (a note, not an
+/// error, when it cannot tell: the run then has the tests it saw events of).
+fn add_test_list(report: &mut Report, command: &[String], dir: &Path) {
+    let Some(stacks) = &report.stacks else { return };
+    let functions = || stacks.frames.iter().map(|f| f.function.as_str());
+    if !per_test::ran_libtest(functions()) {
+        return;
+    }
+    match libtest_list(command, dir) {
+        Ok(list) => {
+            per_test::add_listed(&mut report.tests, &list, functions());
+            report.test_list = Some(list);
+        }
+        Err(why) => eprintln!(
+            "note: cannot list the tests of {}: {why}; per-test figures cover only the tests that allocated",
+            command[0]
+        ),
+    }
+}
+
+/// The tests `command` (a libtest binary and its arguments) runs: what
+/// `--list` prints with the same filters, less the `#[ignore]`d tests,
+/// which `--list` prints and a run skips, unless the arguments run them
+/// (`--ignored` lists only those, `--include-ignored` all).
+pub fn libtest_list(command: &[String], dir: &Path) -> std::result::Result<Vec<String>, String> {
+    let args = &command[1..];
+    let list = |extra: &[&str]| -> std::result::Result<Vec<String>, String> {
+        let mut cmd = Command::new(&command[0]);
+        cmd.args(args).arg("--list").args(extra);
+        // The user may have chosen a format; `--format` twice is an error.
+        let chose = args
+            .iter()
+            .any(|a| a == "-q" || a == "--quiet" || a.starts_with("--format"));
+        if !chose {
+            cmd.args(["--format", "terse"]);
+        }
+        let out = cmd
+            .current_dir(dir)
+            .env("LINEPROF", "off")
+            .env_remove("LINEPROF_OUT")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .map_err(|e| format!("cannot run it with --list: {e}"))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(format!(
+                "`--list` {}: {}",
+                describe_status(out.status),
+                err.trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+            .map(str::to_string)
+            .collect())
+    };
+    let runs_ignored = args
+        .iter()
+        .any(|a| a == "--ignored" || a == "--include-ignored");
+    let mut tests = list(&[])?;
+    if !runs_ignored {
+        let ignored: std::collections::HashSet<String> =
+            list(&["--ignored"])?.into_iter().collect();
+        tests.retain(|t| !ignored.contains(t));
+    }
+    tests.sort();
+    tests.dedup();
+    Ok(tests)
 }
 
 /// The profiles the program (and any child that kept `LINEPROF_OUT`) wrote.

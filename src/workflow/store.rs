@@ -70,6 +70,9 @@ struct Stored {
     tests: Vec<TestFigures>,
     #[serde(default)]
     shared_init: Option<Figures>,
+    /// Added within schema 1: runs stored before it have none.
+    #[serde(default)]
+    test_list: Option<Vec<String>>,
 }
 
 /// Stacks larger than this (compact JSON) are not stored: the run stays a
@@ -215,6 +218,7 @@ impl Store {
             timeline: s.timeline,
             tests: s.tests,
             shared_init: s.shared_init,
+            test_list: s.test_list,
         })
     }
 }
