@@ -293,6 +293,15 @@ fn function_view_sorted_by_wall_time_with_callers() {
     let sleepy = function(&report, "timers::sleepy");
     assert_eq!(sleepy["calls"], 1);
     assert!(sleepy["self"]["allocated_bytes"].as_u64().unwrap() >= 5000);
+    // Files are as short as in the line tables: std's as `std/...`, not
+    // `/rustc/<hash>/library/...`.
+    let out = lineprof(&[
+        "report", path, "--by", "function", "--focus", "all", "--top", "1000",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all = stdout(&out);
+    assert!(!all.contains("/rustc/"), "{all}");
+    assert!(all.contains(" std/"), "{all}");
     // --callers belongs to the function view.
     let out = lineprof(&["report", path, "--callers", "x"]);
     assert_eq!(out.status.code(), Some(2));

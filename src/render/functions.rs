@@ -10,13 +10,15 @@ use regex::Regex;
 
 use super::text::table;
 use super::{format_bytes, format_time, selected_functions, View};
+use crate::analyze::classify::short_path;
 use crate::analyze::functions::{edges, same_function, Edge, FunctionFigures};
 use crate::analyze::lines::Figures;
 use crate::analyze::report::Report;
 
-/// `filename:lineno(function)`, as pstats prints it.
+/// `filename:lineno(function)`, as pstats prints it, with the file as short
+/// as in the line tables (`walkdir-2.5.1/src/lib.rs`, `std/...`).
 fn place(f: &FunctionFigures) -> String {
-    format!("{}:{}({})", f.file, f.line, f.function)
+    format!("{}:{}({})", short_path(&f.file, None), f.line, f.function)
 }
 
 /// The text of `lineprof report --by function`.
