@@ -622,7 +622,7 @@ mod tests {
             &x as *const u64 as usize,
             &*heap as *const u64 as usize,
             &S as *const u64 as usize,
-            the_query_and_the_text_give_the_same_mapping as usize,
+            the_query_and_the_text_give_the_same_mapping as *const () as usize,
             8, // in no mapping
         ];
         let open = || {
