@@ -209,14 +209,20 @@ fn hostile_events(rng: &mut Rng) -> Vec<u8> {
                 rng.hostile()
             });
             for _ in 0..rng.below(300) {
-                let t = if rng.chance(1000) {
+                let mut t = if rng.chance(1000) {
                     rng.below(256) as u8
                 } else {
                     1 + rng.below(4) as u8
                 };
+                if t <= format::tag::FREE && rng.chance(3) {
+                    t |= format::tag::OTHER_BASE;
+                }
                 e.u8(t);
                 match t {
-                    format::tag::ALLOC | format::tag::FREE => {
+                    format::tag::ALLOC
+                    | format::tag::FREE
+                    | format::tag::ALLOC_OTHER
+                    | format::tag::FREE_OTHER => {
                         e.varint(if rng.chance(3) { rng.hostile() } else { 1 });
                         e.varint(if rng.chance(100) {
                             rng.hostile()

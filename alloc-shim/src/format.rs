@@ -72,10 +72,22 @@ impl ChunkKind {
 
 /// Event tags inside an `Events` chunk.
 pub mod tag {
-    /// `seq_delta, stack, size, addr_delta`
+    /// `seq_delta, stack, size, addr_delta`: `addr_delta` from the address
+    /// of the previous heap event of the chunk (0 before the first).
     pub const ALLOC: u8 = 1;
-    /// `seq_delta, stack, size, addr_delta`
+    /// `seq_delta, stack, size, addr_delta`, as for `ALLOC`.
     pub const FREE: u8 = 2;
+    /// Added to `ALLOC` or `FREE`: `addr_delta` is from the *other* base,
+    /// the address the previous base had before it last moved to another
+    /// region (0 at first). A thread's blocks come from two regions when
+    /// it frees blocks allocated by others (glibc's thread cache holds
+    /// blocks of every arena): one delta from each region's last address
+    /// is small where one from the last event is not. After such an event
+    /// the two bases swap: the event's address is the base, and the old
+    /// base the other.
+    pub const OTHER_BASE: u8 = 0x10;
+    pub const ALLOC_OTHER: u8 = ALLOC | OTHER_BASE;
+    pub const FREE_OTHER: u8 = FREE | OTHER_BASE;
     /// `stack, count, time_delta`: CPU samples taken on this thread.
     pub const CPU: u8 = 3;
     /// `time_delta`: a clock reading after the preceding heap event, written
@@ -838,6 +850,34 @@ fn cpu_head(d: &mut Decoder<'_>, time: &mut u64) -> Result<(u32, u32), Malformed
     ))
 }
 
+/// A heap event's address from its tag and zigzag delta, and the two
+/// address bases after it (`tag::OTHER_BASE`): `(base, other)` in, the
+/// event's address and the other base out.
+#[inline(always)]
+pub fn next_addr(tag: u8, base: u64, other: u64, delta: u64) -> (u64, u64) {
+    if tag & tag::OTHER_BASE == 0 {
+        ((base as i64).wrapping_add(unzigzag(delta)) as u64, other)
+    } else {
+        ((other as i64).wrapping_add(unzigzag(delta)) as u64, base)
+    }
+}
+
+/// What the writer encodes for a heap event at `addr` given the bases
+/// `(base, other)`: the zigzag delta, whether it is from the other base
+/// (`tag::OTHER_BASE`), and the other base after it (the base after it is
+/// `addr`). The delta from the other base is taken when it is shorter.
+#[inline(always)]
+pub fn addr_delta(addr: u64, base: u64, other: u64) -> (u64, bool, u64) {
+    let near = zigzag(addr.wrapping_sub(base) as i64);
+    let far = zigzag(addr.wrapping_sub(other) as i64);
+    let use_other = far < near;
+    (
+        if use_other { far } else { near },
+        use_other,
+        if use_other { base } else { other },
+    )
+}
+
 pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsHeader, Malformed> {
     let mut d = Decoder::new(payload);
     let header = EventsHeader {
@@ -846,17 +886,18 @@ pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsH
     };
     let mut seq = header.base_seq;
     let mut addr = 0u64;
+    let mut other = 0u64;
     let mut time = 0u64;
     while !d.is_empty() {
         let t = d.u8()?;
         match t {
-            tag::ALLOC | tag::FREE => {
+            tag::ALLOC | tag::FREE | tag::ALLOC_OTHER | tag::FREE_OTHER => {
                 seq = seq.wrapping_add(d.varint()?);
                 let stack = d.varint()?;
                 let size = d.varint()?;
-                addr = (addr as i64).wrapping_add(unzigzag(d.varint()?)) as u64;
+                (addr, other) = next_addr(t, addr, other, d.varint()?);
                 let stack = u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?;
-                f(if t == tag::ALLOC {
+                f(if t & !tag::OTHER_BASE == tag::ALLOC {
                     Event::Alloc {
                         seq,
                         stack,

@@ -1239,22 +1239,24 @@ pub(crate) mod testing {
             self.chunk(ChunkKind::Events, |e| {
                 e.u32(thread);
                 e.u64(base_seq);
-                let (mut seq, mut addr) = (base_seq, 0u64);
+                let (mut seq, mut addr, mut other) = (base_seq, 0u64, 0u64);
                 for ev in events {
                     match *ev {
                         Ev::Alloc(s, st, size, a) | Ev::Free(s, st, size, a) => {
+                            // As the shim encodes them (two address bases).
+                            let (delta, use_other, o) = format::addr_delta(a, addr, other);
                             let tag = if matches!(ev, Ev::Alloc(..)) {
                                 format::tag::ALLOC
                             } else {
                                 format::tag::FREE
                             };
-                            e.u8(tag);
+                            e.u8(tag | if use_other { format::tag::OTHER_BASE } else { 0 });
                             e.varint(s.wrapping_sub(seq));
                             e.varint(st as u64);
                             e.varint(size);
-                            e.varint(format::zigzag(a.wrapping_sub(addr) as i64));
+                            e.varint(delta);
                             seq = s;
-                            addr = a;
+                            (addr, other) = (a, o);
                         }
                         Ev::Cpu(st, count) | Ev::CpuLineprof(st, count) => {
                             e.u8(if matches!(ev, Ev::Cpu(..)) {
