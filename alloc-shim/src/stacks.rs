@@ -59,11 +59,12 @@ pub static CPU: Table = Table::new();
 /// Whether CPU samples intern into `CPU` (stream mode) or into `HEAP`.
 static SEPARATE_CPU: AtomicBool = AtomicBool::new(false);
 
-/// Maps the first arena segment, id records and table of `HEAP`, and of
-/// `CPU` when `separate_cpu` (CPU sampling on in stream mode; in aggregate
-/// mode CPU samples are counted per `HEAP` stack id, and ids are never
-/// written per event). Called once, by the thread that initialises the
-/// tracker, before any other thread interns.
+/// Maps `HEAP`'s first arena segment, id records and lookup table, and
+/// `CPU`'s first lookup table when `separate_cpu` (CPU sampling on in
+/// stream mode; its first stack maps the rest). In aggregate mode CPU
+/// samples are counted per `HEAP` stack id (ids are never written per
+/// event there). Called once, by the thread that initialises the tracker,
+/// before any other thread interns.
 pub fn init(separate_cpu: bool) -> bool {
     if !HEAP.init(true) || separate_cpu && !CPU.init(false) {
         return false;
