@@ -59,7 +59,10 @@ pub struct Profile {
     pub meta: Meta,
     /// Union of all `Modules` chunks; a module seen twice has its ranges merged.
     pub modules: Vec<Module>,
-    /// Return addresses, innermost first, indexed by stack id.
+    /// Return addresses, innermost first, indexed by stack id: the heap
+    /// stacks at the file's ids; then, from format version 4 on, an empty
+    /// stack (ids the file does not define) and the CPU samples' own
+    /// stacks (`CpuSample::stack` is moved to that index).
     pub stacks: Vec<Vec<u64>>,
     /// Heap events given decoded (tests, hand-made profiles); a profile read
     /// from a file streams them from `events` instead.
