@@ -87,13 +87,13 @@ pub mod tag {
     /// `seq_delta, stack, size, addr_delta`, as for `ALLOC`.
     pub const FREE: u8 = 2;
     /// Added to `ALLOC` or `FREE`: `addr_delta` is from the *other* base,
-    /// the address the previous base had before it last moved to another
-    /// region (0 at first). A thread's blocks come from two regions when
-    /// it frees blocks allocated by others (glibc's thread cache holds
-    /// blocks of every arena): one delta from each region's last address
-    /// is small where one from the last event is not. After such an event
-    /// the two bases swap: the event's address is the base, and the old
-    /// base the other.
+    /// the last address in the region the base was in before it last
+    /// moved to another region (0 at first; a move is a delta of at least
+    /// `REGION_JUMP`, or an event from the other base, after which the two
+    /// bases swap). A thread's blocks come from two regions when it frees
+    /// blocks allocated by others (glibc's thread cache holds blocks of
+    /// every arena): a delta from each region's last address is small
+    /// where one from the last event is not (`next_addr`, `addr_delta`).
     pub const OTHER_BASE: u8 = 0x10;
     pub const ALLOC_OTHER: u8 = ALLOC | OTHER_BASE;
     pub const FREE_OTHER: u8 = FREE | OTHER_BASE;
@@ -862,32 +862,39 @@ fn cpu_head(d: &mut Decoder<'_>, time: &mut u64) -> Result<(u32, u32), Malformed
     ))
 }
 
+/// A zigzag address delta at least this large (4 GiB either way) moves the
+/// base to another region: the old base becomes the other one.
+pub const REGION_JUMP: u64 = 1 << 33;
+
 /// A heap event's address from its tag and zigzag delta, and the two
 /// address bases after it (`tag::OTHER_BASE`): `(base, other)` in, the
 /// event's address and the other base out.
 #[inline(always)]
 pub fn next_addr(tag: u8, base: u64, other: u64, delta: u64) -> (u64, u64) {
-    if tag & tag::OTHER_BASE == 0 {
-        ((base as i64).wrapping_add(unzigzag(delta)) as u64, other)
-    } else {
+    if tag & tag::OTHER_BASE != 0 {
         ((other as i64).wrapping_add(unzigzag(delta)) as u64, base)
+    } else {
+        let addr = (base as i64).wrapping_add(unzigzag(delta)) as u64;
+        (addr, if delta >= REGION_JUMP { base } else { other })
     }
 }
 
 /// What the writer encodes for a heap event at `addr` given the bases
 /// `(base, other)`: the zigzag delta, whether it is from the other base
 /// (`tag::OTHER_BASE`), and the other base after it (the base after it is
-/// `addr`). The delta from the other base is taken when it is shorter.
+/// `addr`), as `next_addr` decodes it. The delta from the other base is
+/// taken when it is shorter.
 #[inline(always)]
 pub fn addr_delta(addr: u64, base: u64, other: u64) -> (u64, bool, u64) {
     let near = zigzag(addr.wrapping_sub(base) as i64);
     let far = zigzag(addr.wrapping_sub(other) as i64);
     let use_other = far < near;
-    (
-        if use_other { far } else { near },
-        use_other,
-        if use_other { base } else { other },
-    )
+    let other_after = if use_other || near >= REGION_JUMP {
+        base
+    } else {
+        other
+    };
+    (if use_other { far } else { near }, use_other, other_after)
 }
 
 pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsHeader, Malformed> {

@@ -1336,7 +1336,12 @@ pub(crate) mod testing {
                             } else {
                                 format::tag::FREE
                             };
-                            e.u8(tag | if use_other { format::tag::OTHER_BASE } else { 0 });
+                            e.u8(tag
+                                | if use_other {
+                                    format::tag::OTHER_BASE
+                                } else {
+                                    0
+                                });
                             e.varint(s.wrapping_sub(seq));
                             e.varint(st as u64);
                             e.varint(size);
