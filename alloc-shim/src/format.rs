@@ -1205,6 +1205,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn addresses_from_two_bases_decode_as_encoded() {
+        let regions = [
+            0x5555_0000_0000u64,
+            0x7f00_1000_0000,
+            0x7fff_f000_0000,
+            0x10,
+        ];
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let (mut wb, mut wo, mut rb, mut ro) = (0, 0, 0, 0);
+        let (mut other_used, mut bytes, mut one_base, mut prev) = (0, 0u32, 0u32, 0u64);
+        let len = |z: u64| (64 - (z | 1).leading_zeros()).div_ceil(7);
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly two regions in turn, sometimes a third or any address.
+            let addr = match x % 64 {
+                0 => x,
+                1..=3 => regions[2] + (x >> 40),
+                n => regions[(n & 1) as usize] + ((x >> 20) & 0xffff) * 16,
+            };
+            let (delta, use_other, o) = addr_delta(addr, wb, wo);
+            let t = tag::ALLOC | if use_other { tag::OTHER_BASE } else { 0 };
+            (wb, wo) = (addr, o);
+            let (got, ro2) = next_addr(t, rb, ro, delta);
+            (rb, ro) = (got, ro2);
+            assert_eq!((got, ro), (addr, wo));
+            other_used += use_other as u32;
+            bytes += len(delta);
+            one_base += len(zigzag(addr.wrapping_sub(prev) as i64));
+            prev = addr;
+        }
+        // The alternation is what the other base is for.
+        assert!(other_used > 30_000, "{other_used}");
+        assert!(
+            bytes * 4 < one_base * 3,
+            "{bytes} bytes, {one_base} with one base"
+        );
+    }
+
+    #[test]
     fn timers_round_trip() {
         let mut buf = [0u8; 512];
         let mut e = Encoder::new(&mut buf, 0);
