@@ -372,9 +372,13 @@ fn ci_recipe_gates_per_test() {
     // A ref with no stored run at all.
     p.write("NOTES.md", "nothing profiled here\n");
     p.commit("notes", "v3");
-    let (code, text) = check(&p, &["--baseline", "v3"]);
+    let (code, text) = check(&p, &["calc-lib-test", "--baseline", "v3"]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("no stored run at commit"), "{text}");
+    // Nor at HEAD (v3): nothing to check, rather than v2's runs again.
+    let (code, text) = check(&p, &["--baseline", "v1"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("no stored run at HEAD"), "{text}");
 }
 
 /// Every table row has as many cells as its header: `|` inside cells is
@@ -482,7 +486,11 @@ fn tests_without_allocations_are_gated() {
         .to_string();
     let (code, text) = check(&p, &["--baseline", "HEAD~1"]);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("  test tests::dedup\n"), "{text}");
+    // Both tests passed unchanged, the quiet one among them: one line.
+    assert!(
+        text.contains("  ok    2 tests unchanged (allocations, allocated bytes and peak each)\n"),
+        "{text}"
+    );
     assert!(!text.contains("new   test"), "{text}");
 
     // It starts allocating: a regression against zero, naming the test.
@@ -544,4 +552,131 @@ fn tests_without_allocations_are_gated() {
         77
     );
     assert_eq!(report["tests"].as_array().unwrap().len(), 1, "{report:#}");
+}
+
+/// A `#[should_panic]` test beside a plain one.
+const PANICKY_LIB: &str = r#"#[cfg(test)]
+#[global_allocator]
+static A: lineprof::Tracking = lineprof::Tracking::new();
+
+pub fn take(v: &[u8], i: usize) -> u8 {
+    *v.get(i).expect("index in range") // panics for i >= len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_range() {
+        let v = vec![1u8; 100]; // 1 alloc of 100 bytes
+        assert_eq!(take(&v, 3), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "index in range")]
+    fn out_of_range() {
+        let v = vec![1u8; 100]; // 1 alloc of 100 bytes, freed while unwinding
+        take(&v, 300);
+    }
+}
+"#;
+
+/// `cargo lineprof test` with RUST_BACKTRACE set (`Some`) or not.
+fn profile_with(p: &Project, env: &[(&str, Option<&str>)]) {
+    let out = p.cargo_lineprof_env(&["test"], env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// RUST_BACKTRACE=1 makes std capture and symbolize a backtrace at every
+/// panic (tens of MiB, cached to exit): that is std's panic machinery, on
+/// no line and in no test, so the verdict does not depend on the variable.
+/// The run records the settings; `check` notes a harmless difference and
+/// refuses one that changes the figures (LINEPROF_SAMPLE). A passing check
+/// is one line per program's tests; a HEAD without runs is exit 2.
+#[test]
+fn panics_and_settings_do_not_change_the_verdict() {
+    let p = setup_as("panicky");
+    p.write("src/lib.rs", PANICKY_LIB);
+    for other in ["tests/api.rs", "tests/untracked.rs"] {
+        std::fs::remove_file(p.path().join(other)).unwrap();
+    }
+    p.commit("base", "p1");
+    let backtrace = [("RUST_BACKTRACE", Some("1"))];
+    let no_backtrace = [("RUST_BACKTRACE", None)];
+    profile_with(&p, &backtrace);
+
+    let report = p.json(&["report", "panicky-lib-test"]);
+    assert_eq!(report["run"]["environment"]["RUST_BACKTRACE"], "1");
+    let panicking = projects::line(&report, "expect(\"index in range\")");
+    for figure in ["allocated_bytes", "end_bytes", "peak_bytes"] {
+        assert_eq!(panicking["self"][figure], 0, "{figure}: {panicking:#}");
+    }
+    let machinery = &report["panic_machinery"];
+    assert!(
+        machinery["allocated_bytes"].as_u64().unwrap() > 1 << 20,
+        "the backtrace's symbolizer: {machinery:#}"
+    );
+    let out_of_range = test_of(&report, "tests::out_of_range");
+    assert_eq!(out_of_range["total"]["allocations"], 1, "{out_of_range:#}");
+    assert_eq!(out_of_range["total"]["allocated_bytes"], 100);
+    assert_eq!(out_of_range["total"]["peak_bytes"], 100);
+    let text = stdout(&p.lineprof(&["report", "panicky-lib-test"]));
+    assert!(text.contains("note: std's panic machinery"), "{text}");
+    let by_test = stdout(&p.lineprof(&["report", "panicky-lib-test", "--by", "test"]));
+    assert!(by_test.contains("(std's panic machinery"), "{by_test}");
+
+    // Without the variable, then with it again: the same verdict, a note.
+    profile_with(&p, &no_backtrace);
+    let report = p.json(&["report", "panicky-lib-test"]);
+    assert_eq!(report["run"]["environment"], serde_json::json!({}));
+    assert_eq!(
+        test_of(&report, "tests::out_of_range")["total"]["allocated_bytes"],
+        100
+    );
+    let (code, text) = check(&p, &["--baseline", "HEAD"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("note  RUST_BACKTRACE was `1` at the baseline, unset now"),
+        "{text}"
+    );
+    // Proportionate: one line for the passing tests, none per figure.
+    assert!(
+        text.contains("  ok    2 tests unchanged (allocations, allocated bytes and peak each)"),
+        "{text}"
+    );
+    assert!(!text.contains("ok    peak_bytes"), "{text}");
+    assert!(!text.contains("  test tests::"), "{text}");
+    profile_with(&p, &backtrace);
+    let (code, text) = check(&p, &["--baseline", "HEAD"]);
+    assert_eq!(code, Some(0), "{text}");
+
+    // A new commit nobody profiled: no stale verdict from the old runs.
+    p.write("NOTES.md", "not profiled\n");
+    let head = p.commit("notes", "p2");
+    let (code, text) = check(&p, &["--baseline", "p1"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(&format!("no stored run at HEAD (commit {})", &head[..7])),
+        "{text}"
+    );
+    assert!(text.contains("cargo lineprof test"), "{text}");
+    profile_with(&p, &no_backtrace);
+    let (code, text) = check(&p, &["--baseline", "p1"]);
+    assert_eq!(code, Some(0), "{text}");
+
+    // Sampled allocations against exact ones: refused, naming the variable.
+    let out = p.cargo_lineprof_env(&["test"], &[("LINEPROF_SAMPLE", Some("4096"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (code, text) = check(&p, &["--baseline", "p1"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("recorded under different settings: LINEPROF_SAMPLE"),
+        "{text}"
+    );
+    assert!(text.contains("`4096` now"), "{text}");
+    assert!(
+        text.contains("profile both with the same LINEPROF_SAMPLE"),
+        "{text}"
+    );
 }

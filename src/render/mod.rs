@@ -631,6 +631,7 @@ pub mod testing {
                     cpu_hz: 1000,
                     estimated: false,
                 },
+                environment: None,
             },
             totals: Totals::default(),
             lines: vec![],
@@ -642,6 +643,7 @@ pub mod testing {
             timeline: None,
             tests: Vec::new(),
             shared_init: None,
+            panic_machinery: None,
             test_list: None,
         }
     }

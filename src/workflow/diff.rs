@@ -549,7 +549,12 @@ pub fn command(store: &Store, cwd: &Path, req: DiffRequest) -> Result<()> {
             new.run.name.as_deref().unwrap_or("-")
         );
     }
-    let d = diff(&store.load(old)?, &store.load(new)?);
+    let (old, new) = (store.load(old)?, store.load(new)?);
+    let m = super::settings::compare(&old, &new, false);
+    for r in m.refuse.iter().chain(&m.note) {
+        eprintln!("warning: the runs were recorded under different settings: {r}");
+    }
+    let d = diff(&old, &new);
     let text = match req.format {
         DiffFormat::Text => render_text(&d, req.top),
         DiffFormat::Json => render_json(&d),

@@ -72,6 +72,9 @@ struct Stored {
     shared_init: Option<Figures>,
     /// Added within schema 1: runs stored before it have none.
     #[serde(default)]
+    panic_machinery: Option<Figures>,
+    /// Added within schema 1: runs stored before it have none.
+    #[serde(default)]
     test_list: Option<Vec<String>>,
 }
 
@@ -210,7 +213,12 @@ impl Store {
             lines: s.lines,
             functions: s.functions,
             warnings: Vec::new(),
-            notes: vec![],
+            notes: s
+                .panic_machinery
+                .as_ref()
+                .map(crate::analyze::report::panic_note)
+                .into_iter()
+                .collect(),
             // No root: a stored run shows only the source it kept, never
             // today's text of a file that may have changed since.
             root: None,
@@ -218,6 +226,7 @@ impl Store {
             timeline: s.timeline,
             tests: s.tests,
             shared_init: s.shared_init,
+            panic_machinery: s.panic_machinery,
             test_list: s.test_list,
         })
     }
