@@ -647,6 +647,48 @@ fn panics_and_settings_do_not_change_the_verdict() {
     );
     assert!(!text.contains("ok    peak_bytes"), "{text}");
     assert!(!text.contains("  test tests::"), "{text}");
+
+    // diff: the backtrace's std frames are gone, and no row says 0 B.
+    let text = stdout(&p.lineprof(&["diff", "panicky-lib-test"]));
+    let allocated = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("allocated "))
+        .unwrap();
+    let change: Vec<&str> = allocated.split_whitespace().rev().take(2).collect();
+    assert!(
+        change[0] == "MiB" && change[1].starts_with('-'),
+        "the totals' Change in the units of Old and New: {text}"
+    );
+    let rows = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Δ Allocated"))
+        .skip(1)
+        .take_while(|l| !l.is_empty());
+    for row in rows {
+        let figures: Vec<&str> = row.split_whitespace().take(7).collect();
+        assert_ne!(
+            figures,
+            ["0", "B", "0", "B", "0", "B", "0"],
+            "a row without a change: {text}"
+        );
+        assert!(!row.contains(" :0 "), "{text}");
+    }
+    let d = p.json(&["diff", "panicky-lib-test"]);
+    for l in d["lines"].as_array().unwrap() {
+        if l["status"] != "unchanged" {
+            let delta = &l["delta"];
+            let moved = [
+                "allocated_bytes",
+                "freed_bytes",
+                "peak_bytes",
+                "allocations",
+            ]
+            .iter()
+            .any(|f| delta[f] != 0);
+            assert!(moved, "{l:#}");
+        }
+    }
+
     profile_with(&p, &backtrace);
     let (code, text) = check(&p, &["--baseline", "HEAD"]);
     assert_eq!(code, Some(0), "{text}");
