@@ -115,6 +115,17 @@ fn report_of_a_stored_run_in_chromium() {
         );
     }
     let page = std::fs::read_to_string(&html).unwrap();
+    // The header's warnings and notes, as the text report prints them.
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let text = projects::stdout(&projects::lineprof_in(dir.path(), &["report"]));
+    for (field, prefix) in [("warnings", "warning: "), ("notes", "note: ")] {
+        for remark in stored[field].as_array().into_iter().flatten() {
+            let remark = remark.as_str().unwrap();
+            assert!(text.contains(&format!("{prefix}{remark}")), "{remark}");
+            let escaped = remark.replace('&', "&amp;").replace('\'', "&#39;");
+            assert!(page.contains(&format!("{prefix}{escaped}")), "{remark}");
+        }
+    }
     assert!(
         page.contains("id=\"timeline\""),
         "the stored run kept its timeline"

@@ -625,6 +625,14 @@ fn panics_and_settings_do_not_change_the_verdict() {
     assert!(text.contains("note: std's panic machinery"), "{text}");
     let by_test = stdout(&p.lineprof(&["report", "panicky-lib-test", "--by", "test"]));
     assert!(by_test.contains("(std's panic machinery"), "{by_test}");
+    // The stored run keeps the report's header notes: the HTML shows them.
+    let notes = report["notes"].as_array().expect("notes kept with the run");
+    let html = stdout(&p.lineprof(&["report", "panicky-lib-test", "--format", "html"]));
+    for note in notes {
+        let note = note.as_str().unwrap().replace('\'', "&#39;");
+        assert!(html.contains(&format!("note: {note}</p>")), "{note}");
+    }
+    assert!(html.contains("note: std&#39;s panic machinery"));
 
     // Without the variable, then with it again: the same verdict, a note.
     profile_with(&p, &no_backtrace);

@@ -517,7 +517,12 @@ pub fn summary_rows(
                 cpu_hz
             )
         } else {
-            format!("{} ({} samples)", format_time(t.cpu_time_ns), t.cpu_samples)
+            let plural = if t.cpu_samples == 1 { "" } else { "s" };
+            format!(
+                "{} ({} sample{plural})",
+                format_time(t.cpu_time_ns),
+                t.cpu_samples
+            )
         };
         rows.push(("CPU time", cpu));
         if t.unattributed_cpu_time_ns > 0 {
@@ -532,10 +537,16 @@ pub fn summary_rows(
         }
     }
     if t.profiler_cpu_time_ns > 0 {
+        if t.cpu_samples == 0 {
+            rows.push((
+                "CPU time",
+                "no sample in the program's own code (every one landed while lineprof recorded an event)".into(),
+            ));
+        }
         rows.push((
             "lineprof's own CPU",
             format!(
-                "{} (recording; in no line, not in CPU time)",
+                "{} (samples taken while lineprof recorded an event: on no line, not in CPU time)",
                 format_time(t.profiler_cpu_time_ns)
             ),
         ));
@@ -652,6 +663,36 @@ pub mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analyze::report::Totals;
+
+    #[test]
+    fn no_cpu_row_of_zero_samples() {
+        // Every sample landed while lineprof recorded: the program's CPU
+        // row says so instead of vanishing beside lineprof's own.
+        let t = Totals {
+            profiler_cpu_time_ns: 3_000_000,
+            ..Totals::default()
+        };
+        let rows = summary_rows(&t, 1000);
+        let cpu = rows.iter().find(|(n, _)| *n == "CPU time").unwrap();
+        assert!(
+            cpu.1.starts_with("no sample in the program's own code"),
+            "{rows:?}"
+        );
+        assert!(rows
+            .iter()
+            .any(|(n, v)| *n == "lineprof's own CPU" && v.starts_with("3.0 ms")));
+        let one = Totals {
+            cpu_samples: 1,
+            cpu_time_ns: 1_000_000,
+            ..Totals::default()
+        };
+        let rows = summary_rows(&one, 1000);
+        assert_eq!(rows.last().unwrap().1, "1.0 ms (1 sample)");
+        assert!(summary_rows(&Totals::default(), 1000)
+            .iter()
+            .all(|(n, _)| !n.contains("CPU")));
+    }
 
     #[test]
     fn scales_units() {

@@ -73,6 +73,12 @@ struct Stored {
     /// Added within schema 1: runs stored before it have none.
     #[serde(default)]
     panic_machinery: Option<Figures>,
+    /// The report's header remarks, kept so that a stored run's text and
+    /// HTML reports say what the report printed when it was made.
+    #[serde(default)]
+    warnings: Vec<String>,
+    #[serde(default)]
+    notes: Vec<String>,
     /// Added within schema 1: runs stored before it have none.
     #[serde(default)]
     test_list: Option<Vec<String>>,
@@ -212,13 +218,8 @@ impl Store {
             totals: s.totals,
             lines: s.lines,
             functions: s.functions,
-            warnings: Vec::new(),
-            notes: s
-                .panic_machinery
-                .as_ref()
-                .map(crate::analyze::report::panic_note)
-                .into_iter()
-                .collect(),
+            warnings: s.warnings,
+            notes: s.notes,
             // No root: a stored run shows only the source it kept, never
             // today's text of a file that may have changed since.
             root: None,
