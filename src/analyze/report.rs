@@ -275,9 +275,6 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
     // A few CPU samples whose first frames could not be recovered shift no
     // line's share visibly: a note; 1% of the samples or more, a warning.
     let mut notes = profile.notes();
-    if let Some(p) = &panic_machinery {
-        notes.push(panic_note(p));
-    }
     let all_samples = totals.cpu_samples.max(1);
     let mut tell = |count: u64, text: String| {
         if count >= 10 && count * 100 >= all_samples {
@@ -340,25 +337,6 @@ fn panic_machinery(replay: &replay::Replay, symbols: &symbolize::Symbols) -> Opt
     }
     let f = Figures::from_raw(&sum);
     (f.allocations > 0 || f.allocated_bytes > 0).then_some(f)
-}
-
-/// Says where the panic machinery's figures went, and why.
-pub fn panic_note(p: &Figures) -> String {
-    let mut text = format!(
-        "std's panic machinery (panic messages, the hook, backtraces) allocated {} in {} allocations",
-        crate::render::format_bytes(p.allocated_bytes),
-        p.allocations
-    );
-    if p.end_bytes > 0 {
-        text.push_str(&format!(
-            ", {} of it still live at exit (std's backtrace symbolizer cache)",
-            crate::render::format_bytes(p.end_bytes)
-        ));
-    }
-    text.push_str(
-        "; it depends on RUST_BACKTRACE, not on your code, so it is on no line's own figures and in no test's (the totals include it)",
-    );
-    text
 }
 
 /// Lines whose share of the live heap the timeline draws.

@@ -603,6 +603,9 @@ pub fn remarks(r: &Report) -> Vec<(&'static str, String)> {
         .map(|w| ("warn", format!("warning: {w}")))
         .collect();
     out.extend(r.notes.iter().map(|n| ("dim", format!("note: {n}"))));
+    if let Some(p) = &r.panic_machinery {
+        out.push(("dim", format!("note: {}", panic_note(p))));
+    }
     if r.run.sampling.estimated {
         out.push((
             "warn",
@@ -613,6 +616,25 @@ pub fn remarks(r: &Report) -> Vec<(&'static str, String)> {
         ));
     }
     out
+}
+
+/// Says where the panic machinery's figures went, and why.
+fn panic_note(p: &crate::analyze::lines::Figures) -> String {
+    let mut text = format!(
+        "std's panic machinery (panic messages, the hook, backtraces) allocated {} in {} allocations",
+        format_bytes(p.allocated_bytes),
+        p.allocations
+    );
+    if p.end_bytes > 0 {
+        text.push_str(&format!(
+            ", {} of it still live at exit (std's backtrace symbolizer cache)",
+            format_bytes(p.end_bytes)
+        ));
+    }
+    text.push_str(
+        "; it depends on RUST_BACKTRACE, not on your code, so it is on no line's own figures and in no test's (the totals include it)",
+    );
+    text
 }
 
 /// The first 7 hex digits of a commit, or `-` when there is none.
