@@ -513,7 +513,7 @@ fn sample(uc: &libc::ucontext_t, weight: u32) {
         if (*t).busy {
             // Lineprof's own cost: the stack only says where in lineprof.
             let (n, _, h) = stack::walk_from(fp, sp, hi, frames, 1, h);
-            match stacks::intern_hashed(&frames[..n], h) {
+            match stacks::cpu_table().intern_hashed(&frames[..n], h) {
                 Some(id) => thread::park_sample(t, id, weight),
                 None => {
                     DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
@@ -545,7 +545,7 @@ fn sample(uc: &libc::ucontext_t, weight: u32) {
             let (n, _, h) = stack::walk_from(fp, sp, hi, frames, 1, h);
             (n, h)
         };
-        let Some(id) = stacks::intern_hashed(&frames[..n], h) else {
+        let Some(id) = stacks::cpu_table().intern_hashed(&frames[..n], h) else {
             DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
             return;
         };

@@ -1,4 +1,4 @@
-//! The `.lprof` profile format, version 2: the one definition used by the
+//! The `.lprof` profile format, version 4: the one definition used by the
 //! writer (in the profiled program) and by the reader (the `lineprof` CLI).
 //!
 //! A profile is a 16-byte file header followed by self-delimiting chunks that
@@ -17,10 +17,15 @@ pub const MAGIC: [u8; 8] = *b"LPROF\0\x01\n";
 /// Format version written in the header; the reader refuses newer versions.
 /// Version 2 added the `Timers` chunk; version 3 the aggregate mode's
 /// `HeapStacks` and `HeapSummary` (only aggregate profiles are written as
-/// version 3); older files read as before.
-pub const VERSION: u32 = 3;
+/// version 3); version 4 gives CPU samples their own stack ids, defined
+/// by `CpuStacks` chunks (in versions 1 and 2 a CPU sample's stack id is
+/// one of the `Stacks` ids, shared with heap events). Older files read as
+/// before.
+pub const VERSION: u32 = 4;
 /// The version of a stream profile.
-pub const STREAM_VERSION: u32 = 2;
+pub const STREAM_VERSION: u32 = 4;
+/// The first version whose CPU samples name `CpuStacks` ids.
+pub const CPU_STACKS_VERSION: u32 = 4;
 /// The version of an aggregate profile (`LINEPROF_MODE=aggregate`).
 pub const AGGREGATE_VERSION: u32 = 3;
 /// The deepest stack the shim records (`LINEPROF_DEPTH`'s maximum).
@@ -52,6 +57,9 @@ pub enum ChunkKind {
     HeapStacks = 7,
     /// Aggregate mode: whole-process heap figures and the live-heap series.
     HeapSummary = 8,
+    /// The stacks of CPU samples (version 4), in their own id space: laid
+    /// out as `Stacks`.
+    CpuStacks = 9,
 }
 
 impl ChunkKind {
@@ -65,6 +73,7 @@ impl ChunkKind {
             6 => ChunkKind::Timers,
             7 => ChunkKind::HeapStacks,
             8 => ChunkKind::HeapSummary,
+            9 => ChunkKind::CpuStacks,
             _ => return None,
         })
     }
@@ -227,6 +236,8 @@ pub struct RawChunk<'a> {
 /// The chunks of a file, and what was skipped between and after them.
 #[derive(Debug)]
 pub struct Chunks<'a> {
+    /// The format version in the file header.
+    pub version: u32,
     pub chunks: Vec<RawChunk<'a>>,
     /// Bytes after the last complete chunk that do not form one (a torn
     /// last write, a zero-filled or garbage tail), if any.
@@ -271,6 +282,7 @@ pub fn split_chunks(data: &[u8]) -> Result<Chunks<'_>, FormatError> {
         return Err(FormatError::NewerVersion(version));
     }
     let mut out = Chunks {
+        version,
         chunks: Vec::new(),
         truncated_tail: 0,
         damaged: Vec::new(),
