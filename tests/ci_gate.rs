@@ -5,7 +5,9 @@
 //! every time; a regression in one test fails naming the test and its
 //! line; a new test binary is new, never compared with another program; a
 //! missing baseline is exit 2; `diff NAME` compares two runs; the
-//! markdown summary is a valid table with the line's source.
+//! markdown summary is a valid table with the line's source; std's panic
+//! machinery (RUST_BACKTRACE) changes no verdict, and runs measured under
+//! settings that change the figures are not compared.
 
 mod projects;
 
@@ -680,6 +682,14 @@ fn panics_and_settings_do_not_change_the_verdict() {
         );
         assert!(!row.contains(" :0 "), "{text}");
     }
+    let out = p.lineprof(&["diff", "panicky-lib-test"]);
+    assert!(
+        stderr(&out).contains(
+            "warning: the runs were recorded under different settings: RUST_BACKTRACE was `1` at the baseline, unset now"
+        ),
+        "{}",
+        stderr(&out)
+    );
     let d = p.json(&["diff", "panicky-lib-test"]);
     for l in d["lines"].as_array().unwrap() {
         if l["status"] != "unchanged" {
@@ -728,4 +738,52 @@ fn panics_and_settings_do_not_change_the_verdict() {
         text.contains("profile both with the same LINEPROF_SAMPLE"),
         "{text}"
     );
+}
+
+/// A program (gated on its process totals) that catches a panic.
+const CATCHING_MAIN: &str = r#"#[global_allocator]
+static A: lineprof::Tracking = lineprof::Tracking::new();
+
+fn main() {
+    let v = vec![7u8; 64]; // 1 alloc of 64 bytes
+    let caught = std::panic::catch_unwind(|| v[100]);
+    assert!(caught.is_err());
+}
+"#;
+
+/// The totals of a program that panicked include std's backtrace under
+/// RUST_BACKTRACE=1: `check` refuses to compare runs that differ in it.
+#[test]
+fn totals_of_a_panicking_program_need_the_same_backtrace_setting() {
+    let p = Project::new("ci", "catcher");
+    p.write("src/main.rs", CATCHING_MAIN);
+    p.git(&["init", "-q"]);
+    p.commit("base", "c1");
+    for env in [[("RUST_BACKTRACE", None)], [("RUST_BACKTRACE", Some("1"))]] {
+        let out = p.cargo_lineprof_env(&["run", "--release"], &env);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let report = p.json(&["report", "catcher"]);
+    assert!(
+        report["panic_machinery"]["allocated_bytes"]
+            .as_u64()
+            .unwrap()
+            > 1 << 20
+    );
+    let (code, text) = check(&p, &["--baseline", "HEAD"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("RUST_BACKTRACE was unset at the baseline, `1` now: the program panicked"),
+        "{text}"
+    );
+    assert!(
+        text.contains("profile both with the same RUST_BACKTRACE"),
+        "{text}"
+    );
+    // The same setting again: compared, and passing.
+    let out = p.cargo_lineprof_env(&["run", "--release"], &[("RUST_BACKTRACE", Some("1"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (code, text) = check(&p, &["--baseline", "HEAD"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("  ok    unchanged: peak_bytes"), "{text}");
 }
