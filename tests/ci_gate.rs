@@ -313,6 +313,33 @@ fn ci_recipe_gates_per_test() {
     assert!(md.contains("| extra-test |"), "{md}");
     assert_tables_are_well_formed(&md);
 
+    // The other way round (v1's run against v2), buffer_once shrank: it
+    // passes on one line saying what moved; the others are one count.
+    let v1 = p.git(&["rev-parse", "v1"]);
+    let history = p.json(&["history"]);
+    let v1_run = history["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r["name"] == "calc-lib-test" && r["git"]["commit"] == v1.as_str())
+        .unwrap_or_else(|| panic!("{history:#}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, text) = check(&p, &[&v1_run, "--baseline", "v2"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("  ok    test tests::buffer_once: peak_bytes 2000 B (2.0 KiB) -> 1000 B (-1000 B, -50.0%), allocated_bytes 2000 B (2.0 KiB) -> 1000 B (-1000 B, -50.0%)\n"),
+        "{text}"
+    );
+    assert!(text.contains("  ok    9 tests unchanged"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("ok  ")).count(),
+        2,
+        "{text}"
+    );
+
     // Named on the command line, a run without a baseline is exit 2.
     let (code, text) = check(&p, &["extra-test", "--baseline", "v1"]);
     assert_eq!(code, Some(2), "{text}");
