@@ -22,6 +22,10 @@
 //! process (a regex's cache pool, a lazily built table, a leak): they too
 //! go to `shared_init`, since the first test to need the state pays for it.
 //!
+//! Events inside std's panic machinery (the panic hook, its message, the
+//! backtrace `RUST_BACKTRACE=1` makes it capture and symbolize) are no
+//! test's either: they depend on the environment, not on the test.
+//!
 //! A test's `peak_bytes` is the most bytes of its own blocks live at any
 //! one moment (DHAT's per-group max), not its share of the process's peak:
 //! a test's own events come from its own thread in program order, so the
@@ -33,7 +37,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analyze::classify::{attribution, display_file, is_attributable, Location};
+use crate::analyze::classify::{
+    attribution, display_file, in_panic_machinery, is_attributable, Location,
+};
 use crate::analyze::lines::Figures;
 use crate::analyze::profile::{HeapEventKind, Profile};
 use crate::analyze::replay::{Replay, StackFigures, Weight};
@@ -214,6 +220,11 @@ pub fn split(
                 names.push(function.to_string());
                 next
             });
+            // std's panic machinery (a `#[should_panic]` test's backtrace
+            // under RUST_BACKTRACE=1) is no test's: report.rs keeps it apart.
+            if in_panic_machinery(stack, &symbols.locations) {
+                return Place::Outside;
+            }
             let inner = &stack[..k];
             if inner
                 .iter()
