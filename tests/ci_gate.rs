@@ -153,8 +153,11 @@ fn profile_tests(p: &Project, args: &[&str]) {
 }
 
 fn check(p: &Project, args: &[&str]) -> (Option<i32>, String) {
+    eprintln!("CHECK {args:?}");
     let out = p.lineprof(&[&["check"], args].concat());
-    (out.status.code(), stdout(&out) + &stderr(&out))
+    let r = (out.status.code(), stdout(&out) + &stderr(&out));
+    eprintln!("{}", r.1);
+    r
 }
 
 fn test_of<'a>(report: &'a Value, name: &str) -> &'a Value {
@@ -770,14 +773,6 @@ fn panics_and_settings_do_not_change_the_verdict() {
     // note, and no gate across modes.
     let out = p.cargo_lineprof_env(&["test"], &[("LINEPROF_MODE", Some("aggregate"))]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report = p.json(&["report", "panicky-lib-test"]);
-    assert_eq!(report["run"]["mode"], "aggregate");
-    assert!(report["tests"].is_null(), "{:#}", report["tests"]);
-    let notes = report["notes"].to_string();
-    assert!(
-        notes.contains("no per-test figures: LINEPROF_MODE=aggregate"),
-        "{notes}"
-    );
     let (code, text) = check(&p, &["--baseline", "p1"]);
     assert_eq!(code, Some(2), "{text}");
     assert!(
@@ -790,6 +785,14 @@ fn panics_and_settings_do_not_change_the_verdict() {
         text.contains("tests need LINEPROF_MODE unset, or `stream`, on both sides")
             && text.contains("run `cargo lineprof test` again"),
         "{text}"
+    );
+    let report = p.json(&["report", "panicky-lib-test"]);
+    assert_eq!(report["run"]["mode"], "aggregate");
+    assert!(report["tests"].is_null(), "{:#}", report["tests"]);
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("no per-test figures: LINEPROF_MODE=aggregate"),
+        "{notes}"
     );
     assert!(!text.contains("-100.0%"), "{text}");
 }
@@ -881,8 +884,6 @@ fn settings_are_compared_by_what_they_do() {
     };
     let own = |report: &Value| projects::line(report, "force_capture()")["self"].clone();
     let first = run(&[("RUST_BACKTRACE", None)]);
-    assert_eq!(first["run"]["max_depth"], 256);
-    assert_eq!(first["run"]["mode"], "stream");
     let captured = own(&first);
     assert!(
         captured["allocated_bytes"].as_u64().unwrap() > 0,
@@ -896,10 +897,19 @@ fn settings_are_compared_by_what_they_do() {
     assert!(!text.contains("note  "), "{text}");
     // std's panic hook reads RUST_BACKTRACE's value (1 byte for `0`):
     // the same setting, and process totals 1 byte apart.
-    run(&[("RUST_BACKTRACE", Some("0"))]);
+    let zero = run(&[("RUST_BACKTRACE", Some("0"))]);
     let (code, text) = check(&p, &["--baseline", "HEAD", "--tolerance", "12"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(!text.contains("note  "), "{text}");
+    let machinery = |r: &Value, f: &str| r["panic_machinery"][f].as_u64().unwrap();
+    assert_eq!(
+        machinery(&zero, "allocated_bytes"),
+        machinery(&first, "allocated_bytes") + 1
+    );
+    let allocations = |r: &Value| r["totals"]["allocations"].as_u64().unwrap();
+    assert_eq!(allocations(&zero), allocations(&first) + 1);
+    assert_eq!(first["run"]["max_depth"], 256);
+    assert_eq!(first["run"]["mode"], "stream");
 
     // A panic under RUST_BACKTRACE=1: std's backtrace is panic machinery,
     // the program's own stays on its line, unchanged.
