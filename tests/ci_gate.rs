@@ -782,7 +782,7 @@ fn panics_and_settings_do_not_change_the_verdict() {
         "{text}"
     );
     assert!(
-        text.contains("tests need LINEPROF_MODE unset, or `stream`, on both sides")
+        text.contains("tests are gated in stream mode only: leave LINEPROF_MODE unset (or `stream`) on both sides")
             && text.contains("run `cargo lineprof test` again"),
         "{text}"
     );
@@ -793,6 +793,11 @@ fn panics_and_settings_do_not_change_the_verdict() {
     assert!(
         notes.contains("no per-test figures: LINEPROF_MODE=aggregate"),
         "{notes}"
+    );
+    let by_test = stdout(&p.lineprof(&["report", "panicky-lib-test", "--by", "test"]));
+    assert!(
+        by_test.contains("  no per-test figures: LINEPROF_MODE=aggregate"),
+        "{by_test}"
     );
     assert!(!text.contains("-100.0%"), "{text}");
 }

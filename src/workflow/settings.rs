@@ -163,12 +163,19 @@ pub fn compare(base: &Report, new: &Report, totals_gated: bool) -> Mismatch {
         // An aggregate profile keeps figures per stack, not the order of
         // events that tells one test's allocations from another's.
         let mode = |a: bool| if a { "aggregate" } else { "stream" };
+        let which = if ba == na {
+            "both runs were recorded in aggregate mode".to_string()
+        } else {
+            format!(
+                "the baseline was recorded in {} mode, this run in {} mode",
+                mode(ba),
+                mode(na)
+            )
+        };
         m.refuse.push(Difference {
             var: "LINEPROF_MODE",
             text: format!(
-                "LINEPROF_MODE: the baseline was recorded in {} mode, this run in {} mode ({}); an aggregate profile has no per-test figures, so tests cannot be gated",
-                mode(ba),
-                mode(na),
+                "LINEPROF_MODE: {which} ({}); an aggregate profile has no per-test figures, so tests cannot be gated",
                 change("LINEPROF_MODE")
             ),
         });
@@ -273,12 +280,12 @@ pub fn how_to_fix(m: &Mismatch, new: &Report) -> String {
         format!("`lineprof run -- {command}`")
     };
     let mode_fix = if vars.contains(&"LINEPROF_MODE") {
-        " (tests need LINEPROF_MODE unset, or `stream`, on both sides)"
+        "; tests are gated in stream mode only: leave LINEPROF_MODE unset (or `stream`) on both sides"
     } else {
         ""
     };
     format!(
-        "profile both with the same {}{mode_fix} (set or unset it the same way where the baseline was made, as in CI, and run {again} again), then check again",
+        "profile both with the same {} (set or unset it the same way where the baseline was made, as in CI, and run {again} again), then check again{mode_fix}",
         vars.join(", ")
     )
 }
@@ -420,6 +427,12 @@ mod tests {
         // Two aggregate runs of a test binary have no per-test figures.
         let m = compare(&new, &new, true);
         assert_eq!(vars(&m.refuse), ["LINEPROF_MODE"]);
+        assert!(
+            m.refuse[0]
+                .text
+                .contains("both runs were recorded in aggregate mode"),
+            "{m:?}"
+        );
     }
 
     #[test]
