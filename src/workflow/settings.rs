@@ -415,6 +415,36 @@ mod tests {
     }
 
     #[test]
+    fn a_program_that_captures_backtraces_needs_the_same_variables() {
+        use crate::analyze::stacks::{Frame, StackTable};
+        let (old, mut new) = (run(&[]), run(&[("RUST_LIB_BACKTRACE", "1")]));
+        new.stacks = Some(StackTable {
+            frames: vec![Frame {
+                file: "/rustc/abc/library/std/src/backtrace.rs".into(),
+                line: 296,
+                function: "std::backtrace::Backtrace::capture".into(),
+            }],
+            stacks: vec![],
+            events: 0,
+            peak_event: None,
+            pid: 1,
+        });
+        // Even a test binary's gated figures, on the program's own lines.
+        let m = compare(&old, &new, false);
+        assert_eq!(vars(&m.refuse), ["RUST_LIB_BACKTRACE"]);
+        assert!(m.refuse[0].text.contains("captures backtraces"), "{m:?}");
+        // RUST_BACKTRACE turns `Backtrace::capture` on too.
+        let m = compare(&old, &run(&[("RUST_BACKTRACE", "1")]), false);
+        assert!(m.refuse.is_empty(), "{m:?}");
+        let mut both = run(&[("RUST_BACKTRACE", "1")]);
+        both.stacks = new.stacks.clone();
+        assert_eq!(
+            vars(&compare(&old, &both, false).refuse),
+            ["RUST_BACKTRACE"]
+        );
+    }
+
+    #[test]
     fn modes_are_refused_for_tests_only() {
         let (old, mut new) = (run(&[]), run(&[("LINEPROF_MODE", "aggregate")]));
         new.run.mode = Some("aggregate".into());
