@@ -347,6 +347,42 @@ def bench_aggregate(args, work):
           f"{events / w / 1e6:.1f} M events/s, peak RSS {mib(max(rsss))}")
 
 
+def bench_threads(args, work):
+    """Many short threads (bench/src/bin/threads.rs: 20,000 threads, two
+    at a time, 10 strings each): what lineprof adds per thread started and
+    ended (its state, the stack's bounds, the perf event), beside System."""
+    tmp = os.path.join(work, "threads")
+    os.makedirs(tmp)
+    env0 = base_env()
+    n = 20_000
+    variants = [
+        ("System", "system", {}),
+        ("lineprof exact", "tracking", {"LINEPROF_HZ": "0", "LINEPROF_OUT": f"{tmp}/t.lprof"}),
+        ("lineprof exact + cpu 1 kHz", "tracking",
+         {"LINEPROF_HZ": "1000", "LINEPROF_OUT": f"{tmp}/t.lprof"}),
+    ]
+    walls = {v[0]: [] for v in variants}
+    cpus = {v[0]: [] for v in variants}
+    for _ in range(args.rounds):
+        for name, build, env in variants:
+            wall, _, cpu, _ = run([binary(build, "threads"), str(n), "10"],
+                                  dict(env0, **env), tmp)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+            clean(tmp)
+    c0 = statistics.median(cpus["System"])
+    w0 = statistics.median(walls["System"])
+    rows = []
+    for name, _, _ in variants:
+        w, c = statistics.median(walls[name]), statistics.median(cpus[name])
+        rows.append([name, f"{w * 1000:.0f} ms", f"{w / w0:.2f}x", f"{c * 1000:.0f} ms",
+                     f"{c / c0:.2f}x", f"{(c - c0) / n * 1e6:+.1f} us" if name != "System" else ""])
+    print()
+    print(f"Short threads: {n} threads, two at a time, 10 strings each; "
+          f"{args.rounds} alternated rounds, medians")
+    table(rows, ["variant", "wall", "vs System", "CPU", "vs System", "CPU per thread"])
+
+
 SUITE_CRATE = "regex-syntax"
 SUITE_THREADS = 2
 # The allocator lines of the README's test-only setup.
@@ -593,7 +629,7 @@ def main():
                         "timed on (0: skip)")
     p.add_argument("--only", choices=["all", "report", "suite"], default="all",
                    help="report: only the big-profile report timing; suite: only "
-                        "the registry crate's test suite")
+                        "the short threads and the registry crate's test suite")
     args = p.parse_args()
     if not args.no_build:
         build_all()
@@ -606,6 +642,7 @@ def main():
             bench_aggregate(args, work)
             bench_micro(args, work)
         if args.only in ("all", "suite"):
+            bench_threads(args, work)
             bench_suite(args, work)
         if args.only != "suite" and args.report_records > 0:
             bench_report(args, work)
