@@ -3,7 +3,8 @@
 as perf agrees with itself? (issue 8, acceptance on held-out programs)
 
     bench/cpu_agree.py PROJECT [--bin NAME] [--hz 4000] [--runs 2]
-                       [--no-build] [--show 10] [-- PROGRAM ARGS]
+                       [--tracked-perf] [--no-build] [--show 10]
+                       [-- PROGRAM ARGS]
 
 PROJECT is a cargo package whose `#[global_allocator] static A:
 lineprof::Tracking` is behind a cargo feature named `lineprof` (an
@@ -27,7 +28,11 @@ Printed, for lineprof-vs-perf (mean over every pair of runs), perf-vs-perf
 and lineprof-vs-lineprof: how many of the top 10 lines are shared, and the
 summed share difference (points) over the union of the two top-10 lists; then
 lineprof's unattributed and unrecovered fractions and the share of samples
-whose stack does not reach a thread's entry (a broken stack). The programs
+whose stack does not reach a thread's entry (a broken stack). With
+`--tracked-perf`, perf also records the tracked build with `LINEPROF=off`
+(lineprof passes every call through): where that differs from the untracked
+build, the binary itself runs differently (code and heap addresses), which
+no attribution can change. The programs
 run one after another, never side by side. Every run takes about as long as
 the program under perf (dwarf stacks) or lineprof.
 """
@@ -92,13 +97,13 @@ def build_tools():
                    check=True)
 
 
-def perf_run(exe, args, project, hz, tmp, n):
+def perf_run(exe, args, project, hz, tmp, n, env=None):
     data = os.path.join(tmp, f"perf{n}.data")
     cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-c",
            str(1_000_000_000 // hz), "--call-graph", "dwarf", "-o", data,
            "--", exe] + args
-    subprocess.run(cmd, cwd=project, env=base_env(), check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, cwd=project, env=dict(base_env(), **(env or {})),
+                   check=True, stdout=subprocess.DEVNULL)
     out = subprocess.run([PERF_LINES, exe, project, data], check=True,
                          capture_output=True, text=True)
     os.remove(data)
@@ -193,6 +198,9 @@ def main():
     p.add_argument("--runs", type=int, default=2)
     p.add_argument("--show", type=int, default=10)
     p.add_argument("--no-build", action="store_true")
+    p.add_argument("--tracked-perf", action="store_true",
+                   help="also run perf on the tracked build with LINEPROF=off "
+                   "(pass-through): what the tracked binary itself changes")
     p.add_argument("args", nargs="*")
     o = p.parse_args()
     project = os.path.abspath(o.project)
@@ -203,21 +211,28 @@ def main():
     else:
         build_tools()
         exes = build(project, bin_name)
-    perf, ours = [], []
+    perf, ours, off = [], [], []
     with tempfile.TemporaryDirectory(prefix="cpu-agree-") as tmp:
         # Alternated, so that a change in the machine's load hits both.
         for n in range(o.runs):
             perf.append(perf_run(exes["untracked"], o.args, project, o.hz, tmp, n))
             ours.append(lineprof_run(exes["tracked"], o.args, project, o.hz, tmp, n))
+            if o.tracked_perf:
+                off.append(perf_run(exes["tracked"], o.args, project, o.hz, tmp,
+                                    n, env={"LINEPROF": "off"}))
     lp = mean_pairs(ours, perf)
     pp = mean_pairs(perf, perf, same=True)
     ll = mean_pairs(ours, ours, same=True)
+    extra = []
+    if off:
+        extra = [("lineprof vs perf (tracked, LINEPROF=off)", mean_pairs(ours, off)),
+                 ("perf (tracked, off) vs perf", mean_pairs(off, perf))]
     print(f"\n{bin_name} {' '.join(o.args)}: {o.hz} Hz, {o.runs} runs each; "
           f"samples: perf {[r['samples'] for r in perf]}, "
           f"lineprof {[r['samples'] for r in ours]}")
     print(f"{'':24}top-10 shared  summed difference")
-    for label, (shared, diff) in (("lineprof vs perf", lp), ("perf vs perf", pp),
-                                  ("lineprof vs lineprof", ll)):
+    for label, (shared, diff) in [("lineprof vs perf", lp), ("perf vs perf", pp),
+                                  ("lineprof vs lineprof", ll)] + extra:
         print(f"  {label:22}{shared:6.1f}/10  {diff:8.1f} points")
     m = statistics.mean
     print(f"  lineprof: unattributed {m(r['unattributed'] for r in ours):.2%}, "
@@ -241,11 +256,14 @@ def main():
 
     keys = {k for r in perf + ours for k in top(r["shares"], o.show)}
     rows = sorted(keys, key=lambda k: -(avg(perf, k) + avg(ours, k)))[:o.show + 5]
-    print(f"\n  {'lineprof':>8} {'perf':>6}  line")
+    head = f"{'lineprof':>8} {'perf':>6}" + (f" {'tracked':>7}" if off else "")
+    print(f"\n  {head}  line" + ("  (tracked: perf on the tracked build, "
+                                "LINEPROF=off)" if off else ""))
     for k in rows:
         name = next((r["names"][k] for r in ours if k in r["names"]),
                     next((r["names"][k] for r in perf if k in r["names"]), ""))
-        print(f"  {avg(ours, k):8.1%} {avg(perf, k):6.1%}  {short(k)}  {name}")
+        tracked = f" {avg(off, k):7.1%}" if off else ""
+        print(f"  {avg(ours, k):8.1%} {avg(perf, k):6.1%}{tracked}  {short(k)}  {name}")
     return 0
 
 

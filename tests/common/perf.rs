@@ -150,25 +150,38 @@ pub fn attribute(text: &str, exe: &Path, root: &Path) -> Result<PerfLines, Strin
     let comm: String = exe_name.chars().take(15).collect();
     let root = format!("{}/", root.display());
     let mut cache: HashMap<u64, Option<(LineKey, String)>> = HashMap::new();
-    let mut charge = |addr: u64| -> Option<(LineKey, String)> {
+    // `addr` is in the function that starts at `start`.
+    let mut charge = |addr: u64, start: u64| -> Option<(LineKey, String)> {
         cache
             .entry(addr)
             .or_insert_with(|| {
-                let mut frames = loader.find_frames(addr).ok()?;
-                while let Ok(Some(f)) = frames.next() {
+                let mut frames = Vec::new();
+                let mut iter = loader.find_frames(addr).ok()?;
+                while let Ok(Some(f)) = iter.next() {
                     let function = f
                         .function
                         .as_ref()
                         .and_then(|n| n.demangle().ok())
                         .map(|n| n.into_owned());
-                    let file = f.location.as_ref().and_then(|l| l.file);
+                    let loc = f.location.as_ref();
+                    frames.push((loc.and_then(|l| l.file), loc.and_then(|l| l.line), function));
+                }
+                let last = frames.len().checked_sub(1)?;
+                for (i, (file, line, function)) in frames.into_iter().enumerate() {
                     if kind_of(file, function.as_deref()) == FrameKind::Skipped {
                         continue;
                     }
-                    let loc = f.location?;
-                    let file = loc.file?;
+                    // Line 0 (code the compiler generated): an inlined
+                    // frame's code is its caller's, on the call's line; the
+                    // function's own is on the function's first line.
+                    let line = match line {
+                        Some(line) => line,
+                        None if i < last => continue,
+                        None => loader.find_location(start).ok()??.line?,
+                    };
+                    let file = file?;
                     let file = file.strip_prefix(&root).unwrap_or(file).to_string();
-                    return Some(((file, loc.line?), function.unwrap_or_default()));
+                    return Some(((file, line), function.unwrap_or_default()));
                 }
                 None
             })
@@ -188,19 +201,19 @@ pub fn attribute(text: &str, exe: &Path, root: &Path) -> Result<PerfLines, Strin
             if !frame.ends_with(&format!("/{exe_name})")) {
                 continue; // C code: another module, the vDSO, the kernel
             }
-            let Some(file_addr) = frame
+            let Some((start, off)) = frame
                 .split_whitespace()
                 .nth(1)
                 .and_then(|s| s.rsplit_once("+0x"))
                 .and_then(|(sym, off)| {
-                    Some(symbols.get(sym)? + u64::from_str_radix(off, 16).ok()?)
+                    Some((*symbols.get(sym)?, u64::from_str_radix(off, 16).ok()?))
                 })
             else {
                 continue;
             };
             // A caller's address is a return address: look up the call.
-            let probe = if i == 0 { file_addr } else { file_addr - 1 };
-            if let Some(c) = charge(probe) {
+            let probe = if i == 0 { start + off } else { start + off - 1 };
+            if let Some(c) = charge(probe, start) {
                 charged = Some(c);
                 break;
             }
