@@ -6,7 +6,7 @@ as perf agrees with itself? (issue 8, acceptance on held-out programs)
                        [--tracked-perf] [--no-build] [--show 10]
                        [-- PROGRAM ARGS]
 
-PROJECT is a cargo package whose `#[global_allocator] static A:
+PROJECT is a cargo package (bench/agree/ has four, BENCHMARKS.md) whose `#[global_allocator] static A:
 lineprof::Tracking` is behind a cargo feature named `lineprof` (an
 optional path dependency on alloc-shim/), so that the same source builds
 twice, with the flags `cargo lineprof run` uses (frame pointers, v0
