@@ -18,6 +18,7 @@ the cores.
 """
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -287,7 +288,6 @@ def sampling_cost(variants, system_cpu):
 def heap_figures(report_json):
     """Totals and every line's self/total figures without CPU (which
     differ from run to run), for comparing a stream and an aggregate run."""
-    import json
     r = json.loads(report_json)
     strip = lambda f: {k: v for k, v in f.items() if not k.startswith("cpu")}
     lines = {(l["file"], l["line"], l["function"]): (strip(l["self"]), strip(l["total"]))
@@ -347,6 +347,131 @@ def bench_aggregate(args, work):
           f"{events / w / 1e6:.1f} M events/s, peak RSS {mib(max(rsss))}")
 
 
+SUITE_CRATE = "regex-syntax"
+# The allocator lines of the README's test-only setup.
+SUITE_ALLOCATOR = """
+#[cfg(test)]
+#[global_allocator]
+static LINEPROF_BENCH_ALLOC: lineprof::Tracking = lineprof::Tracking::new();
+"""
+
+
+def write_if_changed(path, text):
+    """Leaves an unchanged file's time alone, so cargo does not rebuild."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return
+    except FileNotFoundError:
+        pass
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def suite_source():
+    """The registry crate's source directory, as cargo fetched it for the
+    bench's dev-dependency."""
+    meta = json.loads(subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--quiet"],
+        cwd=BENCH, check=True, capture_output=True).stdout)
+    for pkg in meta["packages"]:
+        if pkg["name"] == SUITE_CRATE:
+            return os.path.dirname(pkg["manifest_path"])
+    sys.exit(f"{SUITE_CRATE} not in bench/Cargo.toml's dependencies")
+
+
+def build_suite():
+    """The crate's own unit tests built twice, as a user would set them up:
+    untouched (System) and with the README's test-only setup (a
+    dev-dependency on lineprof and the allocator under #[cfg(test)]), both
+    with frame pointers and line tables. Returns {build: test executable}."""
+    src = suite_source()
+    exes = {}
+    for build in ("system", "tracking"):
+        root = os.path.join(BENCH, "target", "suite", build)
+        crate = os.path.join(root, SUITE_CRATE)
+        if not os.path.isdir(crate):
+            shutil.copytree(src, crate)
+        manifest = open(os.path.join(src, "Cargo.toml"), encoding="utf-8").read()
+        # Its own workspace (it lies inside bench/'s), line tables.
+        manifest += "\n[workspace]\n\n[profile.release]\ndebug = \"line-tables-only\"\n"
+        lib = open(os.path.join(src, "src", "lib.rs"), encoding="utf-8").read()
+        if build == "tracking":
+            shim = os.path.join(ROOT, "alloc-shim").replace("\\", "/")
+            manifest += f"\n[dev-dependencies.lineprof]\npath = \"{shim}\"\n"
+            # After the crate's inner attributes.
+            lines = lib.split("\n")
+            last = max(i for i, l in enumerate(lines) if l.startswith("#!["))
+            lines.insert(last + 1, SUITE_ALLOCATOR)
+            lib = "\n".join(lines)
+        write_if_changed(os.path.join(crate, "Cargo.toml"), manifest)
+        write_if_changed(os.path.join(crate, "src", "lib.rs"), lib)
+        print(f"building {SUITE_CRATE}'s tests ({build}): cargo test --release --no-run",
+              flush=True)
+        out = subprocess.run(
+            ["cargo", "test", "--release", "--no-run", "--lib", "--quiet",
+             "--message-format=json-render-diagnostics",
+             "--target-dir", os.path.join(root, "target")],
+            cwd=crate, env=dict(os.environ, RUSTFLAGS=FP_FLAGS),
+            check=True, capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            msg = json.loads(line)
+            if msg.get("reason") == "compiler-artifact" and msg.get("executable") \
+                    and msg["target"]["kind"] == ["lib"]:
+                exes[build] = msg["executable"]
+    return exes
+
+
+def bench_suite(args, work):
+    """A registry crate's own test suite (regex-syntax's 149 unit tests, on
+    libtest's threads): the shape of a real `cargo lineprof test`, many
+    threads and deep recursive stacks, beside System and heaptrack."""
+    tmp = os.path.join(work, "suite")
+    os.makedirs(tmp)
+    exes = build_suite()
+    env0 = base_env()
+    heaptrack = shutil.which("heaptrack")
+    variants = [
+        ("System", "system", {}, None),
+        ("lineprof exact", "tracking",
+         {"LINEPROF_HZ": "0", "LINEPROF_OUT": f"{tmp}/exact.lprof"}, "exact.lprof"),
+        ("lineprof exact + cpu 1 kHz", "tracking",
+         {"LINEPROF_OUT": f"{tmp}/cpu.lprof"}, "cpu.lprof"),
+        ("lineprof sampled 512 KiB", "tracking",
+         {"LINEPROF_HZ": "0", "LINEPROF_SAMPLE": SAMPLE,
+          "LINEPROF_OUT": f"{tmp}/sampled.lprof"}, "sampled.lprof"),
+    ]
+    if heaptrack:
+        variants.append(("heaptrack", "system", {}, "heaptrack"))
+    walls = {v[0]: [] for v in variants}
+    cpus = {v[0]: [] for v in variants}
+    sizes = {v[0]: 0 for v in variants}
+    for _ in range(args.rounds):
+        for name, build, env, profile in variants:
+            argv = [exes[build], "-q"]
+            if name == "heaptrack":
+                argv = ["heaptrack", "-o", f"{tmp}/heaptrack"] + argv
+            wall, _, cpu, out = run(argv, dict(env0, **env), tmp)
+            if "test result: ok" not in out:
+                sys.exit(f"{name}: the test suite did not pass:\n{out}")
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+            if profile:
+                sizes[name] = dir_size(tmp, profile)
+            clean(tmp)
+    w0 = statistics.median(walls["System"])
+    c0 = statistics.median(cpus["System"])
+    rows = []
+    for name, _, _, _ in variants:
+        w, c = statistics.median(walls[name]), statistics.median(cpus[name])
+        rows.append([name, f"{w * 1000:.0f} ms", f"{w / w0:.2f}x", f"{c * 1000:.0f} ms",
+                     f"{c / c0:.2f}x", mib(sizes[name]) if sizes[name] else ""])
+    print()
+    print(f"Test suite: {SUITE_CRATE}'s own unit tests (cargo test --release --lib, "
+          f"2 test threads), {args.rounds} alternated rounds, medians")
+    table(rows, ["variant", "wall", "vs System", "CPU", "vs System", "output"])
+
+
 def bench_report(args, work):
     """`lineprof report` on a big stream profile (--report-records records,
     LINEPROF_HZ=0; 800000 make ~440 MB and ~83 M heap events): wall, CPU
@@ -384,7 +509,6 @@ def bench_report(args, work):
 
 def heap_events(lineprof, profile):
     """allocations + frees of a profile's JSON totals."""
-    import json
     r = json.loads(subprocess.run([lineprof, "report", profile, "--format", "json"],
                                   check=True, capture_output=True, cwd=ROOT).stdout)
     return r["totals"]["allocations"] + r["totals"]["frees"]
@@ -465,8 +589,9 @@ def main():
     p.add_argument("--report-records", type=int, default=800000,
                    help="records of the big stream profile `lineprof report` is "
                         "timed on (0: skip)")
-    p.add_argument("--only", choices=["all", "report"], default="all",
-                   help="report: only the big-profile report timing")
+    p.add_argument("--only", choices=["all", "report", "suite"], default="all",
+                   help="report: only the big-profile report timing; suite: only "
+                        "the registry crate's test suite")
     args = p.parse_args()
     if not args.no_build:
         build_all()
@@ -478,7 +603,9 @@ def main():
             bench_workload(args, work)
             bench_aggregate(args, work)
             bench_micro(args, work)
-        if args.report_records > 0:
+        if args.only in ("all", "suite"):
+            bench_suite(args, work)
+        if args.only != "suite" and args.report_records > 0:
             bench_report(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)

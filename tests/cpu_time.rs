@@ -114,3 +114,109 @@ fn hz_zero_turns_the_sampler_off() {
     assert_eq!(r.json["totals"]["cpu_samples"], 0);
     assert_eq!(r.json["run"]["sampling"]["cpu_hz"], 0);
 }
+
+/// Runs `cpu_between_allocs` at 4 kHz in `mode`; the profile's path.
+fn run_between_allocs(dir: &TempDir, mode: &str) -> std::path::PathBuf {
+    let out = dir.path().join(format!("{mode}.lprof"));
+    let status = with_room_above_fd_limit(&fixture("cpu_between_allocs"))
+        .env("LINEPROF_OUT", &out)
+        .env("LINEPROF_HZ", "4000")
+        .env("LINEPROF_MODE", mode)
+        .env_remove("LINEPROF_CPU")
+        .env_remove("LINEPROF_SAMPLE")
+        .env_remove("LINEPROF_DEPTH")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    out
+}
+
+/// CPU samples find a new stack at nearly every sample; they must not
+/// take ids from the heap stacks' space, which would push the ids of heap
+/// stacks first used later into longer varints on every heap event. The
+/// fixture's heap stacks are first used in 8 phases with CPU-busy phases
+/// between them: the heap events' stack ids, read from the file, must be
+/// 0, 1, 2, ... in order of first use, and the file's heap stacks exactly
+/// the ones heap events use; the report then puts the CPU samples, whose
+/// ids are of their own space, on the busy line.
+#[test]
+fn cpu_samples_leave_heap_stack_ids_dense() {
+    use lineprof::format::{self, ChunkKind, Event};
+    let dir = TempDir::new("cpu-ids");
+    let out = run_between_allocs(&dir, "stream");
+    let bytes = std::fs::read(&out).unwrap();
+    let chunks = format::split_chunks(&bytes).unwrap();
+    assert_eq!(chunks.version, format::STREAM_VERSION);
+    let (mut heap_defined, mut cpu_defined) = (0u32, 0u32);
+    let mut first_uses = 0u32;
+    let mut cpu_samples = 0u64;
+    // CPU samples recorded before the last heap stack was first used.
+    let mut samples_before_last_new = 0u64;
+    let mut samples_so_far = 0u64;
+    for c in &chunks.chunks {
+        match c.kind {
+            ChunkKind::Stacks | ChunkKind::CpuStacks => {
+                let (first, stacks) = format::decode_stacks(c.payload).unwrap();
+                let end = first + stacks.len() as u32;
+                let defined = if c.kind == ChunkKind::Stacks {
+                    &mut heap_defined
+                } else {
+                    &mut cpu_defined
+                };
+                *defined = (*defined).max(end);
+            }
+            ChunkKind::Events => {
+                format::decode_events(c.payload, |ev| match ev {
+                    Event::Alloc { stack, .. } | Event::Free { stack, .. } => {
+                        assert!(
+                            stack <= first_uses,
+                            "heap stack id {stack} first used after only {first_uses} heap stacks"
+                        );
+                        if stack == first_uses {
+                            first_uses += 1;
+                            samples_before_last_new = samples_so_far;
+                        }
+                    }
+                    Event::Cpu { .. } | Event::CpuLineprof { .. } | Event::CpuStackCopy { .. } => {
+                        cpu_samples += 1;
+                        samples_so_far += 1;
+                    }
+                    Event::Time { .. } => {}
+                })
+                .unwrap();
+            }
+            _ => {}
+        }
+    }
+    // 8 phases of 20 stacks of the fixture's own, and the runtime's.
+    assert!(first_uses >= 160, "{first_uses} heap stacks");
+    assert_eq!(
+        heap_defined, first_uses,
+        "the file defines heap stack ids the heap events never use"
+    );
+    assert!(
+        samples_before_last_new >= 20,
+        "only {samples_before_last_new} CPU samples before the last new heap stack ({cpu_samples} in all): the test shows nothing"
+    );
+    assert!(cpu_defined > 0 && cpu_defined as u64 <= cpu_samples);
+    // The report reads the CPU ids right: the busy loop (its header or
+    // body line, the compiler's choice) holds the program's CPU, the heap
+    // line its blocks. Aggregate mode, whose CPU samples are counted per
+    // stack of the one table, gives the same.
+    let agg = run_between_allocs(&dir, "aggregate");
+    for (mode, profile) in [("stream", &out), ("aggregate", &agg)] {
+        let r = report(profile, "cpu_between_allocs");
+        let alloc_line = r.self_at("every heap block of the program's phases");
+        assert_eq!(alloc_line.allocations, 8 * 20 * 50, "{mode}");
+        let busy = self_samples(&r, "::spin_at");
+        let user: u64 = r
+            .user_lines()
+            .iter()
+            .map(|l| l["self"]["cpu_samples"].as_u64().unwrap())
+            .sum();
+        assert!(
+            busy as f64 >= 0.9 * user as f64 && busy >= 20,
+            "{mode}: the busy loop has {busy} of {user} samples"
+        );
+    }
+}

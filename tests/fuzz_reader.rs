@@ -209,14 +209,20 @@ fn hostile_events(rng: &mut Rng) -> Vec<u8> {
                 rng.hostile()
             });
             for _ in 0..rng.below(300) {
-                let t = if rng.chance(1000) {
+                let mut t = if rng.chance(1000) {
                     rng.below(256) as u8
                 } else {
                     1 + rng.below(4) as u8
                 };
+                if t <= format::tag::FREE && rng.chance(3) {
+                    t |= format::tag::OTHER_BASE;
+                }
                 e.u8(t);
                 match t {
-                    format::tag::ALLOC | format::tag::FREE => {
+                    format::tag::ALLOC
+                    | format::tag::FREE
+                    | format::tag::ALLOC_OTHER
+                    | format::tag::FREE_OTHER => {
                         e.varint(if rng.chance(3) { rng.hostile() } else { 1 });
                         e.varint(if rng.chance(100) {
                             rng.hostile()
@@ -364,8 +370,9 @@ fn case(rng: &mut Rng, real: &Real) -> Vec<u8> {
         }
     }
     for _ in 0..rng.below(8) {
-        let c = match rng.below(9) {
+        let c = match rng.below(10) {
             0 | 1 => chunk(ChunkKind::Stacks as u8, &hostile_stacks(rng, real)),
+            9 => chunk(ChunkKind::CpuStacks as u8, &hostile_stacks(rng, real)),
             2..=4 => chunk(ChunkKind::Events as u8, &hostile_events(rng)),
             5 => chunk(ChunkKind::End as u8, &hostile_end(rng)),
             6 => chunk(ChunkKind::Timers as u8, &hostile_timers(rng)),
@@ -378,7 +385,7 @@ fn case(rng: &mut Rng, real: &Real) -> Vec<u8> {
     if rng.chance(8) && !chunks.is_empty() {
         // A chunk of the wrong kind: another kind's payload, or no kind.
         let i = rng.below(chunks.len() as u64) as usize;
-        chunks[i][0] = rng.below(9) as u8;
+        chunks[i][0] = rng.below(10) as u8;
     }
     for _ in 0..rng.below(3) {
         if !chunks.is_empty() {

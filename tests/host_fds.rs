@@ -23,3 +23,29 @@ fn closing_all_descriptors_neither_corrupts_host_files_nor_loses_the_profile() {
     );
     assert_eq!(r.json["warnings"], serde_json::json!([]));
 }
+
+/// A program that replaces a thread's perf event descriptors with perf
+/// events of its own keeps them when the thread exits: lineprof closes a
+/// descriptor only if it still holds lineprof's own event (by the kernel's
+/// event id), not merely some perf event.
+#[test]
+fn a_perf_event_of_the_host_on_our_old_number_is_not_closed() {
+    let p = profile("host_perf_fd", &[]);
+    let out = stdout(&p.output);
+    // Every thread's sampler is visible to the program: the main thread's
+    // and the spawned one's (whose exit releases it).
+    let took: usize = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("took ")?
+                .strip_suffix(" perf event descriptors")
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        took >= 2,
+        "both threads should have had lineprof's sampler: {out}"
+    );
+    assert!(!out.contains("closed"), "{out}");
+    assert_eq!(out.matches("still open").count(), took, "{out}");
+}

@@ -106,23 +106,30 @@ pub fn run(part: usize, iters: u64) -> Option<(f64, usize)> {
             8 => {
                 let mut buf = [0u8; 4096];
                 let mut pos = 0;
-                let mut prev = 0u64;
+                let (mut prev, mut other) = (0u64, 0u64);
                 for i in 0..iters {
                     // Two blocks freed and allocated in turn, as in the micro.
-                    let addr = 0x5555_0000_1000u64 + (i & 1) * 0x50;
+                    let addr = black_box(0x5555_0000_1000u64 + (i & 1) * 0x50);
                     if pos + format_max() > buf.len() {
                         acc += pos as u64;
                         pos = 0;
                     }
+                    let (delta, use_other, o) = crate::format::addr_delta(addr, prev, other);
+                    let kind = (1 + (i & 1)) as u8
+                        | if use_other {
+                            crate::format::tag::OTHER_BASE
+                        } else {
+                            0
+                        };
                     pos += thread::encode_event(
                         buf.as_mut_ptr().add(pos),
-                        (1 + (i & 1)) as u8,
+                        kind,
                         1,
                         black_box(id),
                         64,
-                        addr.wrapping_sub(prev),
+                        delta,
                     );
-                    prev = addr;
+                    (prev, other) = (addr, o);
                 }
                 acc += pos as u64;
                 // Bytes per event, for the seal's share.

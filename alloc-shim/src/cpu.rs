@@ -65,6 +65,9 @@ const MAX_TIMERS: usize = 4096;
 /// Sampled threads: tid and the perf event fd or timer id that samples it.
 static TIMER_TIDS: [AtomicI32; MAX_TIMERS] = [const { AtomicI32::new(0) }; MAX_TIMERS];
 static TIMER_IDS: [AtomicUsize; MAX_TIMERS] = [const { AtomicUsize::new(0) }; MAX_TIMERS];
+/// The kernel's id of each slot's perf event (`PERF_EVENT_IOC_ID`), checked
+/// before its descriptor is closed.
+static PERF_EVENT_IDS: [AtomicU64; MAX_TIMERS] = [const { AtomicU64::new(0) }; MAX_TIMERS];
 /// One past the highest slot ever used, so the handler scans few slots.
 static SLOTS_USED: AtomicUsize = AtomicUsize::new(0);
 static TIMERS_LOCK: SpinLock = SpinLock::new();
@@ -156,7 +159,10 @@ pub fn start_thread(tid: i32) {
     };
     let handle = if USE_PERF.load(Ordering::Relaxed) {
         match open_perf_event(tid) {
-            Some(fd) => Some(fd as usize | PERF_HANDLE),
+            Some((fd, id)) => {
+                PERF_EVENT_IDS[slot].store(id, Ordering::Relaxed);
+                Some(fd as usize | PERF_HANDLE)
+            }
             None => {
                 // Not allowed here (perf_event_paranoid, seccomp): timers.
                 USE_PERF.store(false, Ordering::Relaxed);
@@ -202,7 +208,7 @@ const SI_TIMER: i32 = -2;
 const POLL_IN: i32 = 1;
 
 /// A task-clock event on thread `tid` that signals it every period.
-fn open_perf_event(tid: i32) -> Option<i32> {
+fn open_perf_event(tid: i32) -> Option<(i32, u64)> {
     let attr = PerfEventAttr {
         kind: PERF_TYPE_SOFTWARE,
         size: std::mem::size_of::<PerfEventAttr>() as u32,
@@ -271,11 +277,27 @@ fn open_perf_event(tid: i32) -> Option<i32> {
             && libc::fcntl(fd, F_SETSIG, SIGNO.load(Ordering::Relaxed)) == 0
             && libc::fcntl(fd, F_SETOWN_EX, &owner as *const OwnerEx) == 0
     };
-    if !ok {
+    let id = event_id(fd);
+    if !ok || id.is_none() {
         sys::close(fd);
         return None;
     }
-    Some(fd)
+    id.map(|id| (fd, id))
+}
+
+/// `_IOR('$', 7, __u64 *)`: the kernel's unique id of a perf event.
+const PERF_EVENT_IOC_ID: u64 = (2 << 30) | (8 << 16) | (0x24 << 8) | 7;
+
+/// The id of the perf event open on `fd`, or `None` if `fd` is no perf
+/// event.
+fn event_id(fd: i32) -> Option<u64> {
+    let mut id = 0u64;
+    // SAFETY: PERF_EVENT_IOC_ID writes one u64 through the pointer, a
+    // valid local; any other kind of descriptor fails with ENOTTY.
+    let r = sys::preserving_errno(|| unsafe {
+        libc::ioctl(fd, PERF_EVENT_IOC_ID as _, &mut id as *mut u64)
+    });
+    (r == 0).then_some(id)
 }
 
 /// A POSIX timer on thread `tid`'s CPU clock that signals it every period.
@@ -335,35 +357,18 @@ fn stop_locked(tid: i32) {
         .position(|t| t.load(Ordering::Relaxed) == tid)
     {
         TIMER_TIDS[slot].store(0, Ordering::Release);
-        release(TIMER_IDS[slot].swap(0, Ordering::Relaxed));
+        release(
+            TIMER_IDS[slot].swap(0, Ordering::Relaxed),
+            PERF_EVENT_IDS[slot].load(Ordering::Relaxed),
+        );
     }
 }
 
-/// Closes `fd` if it still is a perf event: a host that closed it behind
-/// our back may have reused the number for a file of its own.
-fn close_perf_fd(fd: i32) {
-    let mut link = [0u8; 64];
-    let mut path = [0u8; 32];
-    let mut n = 0;
-    for &b in b"/proc/self/fd/" {
-        path[n] = b;
-        n += 1;
-    }
-    let (digits, d) = sys::decimal(fd as u32);
-    for &c in &digits[..d] {
-        path[n] = c;
-        n += 1;
-    }
-    // SAFETY: `path` is NUL-terminated (zero-filled past `n`); readlink
-    // writes at most `link.len()` bytes.
-    let len = unsafe {
-        libc::readlink(
-            path.as_ptr() as *const libc::c_char,
-            link.as_mut_ptr() as *mut libc::c_char,
-            link.len(),
-        )
-    };
-    if len > 0 && link[..len as usize].ends_with(b"[perf_event]") {
+/// Closes `fd` if it still is our perf event `id`: a host that closed it
+/// behind our back may have reused the number for a file (or a perf event)
+/// of its own.
+fn close_perf_fd(fd: i32, id: u64) {
+    if event_id(fd) == Some(id) {
         sys::close(fd);
     }
 }
@@ -375,9 +380,9 @@ const PERF_HANDLE: usize = 1 << 63;
 
 /// Closes a perf event or deletes a timer; each handle is released once
 /// (its slot is cleared under the lock first).
-fn release(handle: usize) {
+fn release(handle: usize, id: u64) {
     if handle & PERF_HANDLE != 0 {
-        close_perf_fd((handle & !PERF_HANDLE) as i32);
+        close_perf_fd((handle & !PERF_HANDLE) as i32, id);
     } else {
         // SAFETY: `handle` came from timer_create.
         unsafe { libc::timer_delete(handle as libc::timer_t) };
@@ -465,10 +470,10 @@ pub fn after_fork_child() {
         return;
     }
     TIMERS_LOCK.force_unlock();
-    for (t, id) in TIMER_TIDS.iter().zip(&TIMER_IDS) {
-        let handle = id.swap(0, Ordering::Relaxed);
+    for ((t, handle), id) in TIMER_TIDS.iter().zip(&TIMER_IDS).zip(&PERF_EVENT_IDS) {
+        let handle = handle.swap(0, Ordering::Relaxed);
         if t.swap(0, Ordering::Relaxed) != 0 && handle & PERF_HANDLE != 0 {
-            close_perf_fd((handle & !PERF_HANDLE) as i32);
+            close_perf_fd((handle & !PERF_HANDLE) as i32, id.load(Ordering::Relaxed));
         }
     }
     start_thread(sys::gettid());
@@ -541,7 +546,7 @@ fn sample(uc: &libc::ucontext_t, weight: u32) {
         if busy && !IN_PROGRAM_CALL.with(|c| c.get()) {
             // Lineprof's own cost: the stack only says where in lineprof.
             let (n, _, h) = stack::walk_from(fp, sp, hi, frames, 1, h);
-            match stacks::intern_hashed(&frames[..n], h) {
+            match stacks::cpu_table().intern_hashed(&frames[..n], h) {
                 Some(id) => thread::park_sample(t, id, weight),
                 None => {
                     DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
@@ -573,7 +578,7 @@ fn sample(uc: &libc::ucontext_t, weight: u32) {
             let (n, _, h) = stack::walk_from(fp, sp, hi, frames, 1, h);
             (n, h)
         };
-        let Some(id) = stacks::intern_hashed(&frames[..n], h) else {
+        let Some(id) = stacks::cpu_table().intern_hashed(&frames[..n], h) else {
             DROPPED_SAMPLES.fetch_add(1, Ordering::Relaxed);
             return;
         };

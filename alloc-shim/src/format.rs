@@ -1,4 +1,4 @@
-//! The `.lprof` profile format, version 2: the one definition used by the
+//! The `.lprof` profile format, version 4: the one definition used by the
 //! writer (in the profiled program) and by the reader (the `lineprof` CLI).
 //!
 //! A profile is a 16-byte file header followed by self-delimiting chunks that
@@ -17,10 +17,15 @@ pub const MAGIC: [u8; 8] = *b"LPROF\0\x01\n";
 /// Format version written in the header; the reader refuses newer versions.
 /// Version 2 added the `Timers` chunk; version 3 the aggregate mode's
 /// `HeapStacks` and `HeapSummary` (only aggregate profiles are written as
-/// version 3); older files read as before.
-pub const VERSION: u32 = 3;
+/// version 3); version 4 gives CPU samples their own stack ids, defined
+/// by `CpuStacks` chunks (in versions 1 and 2 a CPU sample's stack id is
+/// one of the `Stacks` ids, shared with heap events). Older files read as
+/// before.
+pub const VERSION: u32 = 4;
 /// The version of a stream profile.
-pub const STREAM_VERSION: u32 = 2;
+pub const STREAM_VERSION: u32 = 4;
+/// The first version whose CPU samples name `CpuStacks` ids.
+pub const CPU_STACKS_VERSION: u32 = 4;
 /// The version of an aggregate profile (`LINEPROF_MODE=aggregate`).
 pub const AGGREGATE_VERSION: u32 = 3;
 /// The deepest stack the shim records (`LINEPROF_DEPTH`'s maximum).
@@ -52,6 +57,9 @@ pub enum ChunkKind {
     HeapStacks = 7,
     /// Aggregate mode: whole-process heap figures and the live-heap series.
     HeapSummary = 8,
+    /// The stacks of CPU samples (version 4), in their own id space: laid
+    /// out as `Stacks`.
+    CpuStacks = 9,
 }
 
 impl ChunkKind {
@@ -65,6 +73,7 @@ impl ChunkKind {
             6 => ChunkKind::Timers,
             7 => ChunkKind::HeapStacks,
             8 => ChunkKind::HeapSummary,
+            9 => ChunkKind::CpuStacks,
             _ => return None,
         })
     }
@@ -72,10 +81,22 @@ impl ChunkKind {
 
 /// Event tags inside an `Events` chunk.
 pub mod tag {
-    /// `seq_delta, stack, size, addr_delta`
+    /// `seq_delta, stack, size, addr_delta`: `addr_delta` from the address
+    /// of the previous heap event of the chunk (0 before the first).
     pub const ALLOC: u8 = 1;
-    /// `seq_delta, stack, size, addr_delta`
+    /// `seq_delta, stack, size, addr_delta`, as for `ALLOC`.
     pub const FREE: u8 = 2;
+    /// Added to `ALLOC` or `FREE`: `addr_delta` is from the *other* base,
+    /// the last address in the region the base was in before it last
+    /// moved to another region (0 at first; a move is a delta of at least
+    /// `REGION_JUMP`, or an event from the other base, after which the two
+    /// bases swap). A thread's blocks come from two regions when it frees
+    /// blocks allocated by others (glibc's thread cache holds blocks of
+    /// every arena): a delta from each region's last address is small
+    /// where one from the last event is not (`next_addr`, `addr_delta`).
+    pub const OTHER_BASE: u8 = 0x10;
+    pub const ALLOC_OTHER: u8 = ALLOC | OTHER_BASE;
+    pub const FREE_OTHER: u8 = FREE | OTHER_BASE;
     /// `stack, count, time_delta`: CPU samples taken on this thread.
     pub const CPU: u8 = 3;
     /// `time_delta`: a clock reading after the preceding heap event, written
@@ -227,6 +248,8 @@ pub struct RawChunk<'a> {
 /// The chunks of a file, and what was skipped between and after them.
 #[derive(Debug)]
 pub struct Chunks<'a> {
+    /// The format version in the file header.
+    pub version: u32,
     pub chunks: Vec<RawChunk<'a>>,
     /// Bytes after the last complete chunk that do not form one (a torn
     /// last write, a zero-filled or garbage tail), if any.
@@ -271,6 +294,7 @@ pub fn split_chunks(data: &[u8]) -> Result<Chunks<'_>, FormatError> {
         return Err(FormatError::NewerVersion(version));
     }
     let mut out = Chunks {
+        version,
         chunks: Vec::new(),
         truncated_tail: 0,
         damaged: Vec::new(),
@@ -838,6 +862,41 @@ fn cpu_head(d: &mut Decoder<'_>, time: &mut u64) -> Result<(u32, u32), Malformed
     ))
 }
 
+/// A zigzag address delta at least this large (4 GiB either way) moves the
+/// base to another region: the old base becomes the other one.
+pub const REGION_JUMP: u64 = 1 << 33;
+
+/// A heap event's address from its tag and zigzag delta, and the two
+/// address bases after it (`tag::OTHER_BASE`): `(base, other)` in, the
+/// event's address and the other base out.
+#[inline(always)]
+pub fn next_addr(tag: u8, base: u64, other: u64, delta: u64) -> (u64, u64) {
+    if tag & tag::OTHER_BASE != 0 {
+        ((other as i64).wrapping_add(unzigzag(delta)) as u64, base)
+    } else {
+        let addr = (base as i64).wrapping_add(unzigzag(delta)) as u64;
+        (addr, if delta >= REGION_JUMP { base } else { other })
+    }
+}
+
+/// What the writer encodes for a heap event at `addr` given the bases
+/// `(base, other)`: the zigzag delta, whether it is from the other base
+/// (`tag::OTHER_BASE`), and the other base after it (the base after it is
+/// `addr`), as `next_addr` decodes it. The delta from the other base is
+/// taken when it is shorter.
+#[inline(always)]
+pub fn addr_delta(addr: u64, base: u64, other: u64) -> (u64, bool, u64) {
+    let near = zigzag(addr.wrapping_sub(base) as i64);
+    let far = zigzag(addr.wrapping_sub(other) as i64);
+    let use_other = far < near;
+    let other_after = if use_other || near >= REGION_JUMP {
+        base
+    } else {
+        other
+    };
+    (if use_other { far } else { near }, use_other, other_after)
+}
+
 pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsHeader, Malformed> {
     let mut d = Decoder::new(payload);
     let header = EventsHeader {
@@ -846,17 +905,18 @@ pub fn decode_events(payload: &[u8], mut f: impl FnMut(Event)) -> Result<EventsH
     };
     let mut seq = header.base_seq;
     let mut addr = 0u64;
+    let mut other = 0u64;
     let mut time = 0u64;
     while !d.is_empty() {
         let t = d.u8()?;
         match t {
-            tag::ALLOC | tag::FREE => {
+            tag::ALLOC | tag::FREE | tag::ALLOC_OTHER | tag::FREE_OTHER => {
                 seq = seq.wrapping_add(d.varint()?);
                 let stack = d.varint()?;
                 let size = d.varint()?;
-                addr = (addr as i64).wrapping_add(unzigzag(d.varint()?)) as u64;
+                (addr, other) = next_addr(t, addr, other, d.varint()?);
                 let stack = u32::try_from(stack).map_err(|_| Malformed("stack id too large"))?;
-                f(if t == tag::ALLOC {
+                f(if t & !tag::OTHER_BASE == tag::ALLOC {
                     Event::Alloc {
                         seq,
                         stack,
@@ -1143,6 +1203,47 @@ pub fn decode_heap_summary(payload: &[u8]) -> Result<HeapSummary, Malformed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_from_two_bases_decode_as_encoded() {
+        let regions = [
+            0x5555_0000_0000u64,
+            0x7f00_1000_0000,
+            0x7fff_f000_0000,
+            0x10,
+        ];
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let (mut wb, mut wo, mut rb, mut ro) = (0, 0, 0, 0);
+        let (mut other_used, mut bytes, mut one_base, mut prev) = (0, 0u32, 0u32, 0u64);
+        let len = |z: u64| (64 - (z | 1).leading_zeros()).div_ceil(7);
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly two regions in turn, sometimes a third or any address.
+            let addr = match x % 64 {
+                0 => x,
+                1..=3 => regions[2] + (x >> 40),
+                n => regions[(n & 1) as usize] + ((x >> 20) & 0xffff) * 16,
+            };
+            let (delta, use_other, o) = addr_delta(addr, wb, wo);
+            let t = tag::ALLOC | if use_other { tag::OTHER_BASE } else { 0 };
+            (wb, wo) = (addr, o);
+            let (got, ro2) = next_addr(t, rb, ro, delta);
+            (rb, ro) = (got, ro2);
+            assert_eq!((got, ro), (addr, wo));
+            other_used += use_other as u32;
+            bytes += len(delta);
+            one_base += len(zigzag(addr.wrapping_sub(prev) as i64));
+            prev = addr;
+        }
+        // The alternation is what the other base is for.
+        assert!(other_used > 30_000, "{other_used}");
+        assert!(
+            bytes * 4 < one_base * 3,
+            "{bytes} bytes, {one_base} with one base"
+        );
+    }
 
     #[test]
     fn timers_round_trip() {

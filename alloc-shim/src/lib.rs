@@ -202,7 +202,7 @@ fn start_now() -> bool {
             let cfg = config::read();
             let state = if cfg.off {
                 OFF
-            } else if stacks::init()
+            } else if stacks::init(cfg.cpu_hz > 0 && !cfg.aggregate)
                 && thread::init()
                 && writer::init(&cfg)
                 && aggregate::init(cfg.aggregate)

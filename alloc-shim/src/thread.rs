@@ -36,6 +36,8 @@ pub struct ThreadState {
     pub busy: bool,
     prev_seq: u64,
     prev_addr: u64,
+    /// The other address base (`format::tag::OTHER_BASE`).
+    other_addr: u64,
     pub stack_lo: usize,
     pub stack_hi: usize,
     events_until_clock: u32,
@@ -521,16 +523,18 @@ unsafe fn put_event(
     // writes.
     unsafe {
         let base = std::ptr::addr_of_mut!((*t).buf) as *mut u8;
+        let (delta, use_other, other) = format::addr_delta(addr, (*t).prev_addr, (*t).other_addr);
         let len = encode_event(
             base.add(pos),
-            kind,
+            kind | if use_other { tag::OTHER_BASE } else { 0 },
             seq.wrapping_sub((*t).prev_seq),
             stack,
             size,
-            addr.wrapping_sub((*t).prev_addr),
+            delta,
         );
         (*t).prev_seq = seq;
         (*t).prev_addr = addr;
+        (*t).other_addr = other;
         // One writer (the owner, or the orphan lock's holder): a plain
         // load and store, not a locked read-modify-write.
         let events = (*t).heap_events.load(Ordering::Relaxed);
@@ -577,9 +581,11 @@ fn append_slow(t: *mut ThreadState, kind: u8, seq: u64, stack: u32, size: u64, a
     }
 }
 
-/// Writes one heap event (`format::tag::ALLOC` or `FREE`, then the
-/// sequence number's and the address's deltas from the previous event's,
-/// the stack id and the size, as varints) at `dst`; returns its length.
+/// Writes one heap event (`format::tag::ALLOC` or `FREE`, maybe with
+/// `OTHER_BASE`, then the sequence number's delta from the previous
+/// event's, the stack id, the size and the address's zigzag delta
+/// `addr_zigzag` (`format::addr_delta`), as varints) at `dst`; returns its
+/// length.
 ///
 /// # Safety
 /// `dst` has `MAX_EVENT_LEN` writable bytes (the varints may write a few
@@ -591,7 +597,7 @@ pub unsafe fn encode_event(
     seq_delta: u64,
     stack: u32,
     size: u64,
-    addr_delta: u64,
+    addr_zigzag: u64,
 ) -> usize {
     // SAFETY: at most 1 + 4 * 10 bytes, per the contract (`put_varint`).
     unsafe {
@@ -600,7 +606,7 @@ pub unsafe fn encode_event(
         n += put_varint(dst.add(n), seq_delta);
         n += put_varint(dst.add(n), stack as u64);
         n += put_varint(dst.add(n), size);
-        n += put_varint(dst.add(n), format::zigzag(addr_delta as i64));
+        n += put_varint(dst.add(n), addr_zigzag);
         n
     }
 }
@@ -678,6 +684,7 @@ unsafe fn start_chunk(t: *mut ThreadState, base_seq: u64) {
         header[4..12].copy_from_slice(&base_seq.to_le_bytes());
         (*t).prev_seq = base_seq;
         (*t).prev_addr = 0;
+        (*t).other_addr = 0;
         (*t).prev_time = 0;
     }
 }
@@ -913,7 +920,8 @@ mod tests {
             let want_len = e.pos();
             let mut got = [0xAAu8; MAX_EVENT_LEN];
             // SAFETY: `got` has MAX_EVENT_LEN bytes.
-            let len = unsafe { encode_event(got.as_mut_ptr(), tag::FREE, v, stack, size, w) };
+            let z = format::zigzag(w as i64);
+            let len = unsafe { encode_event(got.as_mut_ptr(), tag::FREE, v, stack, size, z) };
             assert_eq!(&got[..len], &want[..want_len], "value {v:#x}, {w:#x}");
         }
     }

@@ -27,7 +27,9 @@ static FILE_INO: AtomicU64 = AtomicU64::new(0);
 static OPEN_FAILED: AtomicBool = AtomicBool::new(false);
 /// Set by the exit handler: from then on only it writes.
 static FINISHING: AtomicBool = AtomicBool::new(false);
+/// Ids below these are in the file: heap stacks, CPU-sample stacks.
 static STACKS_WRITTEN: AtomicU32 = AtomicU32::new(0);
+static CPU_STACKS_WRITTEN: AtomicU32 = AtomicU32::new(0);
 static PID: AtomicU32 = AtomicU32::new(0);
 static FORKED_FROM: AtomicU32 = AtomicU32::new(0);
 static START_NS: AtomicU64 = AtomicU64::new(0);
@@ -567,18 +569,46 @@ fn write_chunk(fd: i32, kind: ChunkKind, payload: &[u8]) {
     put(fd, &scratch[..len], true);
 }
 
-/// Writes the stacks published since the last call, in id order. An id
+/// Writes the stacks published since the last call, in id order: heap
+/// stacks as `Stacks` chunks, CPU-sample stacks (their own ids) as
+/// `CpuStacks` chunks.
+fn write_new_stacks(fd: i32, everything: bool) {
+    write_table(
+        fd,
+        &stacks::HEAP,
+        ChunkKind::Stacks,
+        &STACKS_WRITTEN,
+        everything,
+    );
+    if stacks::separate_cpu() {
+        write_table(
+            fd,
+            &stacks::CPU,
+            ChunkKind::CpuStacks,
+            &CPU_STACKS_WRITTEN,
+            everything,
+        );
+    }
+}
+
+/// The stacks of `table` published since `written`, in id order. An id
 /// handed out but not yet published (its thread is mid-insert) stops the
 /// run; `everything` (at exit) writes all published ids past such holes.
-fn write_new_stacks(fd: i32, everything: bool) {
+fn write_table(
+    fd: i32,
+    table: &stacks::Table,
+    kind: ChunkKind,
+    written: &AtomicU32,
+    everything: bool,
+) {
     let scratch = region(&SCRATCH, SCRATCH_LEN);
-    let total = stacks::count();
-    let mut id = STACKS_WRITTEN.load(Ordering::Relaxed);
+    let total = table.count();
+    let mut id = written.load(Ordering::Relaxed);
     while id < total {
         let first = id;
         let mut e = Encoder::new(scratch, CHUNK_HEADER_LEN + 8);
         while id < total {
-            let Some(frames) = stacks::frames(id) else {
+            let Some(frames) = table.frames(id) else {
                 break;
             };
             if e.remaining() < format::max_stack_len(frames.len()) {
@@ -592,10 +622,10 @@ fn write_new_stacks(fd: i32, everything: bool) {
             scratch[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + 4].copy_from_slice(&first.to_le_bytes());
             scratch[CHUNK_HEADER_LEN + 4..CHUNK_HEADER_LEN + 8]
                 .copy_from_slice(&(id - first).to_le_bytes());
-            format::seal_chunk(ChunkKind::Stacks, &mut scratch[..len]);
+            format::seal_chunk(kind, &mut scratch[..len]);
             put(fd, &scratch[..len], true);
-            if !everything || first == STACKS_WRITTEN.load(Ordering::Relaxed) {
-                STACKS_WRITTEN.store(id, Ordering::Relaxed);
+            if !everything || first == written.load(Ordering::Relaxed) {
+                written.store(id, Ordering::Relaxed);
             }
         } else if everything {
             id += 1; // skip an unpublished hole
@@ -703,6 +733,7 @@ pub fn after_fork_child() {
     START_NS.store(sys::unix_ns(), Ordering::Relaxed);
     OPEN_FAILED.store(false, Ordering::Release);
     STACKS_WRITTEN.store(0, Ordering::Relaxed);
+    CPU_STACKS_WRITTEN.store(0, Ordering::Relaxed);
     STOPPED.store(0, Ordering::Relaxed);
     LOST_CHUNKS.store(0, Ordering::Relaxed);
     LOST_BYTES.store(0, Ordering::Relaxed);

@@ -7,7 +7,7 @@
 //! which says what is wrong. For a payload it takes, it gives exactly what
 //! `decode_events` gives.
 
-use lineprof::format::{tag, unzigzag};
+use lineprof::format::{next_addr, tag};
 
 /// Why the fast path gave up: decode the payload the reference way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,16 +80,16 @@ pub fn decode(
     };
     let _thread = r.fixed::<4>()?;
     let mut seq = u64::from_le_bytes(r.fixed::<8>()?);
-    let mut addr = 0u64;
+    let (mut addr, mut other) = (0u64, 0u64);
     while r.pos < payload.len() {
         let t = r.u8()?;
         match t {
-            tag::ALLOC | tag::FREE => {
+            tag::ALLOC | tag::FREE | tag::ALLOC_OTHER | tag::FREE_OTHER => {
                 seq = seq.wrapping_add(r.varint()?);
                 let stack = r.u32_varint()?;
                 let size = r.varint()?;
-                addr = (addr as i64).wrapping_add(unzigzag(r.varint()?)) as u64;
-                heap(t == tag::ALLOC, seq, stack, size, addr);
+                (addr, other) = next_addr(t, addr, other, r.varint()?);
+                heap(t & !tag::OTHER_BASE == tag::ALLOC, seq, stack, size, addr);
             }
             tag::CPU | tag::CPU_LINEPROF => {
                 let stack = r.u32_varint()?;

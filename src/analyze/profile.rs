@@ -59,7 +59,10 @@ pub struct Profile {
     pub meta: Meta,
     /// Union of all `Modules` chunks; a module seen twice has its ranges merged.
     pub modules: Vec<Module>,
-    /// Return addresses, innermost first, indexed by stack id.
+    /// Return addresses, innermost first, indexed by stack id: the heap
+    /// stacks at the file's ids; then, from format version 4 on, an empty
+    /// stack (ids the file does not define) and the CPU samples' own
+    /// stacks (`CpuSample::stack` is moved to that index).
     pub stacks: Vec<Vec<u64>>,
     /// Heap events given decoded (tests, hand-made profiles); a profile read
     /// from a file streams them from `events` instead.
@@ -677,6 +680,9 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
     let mut first_meta: Option<RawChunk<'_>> = None;
     let mut events_seen = EventsChunkSet::default();
     let mut stacks = StackTable::new(data.len());
+    // From version 4 on, CPU samples name stacks of their own id space.
+    let separate_cpu = chunks.version >= format::CPU_STACKS_VERSION;
+    let mut cpu_stacks = StackTable::new(data.len());
     let mut threads: BTreeMap<u32, Vec<ChunkRef>> = BTreeMap::new();
     let base = data.as_ptr() as usize;
     let mut timers = TimerSnapshots::default();
@@ -703,7 +709,24 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
             ChunkKind::Stacks => {
                 let (first, decoded) =
                     format::decode_stacks(chunk.payload).map_err(|m| corrupt(m.0))?;
-                stacks.place(first, decoded).map_err(|m| corrupt(&m))?;
+                let others = cpu_stacks.stacks.len();
+                stacks
+                    .place(first, decoded, others)
+                    .map_err(|m| corrupt(&m))?;
+            }
+            ChunkKind::CpuStacks => {
+                if !separate_cpu {
+                    return Err(corrupt(&format!(
+                        "CPU sample stacks in a version {} profile, which has none",
+                        chunks.version
+                    )));
+                }
+                let (first, decoded) =
+                    format::decode_stacks(chunk.payload).map_err(|m| corrupt(m.0))?;
+                let others = stacks.stacks.len();
+                cpu_stacks
+                    .place(first, decoded, others)
+                    .map_err(|m| corrupt(&m))?;
             }
             ChunkKind::Events => {
                 // Checked against the payload by `split_chunks`.
@@ -824,8 +847,11 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
         });
     }
     profile.modules = merge_modules(std::mem::take(&mut profile.modules));
-    let (table, unknown_stack, unknown_refs) =
-        stacks.finish(&mut profile.cpu_samples, &count.stack_refs);
+    let (table, unknown_stack, unknown_refs) = stacks.finish(
+        separate_cpu.then_some(cpu_stacks),
+        &mut profile.cpu_samples,
+        &count.stack_refs,
+    );
     profile.stacks = table;
     profile.unknown_stack_refs = unknown_refs;
     if let Some(agg) = &profile.aggregate {
@@ -909,10 +935,11 @@ impl<'a> EventsChunkSet<'a> {
     }
 }
 
-/// The interned stacks by id, as `Stacks` chunks define them (in any
-/// order, maybe more than once). Ids are dense and every stack takes at
-/// least a byte, so an id beyond the file's length cannot be real: that
-/// bound keeps the table within a small multiple of the file's size.
+/// The interned stacks by id, as `Stacks` (or `CpuStacks`) chunks define
+/// them (in any order, maybe more than once). Ids are dense and every stack
+/// takes at least a byte, so ids beyond the file's length (the two id
+/// spaces together) cannot be real: that bound keeps the tables within a
+/// small multiple of the file's size.
 struct StackTable {
     stacks: Vec<Vec<u64>>,
     defined: Vec<bool>,
@@ -928,10 +955,18 @@ impl StackTable {
         }
     }
 
-    fn place(&mut self, first: u32, stacks: Vec<Vec<u64>>) -> std::result::Result<(), String> {
+    /// Defines the stacks `first..` as `stacks`; `others`: the length of
+    /// the other id space's table (CPU stacks beside heap stacks), which
+    /// takes bytes of the same file.
+    fn place(
+        &mut self,
+        first: u32,
+        stacks: Vec<Vec<u64>>,
+        others: usize,
+    ) -> std::result::Result<(), String> {
         let first = first as usize;
         let end = first + stacks.len();
-        if end > self.limit {
+        if end.max(self.stacks.len()) + others > self.limit {
             return Err(format!(
                 "stack ids {first}..{end} are more than a file of {} bytes can define",
                 self.limit
@@ -949,24 +984,59 @@ impl StackTable {
     }
 
     /// The stacks by id; the id unknown ones read as (an empty stack after
-    /// the table, added when something names an id past it); and how many
-    /// heap events (`refs`: per stack id) and CPU samples name a stack the
-    /// file does not define. Slots never defined stay empty stacks.
-    fn finish(mut self, cpu: &mut [CpuSample], refs: &StackRefs) -> (Vec<Vec<u64>>, u32, u64) {
+    /// the heap stacks, added when something names an id past them or CPU
+    /// stacks follow); and how many heap events (`refs`: per stack id) and
+    /// CPU samples name a stack the file does not define. Slots never
+    /// defined stay empty stacks.
+    ///
+    /// `cpu`: the CPU samples' own stacks (version 4 on), placed after the
+    /// unknown one, the samples' ids moved there; else the samples name
+    /// heap stack ids, as heap events do.
+    fn finish(
+        mut self,
+        cpu: Option<StackTable>,
+        samples: &mut [CpuSample],
+        refs: &StackRefs,
+    ) -> (Vec<Vec<u64>>, u32, u64) {
         let n = self.stacks.len() as u32;
-        let defined = &self.defined;
-        let unknown = |id: u32| id >= n || !defined[id as usize];
+        let unknown_in =
+            |t: &StackTable, id: u32| id as usize >= t.stacks.len() || !t.defined[id as usize];
         let events: u64 = refs
             .iter()
-            .filter(|&(id, _)| unknown(id))
+            .filter(|&(id, _)| unknown_in(&self, id))
             .map(|(_, c)| c)
             .sum();
-        let samples = cpu.iter().filter(|s| unknown(s.stack)).count() as u64;
-        if refs.iter().any(|(id, _)| id >= n) || cpu.iter().any(|s| s.stack >= n) {
-            cpu.iter_mut().for_each(|s| s.stack = s.stack.min(n));
-            self.stacks.push(Vec::new());
+        let heap_past_end = refs.iter().any(|(id, _)| id >= n);
+        let Some(cpu) = cpu else {
+            let unknown_samples = samples
+                .iter()
+                .filter(|s| unknown_in(&self, s.stack))
+                .count();
+            if heap_past_end || samples.iter().any(|s| s.stack >= n) {
+                samples.iter_mut().for_each(|s| s.stack = s.stack.min(n));
+                self.stacks.push(Vec::new());
+            }
+            return (self.stacks, n, events + unknown_samples as u64);
+        };
+        let mut unknown_samples = 0;
+        for s in samples.iter_mut() {
+            // Within u32: both tables together are bounded by the file.
+            if unknown_in(&cpu, s.stack) {
+                // Undefined ids inside the CPU table would name its empty
+                // slots; all go to the one unknown stack.
+                unknown_samples += 1;
+                s.stack = n;
+            } else {
+                s.stack += n + 1;
+            }
         }
-        (self.stacks, n, events + samples)
+        if heap_past_end || unknown_samples > 0 || !cpu.stacks.is_empty() {
+            drop(self.defined);
+            self.stacks.reserve_exact(1 + cpu.stacks.len());
+            self.stacks.push(Vec::new());
+            self.stacks.extend(cpu.stacks);
+        }
+        (self.stacks, n, events + unknown_samples)
     }
 }
 
@@ -1190,9 +1260,16 @@ pub(crate) mod testing {
     }
 
     impl ProfileBytes {
+        /// A version 2 profile: CPU samples name heap stack ids.
         pub fn new(sample_bytes: u64, cpu_hz: u32) -> Self {
+            Self::with_version(2, sample_bytes, cpu_hz)
+        }
+
+        /// A profile of format `version` (4: CPU samples name the ids of
+        /// `cpu_stacks`).
+        pub fn with_version(version: u32, sample_bytes: u64, cpu_hz: u32) -> Self {
             let mut bytes = vec![0u8; format::FILE_HEADER_LEN];
-            format::write_file_header(&mut bytes);
+            format::write_file_header_version(&mut bytes, version);
             let mut p = ProfileBytes { bytes };
             p.meta(42, sample_bytes, cpu_hz);
             p
@@ -1225,7 +1302,16 @@ pub(crate) mod testing {
         }
 
         pub fn stacks(&mut self, first: u32, stacks: &[&[u64]]) {
-            self.chunk(ChunkKind::Stacks, |e| {
+            self.stacks_of(ChunkKind::Stacks, first, stacks)
+        }
+
+        /// CPU sample stacks (version 4).
+        pub fn cpu_stacks(&mut self, first: u32, stacks: &[&[u64]]) {
+            self.stacks_of(ChunkKind::CpuStacks, first, stacks)
+        }
+
+        fn stacks_of(&mut self, kind: ChunkKind, first: u32, stacks: &[&[u64]]) {
+            self.chunk(kind, |e| {
                 e.u32(first);
                 e.u32(stacks.len() as u32);
                 for s in stacks {
@@ -1239,22 +1325,29 @@ pub(crate) mod testing {
             self.chunk(ChunkKind::Events, |e| {
                 e.u32(thread);
                 e.u64(base_seq);
-                let (mut seq, mut addr) = (base_seq, 0u64);
+                let (mut seq, mut addr, mut other) = (base_seq, 0u64, 0u64);
                 for ev in events {
                     match *ev {
                         Ev::Alloc(s, st, size, a) | Ev::Free(s, st, size, a) => {
+                            // As the shim encodes them (two address bases).
+                            let (delta, use_other, o) = format::addr_delta(a, addr, other);
                             let tag = if matches!(ev, Ev::Alloc(..)) {
                                 format::tag::ALLOC
                             } else {
                                 format::tag::FREE
                             };
-                            e.u8(tag);
+                            e.u8(tag
+                                | if use_other {
+                                    format::tag::OTHER_BASE
+                                } else {
+                                    0
+                                });
                             e.varint(s.wrapping_sub(seq));
                             e.varint(st as u64);
                             e.varint(size);
-                            e.varint(format::zigzag(a.wrapping_sub(addr) as i64));
+                            e.varint(delta);
                             seq = s;
-                            addr = a;
+                            (addr, other) = (a, o);
                         }
                         Ev::Cpu(st, count) | Ev::CpuLineprof(st, count) => {
                             e.u8(if matches!(ev, Ev::Cpu(..)) {
@@ -1504,6 +1597,72 @@ mod tests {
             w.contains("2 heap events and CPU samples name a stack"),
             "{w}"
         );
+    }
+
+    /// Version 4: CPU samples name stacks of their own id space (`CpuStacks`
+    /// chunks); the reader puts them after the heap stacks and the unknown
+    /// one, so heap ids stay as the file has them.
+    #[test]
+    fn cpu_samples_name_their_own_stacks_from_version_4() {
+        let mut p = ProfileBytes::with_version(4, 0, 1000);
+        p.stacks(0, &[&[0x10], &[0x20]]);
+        p.cpu_stacks(1, &[&[0x31, 0x32]]);
+        p.cpu_stacks(0, &[&[0x30]]);
+        p.events(
+            0,
+            0,
+            &[
+                Ev::Alloc(0, 1, 8, 0x100),
+                Ev::Cpu(0, 2),
+                Ev::CpuLineprof(1, 1),
+                Ev::Alloc(1, 0, 16, 0x200),
+                Ev::Cpu(1, 3),
+                Ev::Cpu(7, 1),
+            ],
+        );
+        p.end(2);
+        let prof = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
+        assert_eq!(
+            prof.stacks,
+            [vec![0x10], vec![0x20], vec![], vec![0x30], vec![0x31, 0x32]]
+        );
+        let heap: Vec<u32> = prof.collect_heap_events().iter().map(|e| e.stack).collect();
+        assert_eq!(heap, [1, 0]);
+        let cpu: Vec<(u32, u32, bool)> = prof
+            .cpu_samples
+            .iter()
+            .map(|s| (s.stack, s.count, s.in_lineprof))
+            .collect();
+        assert_eq!(
+            cpu,
+            [(3, 2, false), (4, 1, true), (4, 3, false), (2, 1, false)]
+        );
+        // CPU id 7 is not defined: the unknown stack, with a warning.
+        assert_eq!(prof.unknown_stack_refs, 1);
+        // The same bytes as version 2: CPU ids are heap ids (0 and 1 are
+        // the heap stacks), and a CpuStacks chunk is no chunk of that
+        // version.
+        let mut v2 = p.bytes.clone();
+        v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let err = parse_profile(&v2, Path::new("t.lprof")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CPU sample stacks in a version 2 profile"),
+            "{err}"
+        );
+        let mut p = ProfileBytes::new(0, 1000);
+        p.stacks(0, &[&[0x10], &[0x20]]);
+        p.events(0, 0, &[Ev::Alloc(0, 1, 8, 0x100), Ev::Cpu(0, 2)]);
+        let prof = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap();
+        assert_eq!(prof.stacks, [vec![0x10], vec![0x20]]);
+        assert_eq!(prof.cpu_samples[0].stack, 0);
+        // The two id spaces together are bounded by the file's length.
+        let mut p = ProfileBytes::with_version(4, 0, 1000);
+        let len = p.bytes.len() as u32 + 200;
+        p.stacks(len / 2, &[&[0x10]]);
+        p.cpu_stacks(len / 2, &[&[0x10]]);
+        let err = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap_err();
+        assert!(err.to_string().contains("are more than a file of"), "{err}");
     }
 
     /// A chunk damaged in the middle (here a half-written one that the next
