@@ -115,6 +115,21 @@ fn report_of_a_stored_run_in_chromium() {
         );
     }
     let page = std::fs::read_to_string(&html).unwrap();
+    // The header's warnings and notes that `lineprof run` printed with
+    // its report: the stored run's HTML and text reports show them too.
+    let printed = projects::stderr(&out);
+    let remarks: Vec<&str> = printed
+        .lines()
+        .skip_while(|l| !l.starts_with("lineprof report:"))
+        .take_while(|l| !l.is_empty())
+        .filter(|l| l.starts_with("note: ") || l.starts_with("warning: "))
+        .collect();
+    let text = projects::stdout(&projects::lineprof_in(dir.path(), &["report"]));
+    for remark in &remarks {
+        assert!(text.contains(remark), "{remark}\n{text}");
+        let escaped = remark.replace('&', "&amp;").replace('\'', "&#39;");
+        assert!(page.contains(&escaped), "{remark}");
+    }
     assert!(
         page.contains("id=\"timeline\""),
         "the stored run kept its timeline"

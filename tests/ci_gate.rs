@@ -5,7 +5,9 @@
 //! every time; a regression in one test fails naming the test and its
 //! line; a new test binary is new, never compared with another program; a
 //! missing baseline is exit 2; `diff NAME` compares two runs; the
-//! markdown summary is a valid table with the line's source.
+//! markdown summary is a valid table with the line's source; std's panic
+//! machinery (RUST_BACKTRACE) changes no verdict, and runs measured under
+//! settings that change the figures are not compared.
 
 mod projects;
 
@@ -311,6 +313,33 @@ fn ci_recipe_gates_per_test() {
     assert!(md.contains("| extra-test |"), "{md}");
     assert_tables_are_well_formed(&md);
 
+    // The other way round (v1's run against v2), buffer_once shrank: it
+    // passes on one line saying what moved; the others are one count.
+    let v1 = p.git(&["rev-parse", "v1"]);
+    let history = p.json(&["history"]);
+    let v1_run = history["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r["name"] == "calc-lib-test" && r["git"]["commit"] == v1.as_str())
+        .unwrap_or_else(|| panic!("{history:#}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, text) = check(&p, &[&v1_run, "--baseline", "v2"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("  ok    test tests::buffer_once: peak_bytes 2000 B (2.0 KiB) -> 1000 B (-1000 B, -50.0%), allocated_bytes 2000 B (2.0 KiB) -> 1000 B (-1000 B, -50.0%)\n"),
+        "{text}"
+    );
+    assert!(text.contains("  ok    9 tests unchanged"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("ok  ")).count(),
+        2,
+        "{text}"
+    );
+
     // Named on the command line, a run without a baseline is exit 2.
     let (code, text) = check(&p, &["extra-test", "--baseline", "v1"]);
     assert_eq!(code, Some(2), "{text}");
@@ -372,9 +401,13 @@ fn ci_recipe_gates_per_test() {
     // A ref with no stored run at all.
     p.write("NOTES.md", "nothing profiled here\n");
     p.commit("notes", "v3");
-    let (code, text) = check(&p, &["--baseline", "v3"]);
+    let (code, text) = check(&p, &["calc-lib-test", "--baseline", "v3"]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("no stored run at commit"), "{text}");
+    // Nor at HEAD (v3): nothing to check, rather than v2's runs again.
+    let (code, text) = check(&p, &["--baseline", "v1"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("no stored run at HEAD"), "{text}");
 }
 
 /// Every table row has as many cells as its header: `|` inside cells is
@@ -482,7 +515,11 @@ fn tests_without_allocations_are_gated() {
         .to_string();
     let (code, text) = check(&p, &["--baseline", "HEAD~1"]);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("  test tests::dedup\n"), "{text}");
+    // Both tests passed unchanged, the quiet one among them: one line.
+    assert!(
+        text.contains("  ok    2 tests unchanged (allocations, allocated bytes and peak each)\n"),
+        "{text}"
+    );
     assert!(!text.contains("new   test"), "{text}");
 
     // It starts allocating: a regression against zero, naming the test.
@@ -544,4 +581,236 @@ fn tests_without_allocations_are_gated() {
         77
     );
     assert_eq!(report["tests"].as_array().unwrap().len(), 1, "{report:#}");
+}
+
+/// A `#[should_panic]` test beside a plain one.
+const PANICKY_LIB: &str = r#"#[cfg(test)]
+#[global_allocator]
+static A: lineprof::Tracking = lineprof::Tracking::new();
+
+pub fn take(v: &[u8], i: usize) -> u8 {
+    *v.get(i).expect("index in range") // panics for i >= len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_range() {
+        let v = vec![1u8; 100]; // 1 alloc of 100 bytes
+        assert_eq!(take(&v, 3), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "index in range")]
+    fn out_of_range() {
+        let v = vec![1u8; 100]; // 1 alloc of 100 bytes, freed while unwinding
+        take(&v, 300);
+    }
+}
+"#;
+
+/// `cargo lineprof test` with RUST_BACKTRACE set (`Some`) or not.
+fn profile_with(p: &Project, env: &[(&str, Option<&str>)]) {
+    let out = p.cargo_lineprof_env(&["test"], env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// RUST_BACKTRACE=1 makes std capture and symbolize a backtrace at every
+/// panic (tens of MiB, cached to exit): that is std's panic machinery, on
+/// no line and in no test, so the verdict does not depend on the variable.
+/// The run records the settings; `check` notes a harmless difference and
+/// refuses one that changes the figures (LINEPROF_SAMPLE). A passing check
+/// is one line per program's tests; a HEAD without runs is exit 2.
+#[test]
+fn panics_and_settings_do_not_change_the_verdict() {
+    let p = setup_as("panicky");
+    p.write("src/lib.rs", PANICKY_LIB);
+    for other in ["tests/api.rs", "tests/untracked.rs"] {
+        std::fs::remove_file(p.path().join(other)).unwrap();
+    }
+    p.commit("base", "p1");
+    let backtrace = [("RUST_BACKTRACE", Some("1"))];
+    let no_backtrace = [("RUST_BACKTRACE", None)];
+    profile_with(&p, &backtrace);
+
+    let report = p.json(&["report", "panicky-lib-test"]);
+    assert_eq!(report["run"]["environment"]["RUST_BACKTRACE"], "1");
+    let panicking = projects::line(&report, "expect(\"index in range\")");
+    for figure in ["allocated_bytes", "end_bytes", "peak_bytes"] {
+        assert_eq!(panicking["self"][figure], 0, "{figure}: {panicking:#}");
+    }
+    let machinery = &report["panic_machinery"];
+    assert!(
+        machinery["allocated_bytes"].as_u64().unwrap() > 1 << 20,
+        "the backtrace's symbolizer: {machinery:#}"
+    );
+    let out_of_range = test_of(&report, "tests::out_of_range");
+    assert_eq!(out_of_range["total"]["allocations"], 1, "{out_of_range:#}");
+    assert_eq!(out_of_range["total"]["allocated_bytes"], 100);
+    assert_eq!(out_of_range["total"]["peak_bytes"], 100);
+    let text = stdout(&p.lineprof(&["report", "panicky-lib-test"]));
+    assert!(text.contains("note: std's panic machinery"), "{text}");
+    let by_test = stdout(&p.lineprof(&["report", "panicky-lib-test", "--by", "test"]));
+    assert!(by_test.contains("(std's panic machinery"), "{by_test}");
+    // The stored run keeps the report's header notes: the HTML shows them.
+    let html = stdout(&p.lineprof(&["report", "panicky-lib-test", "--format", "html"]));
+    for note in report["notes"].as_array().into_iter().flatten() {
+        let note = note.as_str().unwrap().replace('\'', "&#39;");
+        assert!(html.contains(&format!("note: {note}</p>")), "{note}");
+    }
+    assert!(html.contains("note: std&#39;s panic machinery"));
+
+    // Without the variable, then with it again: the same verdict, a note.
+    profile_with(&p, &no_backtrace);
+    let report = p.json(&["report", "panicky-lib-test"]);
+    assert_eq!(report["run"]["environment"], serde_json::json!({}));
+    assert_eq!(
+        test_of(&report, "tests::out_of_range")["total"]["allocated_bytes"],
+        100
+    );
+    let (code, text) = check(&p, &["--baseline", "HEAD"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("note  RUST_BACKTRACE was `1` at the baseline, unset now"),
+        "{text}"
+    );
+    // Proportionate: one line for the passing tests, none per figure.
+    assert!(
+        text.contains("  ok    2 tests unchanged (allocations, allocated bytes and peak each)"),
+        "{text}"
+    );
+    assert!(!text.contains("ok    peak_bytes"), "{text}");
+    assert!(!text.contains("  test tests::"), "{text}");
+
+    // diff: the backtrace's std frames are gone, and no row says 0 B.
+    let text = stdout(&p.lineprof(&["diff", "panicky-lib-test"]));
+    let allocated = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("allocated "))
+        .unwrap();
+    let change: Vec<&str> = allocated.split_whitespace().rev().take(2).collect();
+    assert!(
+        change[0] == "MiB" && change[1].starts_with('-'),
+        "the totals' Change in the units of Old and New: {text}"
+    );
+    let rows = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Δ Allocated"))
+        .skip(1)
+        .take_while(|l| !l.is_empty());
+    for row in rows {
+        let figures: Vec<&str> = row.split_whitespace().take(7).collect();
+        assert_ne!(
+            figures,
+            ["0", "B", "0", "B", "0", "B", "0"],
+            "a row without a change: {text}"
+        );
+        assert!(!row.contains(" :0 "), "{text}");
+    }
+    let out = p.lineprof(&["diff", "panicky-lib-test"]);
+    assert!(
+        stderr(&out).contains(
+            "warning: the runs were recorded under different settings: RUST_BACKTRACE was `1` at the baseline, unset now"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let d = p.json(&["diff", "panicky-lib-test"]);
+    for l in d["lines"].as_array().unwrap() {
+        if l["status"] != "unchanged" {
+            let delta = &l["delta"];
+            let moved = [
+                "allocated_bytes",
+                "freed_bytes",
+                "peak_bytes",
+                "allocations",
+            ]
+            .iter()
+            .any(|f| delta[f] != 0);
+            assert!(moved, "{l:#}");
+        }
+    }
+
+    profile_with(&p, &backtrace);
+    let (code, text) = check(&p, &["--baseline", "HEAD"]);
+    assert_eq!(code, Some(0), "{text}");
+
+    // A new commit nobody profiled: no stale verdict from the old runs.
+    p.write("NOTES.md", "not profiled\n");
+    let head = p.commit("notes", "p2");
+    let (code, text) = check(&p, &["--baseline", "p1"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(&format!("no stored run at HEAD (commit {})", &head[..7])),
+        "{text}"
+    );
+    assert!(text.contains("cargo lineprof test"), "{text}");
+    profile_with(&p, &no_backtrace);
+    let (code, text) = check(&p, &["--baseline", "p1"]);
+    assert_eq!(code, Some(0), "{text}");
+
+    // Sampled allocations against exact ones: refused, naming the variable.
+    let out = p.cargo_lineprof_env(&["test"], &[("LINEPROF_SAMPLE", Some("4096"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (code, text) = check(&p, &["--baseline", "p1"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("recorded under different settings: LINEPROF_SAMPLE"),
+        "{text}"
+    );
+    assert!(text.contains("`4096` now"), "{text}");
+    assert!(
+        text.contains("profile both with the same LINEPROF_SAMPLE"),
+        "{text}"
+    );
+}
+
+/// A program (gated on its process totals) that catches a panic.
+const CATCHING_MAIN: &str = r#"#[global_allocator]
+static A: lineprof::Tracking = lineprof::Tracking::new();
+
+fn main() {
+    let v = vec![7u8; 64]; // 1 alloc of 64 bytes
+    let caught = std::panic::catch_unwind(|| v[100]);
+    assert!(caught.is_err());
+}
+"#;
+
+/// The totals of a program that panicked include std's backtrace under
+/// RUST_BACKTRACE=1: `check` refuses to compare runs that differ in it.
+#[test]
+fn totals_of_a_panicking_program_need_the_same_backtrace_setting() {
+    let p = Project::new("ci", "catcher");
+    p.write("src/main.rs", CATCHING_MAIN);
+    p.git(&["init", "-q"]);
+    p.commit("base", "c1");
+    for env in [[("RUST_BACKTRACE", None)], [("RUST_BACKTRACE", Some("1"))]] {
+        let out = p.cargo_lineprof_env(&["run", "--release"], &env);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let report = p.json(&["report", "catcher"]);
+    assert!(
+        report["panic_machinery"]["allocated_bytes"]
+            .as_u64()
+            .unwrap()
+            > 1 << 20
+    );
+    let (code, text) = check(&p, &["--baseline", "HEAD"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("RUST_BACKTRACE was unset at the baseline, `1` now: the program panicked"),
+        "{text}"
+    );
+    assert!(
+        text.contains("profile both with the same RUST_BACKTRACE"),
+        "{text}"
+    );
+    // The same setting again: compared, and passing.
+    let out = p.cargo_lineprof_env(&["run", "--release"], &[("RUST_BACKTRACE", Some("1"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (code, text) = check(&p, &["--baseline", "HEAD"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("  ok    unchanged: peak_bytes"), "{text}");
 }

@@ -110,3 +110,25 @@ fn source_listing() {
     );
     assert_eq!(line("13")["Line Contents"], "drop(big);");
 }
+
+/// A view with no line (a `--file` that matches none) says so in one
+/// sentence instead of titling an empty table `Top 0 lines`.
+#[test]
+fn empty_views_are_a_sentence() {
+    let text = text_report(&["--file", "no-such-file"]);
+    assert!(!text.contains("Top 0"), "{text}");
+    assert!(!text.contains("no lines with figures"), "{text}");
+    assert!(
+        text.contains(
+            "No line of your code that --file no-such-file keeps has self allocated bytes\n"
+        ),
+        "{text}"
+    );
+    let html = text_report(&["--file", "no-such-file", "--format", "html"]);
+    assert!(!html.contains("Top 0"), "{html}");
+    assert!(
+        html.contains("No line in your code has self allocated bytes.")
+            && html.contains("No line has self allocated bytes."),
+        "both views of the page: {html}"
+    );
+}

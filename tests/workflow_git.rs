@@ -204,7 +204,7 @@ fn bad_refs(p: &Project) {
     p.write("README.md", "no run at this commit\n");
     p.commit("docs", "v5");
     for args in [
-        vec!["check", "--baseline", "v5"],
+        vec!["check", "v4", "--baseline", "v5"],
         vec!["diff", "v5", "v4"],
         vec!["report", "v5"],
     ] {

@@ -123,12 +123,52 @@ pub fn is_attributable(loc: &Location) -> bool {
     !is_c_frame(loc) && !is_std_frame(loc) && !is_lineprof_frame(loc)
 }
 
+/// std's panic machinery: the panic path (the hook, the message, the
+/// payload) and backtrace capture and symbolization. What it allocates
+/// depends on the environment, not on the code that panicked: with
+/// `RUST_BACKTRACE=1` the hook loads and parses the binary's debug info
+/// (tens of MiB, cached to exit), without it a note of a few bytes.
+pub fn is_panic_machinery(function: &str) -> bool {
+    let f = function.strip_prefix('<').unwrap_or(function);
+    const MARKERS: [&str; 6] = [
+        "std::panicking::panic_with_hook",
+        "std::panicking::rust_panic_with_hook",
+        "std::panicking::default_hook",
+        "std::panicking::begin_panic",
+        "std::backtrace::",
+        "std::backtrace_rs::",
+    ];
+    MARKERS.iter().any(|m| f.starts_with(m))
+}
+
+/// Whether an event of this stack happened inside std's panic machinery
+/// (below the code that panicked): such events are on no line's `self`
+/// and in no test's figures, whatever `RUST_BACKTRACE` says. A panic hook
+/// the program sets is its own code: what it allocates stays on its lines
+/// (unless it captures a backtrace itself).
+pub fn in_panic_machinery(stack: &[u32], locations: &[Location]) -> bool {
+    let end = stack
+        .iter()
+        .position(|&id| is_attributable(&locations[id as usize]))
+        .unwrap_or(stack.len());
+    stack[..end]
+        .iter()
+        .any(|&id| is_panic_machinery(&locations[id as usize].function))
+}
+
 /// The attribution frame of a stack (innermost first): index into `stack`,
-/// `None` when the stack is unattributed.
+/// `None` when the stack is unattributed (no frame outside std, C and
+/// lineprof, or an event inside std's panic machinery).
 pub fn attribution(stack: &[u32], locations: &[Location]) -> Option<usize> {
     let at = stack
         .iter()
         .position(|&id| is_attributable(&locations[id as usize]))?;
+    if stack[..at]
+        .iter()
+        .any(|&id| is_panic_machinery(&locations[id as usize].function))
+    {
+        return None;
+    }
     // The `main` rustc generates for a test binary (its line is the crate's
     // first line: `#![allow(`, `#[cfg(test)]`) calls libtest: what libtest
     // allocates for itself is not the user's line.
@@ -371,6 +411,45 @@ mod tests {
         // A statically linked C library.
         assert_eq!(kind("/w/jemalloc/src/arena.c"), LineKind::Dependency);
         assert_eq!(kind(""), LineKind::Std);
+    }
+
+    #[test]
+    fn panic_machinery_is_nobody_s_line() {
+        assert!(is_panic_machinery("std::panicking::panic_with_hook"));
+        assert!(is_panic_machinery(
+            "std::panicking::default_hook::{closure#0}"
+        ));
+        assert!(is_panic_machinery(
+            "<std::backtrace_rs::symbolize::gimli::Cache>::new"
+        ));
+        assert!(is_panic_machinery("std::backtrace::Backtrace::capture"));
+        // The entry of every thread and of libtest's tests is not a panic.
+        assert!(!is_panic_machinery(
+            "std::sys::backtrace::__rust_begin_short_backtrace"
+        ));
+        assert!(!is_panic_machinery("std::panicking::catch_unwind"));
+        let locations = vec![
+            loc(
+                "/rustc/abc/library/alloc/src/raw_vec.rs",
+                "alloc::raw_vec::grow",
+            ),
+            loc(
+                "/rustc/abc/library/std/src/panicking.rs",
+                "std::panicking::default_hook",
+            ),
+            loc("/w/src/main.rs", "app::hook"),
+            loc(
+                "/rustc/abc/library/std/src/panicking.rs",
+                "std::panicking::panic_with_hook",
+            ),
+            loc("/w/src/main.rs", "app::parse"),
+        ];
+        // Inside std's hook, below `app::parse`: nobody's line.
+        assert!(in_panic_machinery(&[0, 1, 3, 4], &locations));
+        assert_eq!(attribution(&[0, 1, 3, 4], &locations), None);
+        // A hook the program set is its own code.
+        assert!(!in_panic_machinery(&[0, 2, 3, 4], &locations));
+        assert_eq!(attribution(&[0, 2, 3, 4], &locations), Some(1));
     }
 
     #[test]

@@ -22,19 +22,26 @@
 //! process (a regex's cache pool, a lazily built table, a leak): they too
 //! go to `shared_init`, since the first test to need the state pays for it.
 //!
+//! Events inside std's panic machinery (the panic hook, its message, the
+//! backtrace `RUST_BACKTRACE=1` makes it capture and symbolize) are no
+//! test's either: they depend on the environment, not on the test.
+//!
 //! A test's `peak_bytes` is the most bytes of its own blocks live at any
 //! one moment (DHAT's per-group max), not its share of the process's peak:
 //! a test's own events come from its own thread in program order, so the
 //! figure does not depend on how the threads of other tests interleave.
 //! Its `end_bytes` is 0 by construction.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analyze::classify::{attribution, display_file, is_attributable, Location};
+use crate::analyze::classify::{
+    attribution, display_file, in_panic_machinery, is_attributable, Location,
+};
 use crate::analyze::lines::Figures;
+use crate::analyze::live_blocks::{Block, LiveBlocks};
 use crate::analyze::profile::{HeapEventKind, Profile};
 use crate::analyze::replay::{Replay, StackFigures, Weight};
 use crate::analyze::symbolize::Symbols;
@@ -214,6 +221,11 @@ pub fn split(
                 names.push(function.to_string());
                 next
             });
+            // std's panic machinery (a `#[should_panic]` test's backtrace
+            // under RUST_BACKTRACE=1) is no test's: report.rs keeps it apart.
+            if in_panic_machinery(stack, &symbols.locations) {
+                return Place::Outside;
+            }
             let inner = &stack[..k];
             if inner
                 .iter()
@@ -294,6 +306,38 @@ pub fn split(
     Ok(TestSplit { tests, shared_init })
 }
 
+/// One bit per heap event, by index.
+#[derive(Default)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn set(&mut self, i: u64) {
+        let w = (i / 64) as usize;
+        if w >= self.0.len() {
+            self.0.resize((w + 1).next_power_of_two(), 0);
+        }
+        self.0[w] |= 1 << (i % 64);
+    }
+    fn clear(&mut self, i: u64) {
+        if let Some(w) = self.0.get_mut((i / 64) as usize) {
+            *w &= !(1 << (i % 64));
+        }
+    }
+    fn get(&self, i: u64) -> bool {
+        self.0
+            .get((i / 64) as usize)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+    fn or(&mut self, o: &Bits) {
+        if self.0.len() < o.0.len() {
+            self.0.resize(o.0.len(), 0);
+        }
+        for (a, b) in self.0.iter_mut().zip(&o.0) {
+            *a |= b;
+        }
+    }
+}
+
 /// What the event pass finds: per stack, the allocations of tests that
 /// were freed before exit; the blocks tests left behind; per test, its peak.
 struct TestEvents {
@@ -316,33 +360,40 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> Result<Tes
     };
     // Pass 1: which allocations of tests escape them (by event index):
     // still live at exit, or freed by code outside the test (another test,
-    // libtest). Memory follows the live blocks and the escaped ones only.
-    let mut open: HashMap<u64, (u64, u32)> = HashMap::new();
-    let mut escaped: HashSet<u64> = HashSet::new();
+    // libtest). Memory follows the live blocks (the replay's table, holding
+    // the test as the block's stack and the event index as its size) and
+    // one bit per event.
+    let mut open = LiveBlocks::default();
+    let mut live_at_exit = Bits::default();
+    let mut escaped = Bits::default();
     let mut i = 0u64;
     profile.for_each_heap_event(|ev| {
         match ev.kind {
             HeapEventKind::Alloc => {
                 let t = place(ev.stack);
-                if let Some((j, _)) = open.remove(&ev.addr) {
-                    escaped.insert(j); // its free was never seen
+                if let Some(b) = open.insert(ev.addr, Block { stack: t, size: i }) {
+                    // Its free was never seen.
+                    live_at_exit.clear(b.size);
+                    escaped.set(b.size);
                 }
-                if t != NONE {
-                    open.insert(ev.addr, (i, t));
+                if t == NONE {
+                    open.remove(ev.addr);
+                } else {
+                    live_at_exit.set(i);
                 }
             }
             HeapEventKind::Free => {
-                if let Some((j, t)) = open.remove(&ev.addr) {
-                    if place(ev.stack) != t {
-                        escaped.insert(j);
+                if let Some(b) = open.remove(ev.addr) {
+                    live_at_exit.clear(b.size);
+                    if place(ev.stack) != b.stack {
+                        escaped.set(b.size);
                     }
                 }
             }
         }
         i += 1;
     })?;
-    let live_at_exit: HashSet<u64> = open.values().map(|&(j, _)| j).collect();
-    escaped.extend(live_at_exit.iter().copied());
+    escaped.or(&live_at_exit);
     // Pass 2: figures and peaks of the rest.
     let mut out = TestEvents {
         transient: vec![StackFigures::default(); profile.stacks.len().max(places.len())],
@@ -350,7 +401,8 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> Result<Tes
         peaks: vec![0.0; ntests],
     };
     let mut live = vec![0.0f64; ntests];
-    let mut blocks: HashMap<u64, (u32, f64)> = HashMap::new();
+    // The test as the block's stack.
+    let mut blocks = LiveBlocks::default();
     let mut i = 0u64;
     profile.for_each_heap_event(|ev| {
         let index = i;
@@ -358,19 +410,19 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> Result<Tes
         match ev.kind {
             HeapEventKind::Alloc => {
                 let t = place(ev.stack);
-                if let Some((old, b)) = blocks.remove(&ev.addr) {
+                if let Some(old) = blocks.remove(ev.addr) {
                     // A block freed without a free event we saw: forget it.
-                    live[old as usize] -= b;
+                    live[old.stack as usize] -= weight.of(old.size) * old.size as f64;
                 }
                 if t == NONE {
                     return;
                 }
                 let w = weight.of(ev.size);
                 let bytes = w * ev.size as f64;
-                if escaped.contains(&index) {
+                if escaped.get(index) {
                     out.kept.allocations += w;
                     out.kept.allocated_bytes += bytes;
-                    if live_at_exit.contains(&index) {
+                    if live_at_exit.get(index) {
                         out.kept.end_bytes += bytes;
                     }
                     return;
@@ -379,7 +431,13 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> Result<Tes
                     f.allocations += w;
                     f.allocated_bytes += bytes;
                 }
-                blocks.insert(ev.addr, (t, bytes));
+                blocks.insert(
+                    ev.addr,
+                    Block {
+                        stack: t,
+                        size: ev.size,
+                    },
+                );
                 let l = &mut live[t as usize];
                 *l += bytes;
                 if *l > out.peaks[t as usize] {
@@ -387,8 +445,8 @@ fn test_events(profile: &Profile, places: &[Place], ntests: usize) -> Result<Tes
                 }
             }
             HeapEventKind::Free => {
-                if let Some((t, b)) = blocks.remove(&ev.addr) {
-                    live[t as usize] -= b;
+                if let Some(b) = blocks.remove(ev.addr) {
+                    live[b.stack as usize] -= weight.of(b.size) * b.size as f64;
                 }
             }
         }

@@ -58,6 +58,11 @@ pub struct Report {
     /// apart from the tests, never gated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_init: Option<Figures>,
+    /// What std's panic machinery did (the panic hook and message, the
+    /// backtraces `RUST_BACKTRACE` asks for): on no line's `self` and in no
+    /// test, since it depends on the environment rather than on the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_machinery: Option<Figures>,
     /// The tests libtest ran (`<test binary> --list`, as `cargo lineprof
     /// test` asks it), when known: then `tests` has every one of them, with
     /// zero figures for a test without events. Absent for other programs
@@ -78,6 +83,35 @@ pub struct RunInfo {
     pub git: GitInfo,
     pub executable: ExecutableInfo,
     pub sampling: Sampling,
+    /// The environment variables that change what a run measures
+    /// ([`RECORDED_ENV`]), as they were set when it ran (unset ones
+    /// absent); `None` for runs stored before it was kept (added within
+    /// schema 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The variables kept with a run: `check` and `diff` compare runs only when
+/// these agree (or say what differs).
+pub const RECORDED_ENV: [&str; 7] = [
+    "RUST_BACKTRACE",
+    "RUST_LIB_BACKTRACE",
+    "LINEPROF_SAMPLE",
+    "LINEPROF_MODE",
+    "LINEPROF_DEPTH",
+    "LINEPROF_HZ",
+    "LINEPROF_CPU",
+];
+
+/// [`RECORDED_ENV`] as this process sees it (the program it runs inherits it).
+pub fn recorded_environment() -> std::collections::BTreeMap<String, String> {
+    RECORDED_ENV
+        .iter()
+        .filter_map(|&k| {
+            let v = std::env::var_os(k)?;
+            Some((k.to_string(), v.to_string_lossy().into_owned()))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -230,6 +264,7 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
         _ => None,
     };
     let split = per_test::split(&profile, &replay, &symbols, root.as_deref())?;
+    let panic_machinery = panic_machinery(&replay, &symbols);
     let mut warnings = symbols.warnings.clone();
     warnings.extend(profile.warnings());
     warnings.extend(recovery.warnings.iter().cloned());
@@ -272,6 +307,7 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
     Ok(Report {
         tests: split.tests,
         shared_init: split.shared_init,
+        panic_machinery,
         test_list: None,
         run: run_info(&profile, replay.estimated),
         totals,
@@ -286,6 +322,21 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
         timeline,
         root,
     })
+}
+
+/// The figures of the stacks inside std's panic machinery, if any allocated.
+fn panic_machinery(replay: &replay::Replay, symbols: &symbolize::Symbols) -> Option<Figures> {
+    let mut sum = StackFigures::default();
+    for (sid, fig) in replay.per_stack.iter().enumerate() {
+        let inside = symbols.stacks.get(sid).is_some_and(|stack| {
+            crate::analyze::classify::in_panic_machinery(stack, &symbols.locations)
+        });
+        if inside {
+            sum.add(fig);
+        }
+    }
+    let f = Figures::from_raw(&sum);
+    (f.allocations > 0 || f.allocated_bytes > 0).then_some(f)
 }
 
 /// Lines whose share of the live heap the timeline draws.
@@ -403,6 +454,7 @@ fn run_info(p: &Profile, estimated: bool) -> RunInfo {
             cpu_hz: p.meta.cpu_hz,
             estimated,
         },
+        environment: None,
     }
 }
 

@@ -58,6 +58,14 @@ pub fn render(report: &Report) -> String {
         ));
         add(&mut inside, init);
     }
+    if let Some(p) = &report.panic_machinery {
+        rows.push(row(
+            "(std's panic machinery: panic messages, RUST_BACKTRACE backtraces; not gated)",
+            p,
+            false,
+        ));
+        add(&mut inside, p);
+    }
     let t = &report.totals;
     let outside = Figures {
         allocations: t.allocations.saturating_sub(inside.allocations),

@@ -221,8 +221,18 @@ fn tables_section(
             } else {
                 ("", String::new())
             };
-            let title = top_title(ranked.len(), "lines", *key) + scope;
-            lines_table(out, r, &title, &note, ranked, ids);
+            if ranked.is_empty() {
+                // No "Top 0 lines" over an empty table: say it.
+                let what = sort_title(*key);
+                let _ = writeln!(out, "<h2>Lines by self {what}{scope}</h2>");
+                if !note.is_empty() {
+                    let _ = writeln!(out, "<p class=\"coverage\">{}</p>", escape(&note));
+                }
+                let _ = writeln!(out, "<p class=\"dim\">No line{scope} has self {what}.</p>");
+            } else {
+                let title = top_title(ranked.len(), "lines", *key) + scope;
+                lines_table(out, r, &title, &note, ranked, ids);
+            }
             if class == "only-user" {
                 if let Some((_, deps)) = plan.dependency_tables.iter().find(|(k, _)| k == key) {
                     let title = top_title(deps.len(), "dependency lines", *key);

@@ -25,6 +25,9 @@ struct JsonReport<'a> {
     /// Test binaries: the cost of shared initialisation inside tests.
     #[serde(skip_serializing_if = "Option::is_none")]
     shared_init: Option<&'a Figures>,
+    /// What std's panic machinery allocated (on no line, in no test).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    panic_machinery: Option<&'a Figures>,
     /// Test binaries run by `cargo lineprof test`: the tests libtest ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     test_list: Option<&'a [String]>,
@@ -52,6 +55,7 @@ pub fn render(report: &Report, view: &View) -> String {
         lines: &lines,
         tests: &report.tests,
         shared_init: report.shared_init.as_ref(),
+        panic_machinery: report.panic_machinery.as_ref(),
         test_list: report.test_list.as_deref(),
         warnings: &report.warnings,
         notes: &report.notes,

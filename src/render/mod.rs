@@ -517,7 +517,12 @@ pub fn summary_rows(
                 cpu_hz
             )
         } else {
-            format!("{} ({} samples)", format_time(t.cpu_time_ns), t.cpu_samples)
+            let plural = if t.cpu_samples == 1 { "" } else { "s" };
+            format!(
+                "{} ({} sample{plural})",
+                format_time(t.cpu_time_ns),
+                t.cpu_samples
+            )
         };
         rows.push(("CPU time", cpu));
         if t.unattributed_cpu_time_ns > 0 {
@@ -532,10 +537,16 @@ pub fn summary_rows(
         }
     }
     if t.profiler_cpu_time_ns > 0 {
+        if t.cpu_samples == 0 {
+            rows.push((
+                "CPU time",
+                "no sample in the program's own code (every one landed while lineprof recorded an event)".into(),
+            ));
+        }
         rows.push((
             "lineprof's own CPU",
             format!(
-                "{} (recording; in no line, not in CPU time)",
+                "{} (samples taken while lineprof recorded an event: on no line, not in CPU time)",
                 format_time(t.profiler_cpu_time_ns)
             ),
         ));
@@ -592,6 +603,9 @@ pub fn remarks(r: &Report) -> Vec<(&'static str, String)> {
         .map(|w| ("warn", format!("warning: {w}")))
         .collect();
     out.extend(r.notes.iter().map(|n| ("dim", format!("note: {n}"))));
+    if let Some(p) = &r.panic_machinery {
+        out.push(("dim", format!("note: {}", panic_note(p))));
+    }
     if r.run.sampling.estimated {
         out.push((
             "warn",
@@ -602,6 +616,25 @@ pub fn remarks(r: &Report) -> Vec<(&'static str, String)> {
         ));
     }
     out
+}
+
+/// Says where the panic machinery's figures went, and why.
+fn panic_note(p: &crate::analyze::lines::Figures) -> String {
+    let mut text = format!(
+        "std's panic machinery (panic messages, the hook, backtraces) allocated {} in {} allocations",
+        format_bytes(p.allocated_bytes),
+        p.allocations
+    );
+    if p.end_bytes > 0 {
+        text.push_str(&format!(
+            ", {} of it still live at exit (std's backtrace symbolizer cache)",
+            format_bytes(p.end_bytes)
+        ));
+    }
+    text.push_str(
+        "; it depends on RUST_BACKTRACE, not on your code, so it is on no line's own figures and in no test's (the totals include it)",
+    );
+    text
 }
 
 /// The first 7 hex digits of a commit, or `-` when there is none.
@@ -631,6 +664,7 @@ pub mod testing {
                     cpu_hz: 1000,
                     estimated: false,
                 },
+                environment: None,
             },
             totals: Totals::default(),
             lines: vec![],
@@ -642,6 +676,7 @@ pub mod testing {
             timeline: None,
             tests: Vec::new(),
             shared_init: None,
+            panic_machinery: None,
             test_list: None,
         }
     }
@@ -650,6 +685,36 @@ pub mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analyze::report::Totals;
+
+    #[test]
+    fn no_cpu_row_of_zero_samples() {
+        // Every sample landed while lineprof recorded: the program's CPU
+        // row says so instead of vanishing beside lineprof's own.
+        let t = Totals {
+            profiler_cpu_time_ns: 3_000_000,
+            ..Totals::default()
+        };
+        let rows = summary_rows(&t, 1000);
+        let cpu = rows.iter().find(|(n, _)| *n == "CPU time").unwrap();
+        assert!(
+            cpu.1.starts_with("no sample in the program's own code"),
+            "{rows:?}"
+        );
+        assert!(rows
+            .iter()
+            .any(|(n, v)| *n == "lineprof's own CPU" && v.starts_with("3.0 ms")));
+        let one = Totals {
+            cpu_samples: 1,
+            cpu_time_ns: 1_000_000,
+            ..Totals::default()
+        };
+        let rows = summary_rows(&one, 1000);
+        assert_eq!(rows.last().unwrap().1, "1.0 ms (1 sample)");
+        assert!(summary_rows(&Totals::default(), 1000)
+            .iter()
+            .all(|(n, _)| !n.contains("CPU")));
+    }
 
     #[test]
     fn scales_units() {

@@ -24,10 +24,15 @@ pub fn render(report: &Report, view: &View, sources: &mut SourceFiles) -> String
     header(&mut out, report);
     let plan = super::plan(report, view);
     for (key, ranked) in &plan.tables {
-        if view.filter.user_only {
-            let _ = write!(out, "\n{}", coverage_sentence(report, *key));
+        if ranked.is_empty() {
+            // No table of nothing: one sentence says where the figure went.
+            let _ = write!(out, "\n{}", no_lines_sentence(report, *key, view));
+        } else {
+            if view.filter.user_only {
+                let _ = write!(out, "\n{}", coverage_sentence(report, *key));
+            }
+            top_lines(&mut out, ranked, *key, view, report.totals.cpu_time_ns);
         }
-        top_lines(&mut out, ranked, *key, view, report.totals.cpu_time_ns);
         if let Some((_, deps)) = plan.dependency_tables.iter().find(|(k, _)| k == key) {
             dependency_lines(&mut out, deps, *key, report.totals.cpu_time_ns);
         }
@@ -55,6 +60,39 @@ pub fn coverage_sentence(report: &Report, key: SortKey) -> String {
     format!(
         "your code: {} of {}; dependencies {}, the standard library and code on no line {} (--focus all shows every line)\n",
         super::percent(c.user, c.total),
+        sort_title(key),
+        super::percent(c.dependency, c.total),
+        super::percent(rest.max(0), c.total)
+    )
+}
+
+/// In place of an empty top-lines table: `No line of your code has self
+/// CPU time (dependencies 0%, the standard library and code on no line
+/// 100%; --focus all shows every line)`.
+fn no_lines_sentence(report: &Report, key: SortKey, view: &View) -> String {
+    let f = &view.filter;
+    if f.file.is_some() || f.function.is_some() {
+        let flags: Vec<String> = [("--file", &f.file), ("--function", &f.function)]
+            .iter()
+            .filter_map(|(flag, r)| r.as_ref().map(|r| format!("{flag} {}", r.as_str())))
+            .collect();
+        let scope = if f.user_only { " of your code" } else { "" };
+        return format!(
+            "No line{scope} that {} keeps has self {}\n",
+            flags.join(" and "),
+            sort_title(key)
+        );
+    }
+    if !f.user_only {
+        return format!(
+            "No line has self {} here (the standard library, C and start-up code have no line of their own)\n",
+            sort_title(key)
+        );
+    }
+    let c = super::coverage(report, key);
+    let rest = c.total - c.user - c.dependency;
+    format!(
+        "No line of your code has self {} (dependencies {}, the standard library and code on no line {}; --focus all shows every line)\n",
         sort_title(key),
         super::percent(c.dependency, c.total),
         super::percent(rest.max(0), c.total)
@@ -204,10 +242,6 @@ fn top_lines(
         ""
     };
     let _ = writeln!(out, "\n{}{scope}:", top_title(lines.len(), "lines", key));
-    if lines.is_empty() {
-        out.push_str("  (no lines with figures)\n");
-        return;
-    }
     lines_table(out, lines, key, cpu_total_ns);
 }
 

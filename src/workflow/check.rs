@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::render::format_bytes;
 use crate::workflow::diff::{self, describe_change, signed_bytes, Delta, LineChange};
 use crate::workflow::git;
+use crate::workflow::settings;
 use crate::workflow::store::{self, RunSummary, Store};
 
 /// Lines listed under each regressed figure.
@@ -127,7 +128,7 @@ pub fn command(store: &Store, cwd: &Path, req: CheckRequest) -> Result<ExitCode>
     let runs = store.list()?;
     let targets: Vec<&RunSummary> = match &req.run {
         Some(arg) => vec![store::resolve(&runs, arg, None, cwd, store)?],
-        None => default_targets(&runs, store)?,
+        None => default_targets(&runs, store, cwd)?,
     };
     let baseline = match &req.baseline {
         Some(arg) => Some(baseline_set(&runs, arg, cwd, store)?),
@@ -154,7 +155,31 @@ pub fn command(store: &Store, cwd: &Path, req: CheckRequest) -> Result<ExitCode>
             }
             None => None,
         };
-        plan.push((target, base));
+        let report = store.load(target)?;
+        let base = match base {
+            Some(Ok(b)) => {
+                let base = store.load(b)?;
+                let totals_gated = report.tests.is_empty() || base.tests.is_empty();
+                let m = settings::compare(&base, &report, totals_gated);
+                if !m.refuse.is_empty() {
+                    return Err(Error::Usage {
+                        detail: format!(
+                            "{}: cannot compare run {} ({}) with its baseline {}: they were recorded under different settings: {}; {}",
+                            store.dir.display(),
+                            report.run.id,
+                            report.run.name.as_deref().unwrap_or("-"),
+                            base.run.id,
+                            m.refuse.join("; "),
+                            settings::how_to_fix(&m)
+                        ),
+                    });
+                }
+                Some(Ok((base, m.note)))
+            }
+            Some(Err(())) => Some(Err(())),
+            None => None,
+        };
+        plan.push((report, base));
     }
     let mut c = Checker {
         out: String::new(),
@@ -162,8 +187,7 @@ pub fn command(store: &Store, cwd: &Path, req: CheckRequest) -> Result<ExitCode>
         tolerance: req.tolerance,
         checked: 0,
     };
-    for (target, base) in plan {
-        let report = store.load(target)?;
+    for (report, base) in plan {
         let program = report.run.name.clone().unwrap_or_else(|| "-".into());
         let _ = writeln!(c.out, "lineprof check: {}", diff::describe_run(&report.run));
         c.check_limits(&program, &report, &req);
@@ -177,9 +201,8 @@ pub fn command(store: &Store, cwd: &Path, req: CheckRequest) -> Result<ExitCode>
                 );
                 c.findings.push(Finding::new(&program, None, Verdict::New));
             }
-            Some(Ok(b)) => {
-                let base = store.load(b)?;
-                c.check_baseline(&program, &base, &report);
+            Some(Ok((base, notes))) => {
+                c.check_baseline(&program, &base, &report, &notes);
             }
         }
     }
@@ -311,11 +334,34 @@ fn missing_baseline(target: &RunSummary, set: &BaselineSet, store: &Store) -> Er
     }
 }
 
-/// Without a RUN: the newest run of each name at the newest run's commit
-/// (every test binary of one `cargo lineprof test`); outside git, the
-/// newest run of each name.
-fn default_targets<'a>(runs: &'a [RunSummary], store: &Store) -> Result<Vec<&'a RunSummary>> {
+/// Without a RUN: the newest run of each name at the commit checked out
+/// (every test binary of one `cargo lineprof test` there). A HEAD with no
+/// stored run is an error: the newest run would be of an older commit, and
+/// gating it would pass or fail on old data. Outside git, the newest run of
+/// each name at the newest run's commit.
+fn default_targets<'a>(
+    runs: &'a [RunSummary],
+    store: &Store,
+    cwd: &Path,
+) -> Result<Vec<&'a RunSummary>> {
     let newest = store::latest(runs, store)?;
+    let newest = match git::resolve_ref(cwd, "HEAD") {
+        Some(head) => runs
+            .iter()
+            .rev()
+            .find(|r| r.run.git.commit.as_deref() == Some(head.as_str()))
+            .ok_or_else(|| Error::UnknownRun {
+                detail: format!(
+                    "{}: no stored run at HEAD (commit {}); the newest run is {} ({}, commit {}), of another commit, and checking it would gate old figures; profile this commit first (`cargo lineprof test`, or `lineprof run -- PROGRAM`), then check again, or name the run to check (`lineprof check RUN --baseline ...`)",
+                    store.dir.display(),
+                    git::short(Some(&head)),
+                    newest.run.id,
+                    newest.run.name.as_deref().unwrap_or("-"),
+                    git::short(newest.run.git.commit.as_deref()),
+                ),
+            })?,
+        None => newest,
+    };
     let git = &newest.run.git;
     let mut picked: Vec<&RunSummary> = Vec::new();
     for r in runs.iter().rev() {
@@ -326,6 +372,15 @@ fn default_targets<'a>(runs: &'a [RunSummary], store: &Store) -> Result<Vec<&'a 
     }
     picked.reverse();
     Ok(picked)
+}
+
+/// How a set of figures fared against its baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passed {
+    Unchanged,
+    /// Passed, some figure moved (down, or within the tolerance).
+    Changed,
+    Failed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,13 +476,16 @@ impl Checker {
         }
     }
 
-    fn check_baseline(&mut self, program: &str, base: &Report, report: &Report) {
+    fn check_baseline(&mut self, program: &str, base: &Report, report: &Report, notes: &[String]) {
         let tolerance = self.tolerance;
         let _ = writeln!(
             self.out,
             "  baseline {} (tolerance {tolerance}%)",
             diff::describe_run(&base.run)
         );
+        for n in notes {
+            let _ = writeln!(self.out, "  note  {n}");
+        }
         if report.tests.is_empty() || base.tests.is_empty() {
             if !report.tests.is_empty() {
                 let _ = writeln!(
@@ -448,6 +506,7 @@ impl Checker {
             format_bytes(t.allocated_bytes),
             t.allocations
         );
+        let mut unchanged = 0;
         for test in &report.tests {
             // A baseline with a test list has every test it ran, those that
             // allocated nothing with zero figures: only a test it did not
@@ -463,18 +522,27 @@ impl Checker {
                     .push(Finding::new(program, Some(&test.name), Verdict::New));
                 continue;
             };
-            let _ = writeln!(self.out, "  test {}", test.name);
             let changes = diff::diff_lines(
                 &test_lines(old, &base.lines),
                 &test_lines(test, &report.lines),
             );
-            self.compare(
+            let passed = self.compare(
                 program,
                 Some(&test.name),
                 &old.total,
                 &test.total,
                 &changes,
                 "    ",
+            );
+            if passed == Passed::Unchanged {
+                unchanged += 1;
+            }
+        }
+        if unchanged > 0 {
+            let _ = writeln!(
+                self.out,
+                "  ok    {unchanged} test{} unchanged (allocations, allocated bytes and peak each)",
+                if unchanged == 1 { "" } else { "s" }
             );
         }
         for gone in base
@@ -498,7 +566,9 @@ impl Checker {
         }
     }
 
-    /// Gates the three figures of `new` against `old`, listing the lines
+    /// Gates the three figures of `new` against `old`. When all pass, one
+    /// line at most (none for a test whose figures did not change: the
+    /// caller counts those); when one fails, every figure with the lines
     /// that grew most under each regressed one.
     fn compare(
         &mut self,
@@ -508,12 +578,52 @@ impl Checker {
         new_f: &Figures,
         changes: &[LineChange],
         indent: &str,
-    ) {
+    ) -> Passed {
+        let passes = |figure: Figure| {
+            let (old, new) = (figure.of_line(old_f), figure.of_line(new_f));
+            new as f64 <= old as f64 * (1.0 + self.tolerance / 100.0)
+        };
+        if Figure::ALL.into_iter().all(passes) {
+            let mut changed = Vec::new();
+            for figure in Figure::ALL {
+                self.checked += 1;
+                let (old, new) = (figure.of_line(old_f), figure.of_line(new_f));
+                let mut f = Finding::new(program, test, Verdict::Ok);
+                f.figure = Some(figure);
+                f.old = Some(old);
+                f.new = new;
+                self.findings.push(f);
+                if old != new {
+                    changed.push(format!(
+                        "{} {} -> {} ({})",
+                        figure.name(),
+                        figure.show(old),
+                        figure.show(new),
+                        change_text(figure, old, new)
+                    ));
+                }
+            }
+            let what = test.map_or(String::new(), |t| format!("test {t}: "));
+            if !changed.is_empty() {
+                let _ = writeln!(self.out, "  ok    {what}{}", changed.join(", "));
+                return Passed::Changed;
+            }
+            if test.is_none() {
+                let unchanged: Vec<String> = Figure::ALL
+                    .iter()
+                    .map(|g| format!("{} {}", g.name(), g.show(g.of_line(new_f))))
+                    .collect();
+                let _ = writeln!(self.out, "  ok    unchanged: {}", unchanged.join(", "));
+            }
+            return Passed::Unchanged;
+        }
+        if let Some(t) = test {
+            let _ = writeln!(self.out, "  test {t}");
+        }
         for figure in Figure::ALL {
             self.checked += 1;
             let (old, new) = (figure.of_line(old_f), figure.of_line(new_f));
-            let allowed = old as f64 * (1.0 + self.tolerance / 100.0);
-            let ok = new as f64 <= allowed;
+            let ok = passes(figure);
             let _ = writeln!(
                 self.out,
                 "{indent}{}  {} {} -> {} ({})",
@@ -558,6 +668,7 @@ impl Checker {
             }
             self.findings.push(f);
         }
+        Passed::Failed
     }
 
     /// The job summary: a verdict, a table of what failed or is new, and

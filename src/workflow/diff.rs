@@ -205,15 +205,17 @@ pub fn diff_lines(old: &[LineFigures], new: &[LineFigures]) -> Vec<LineChange> {
         };
         lines.push(change(o, Some(o), Some(n), status, Some(how)));
     }
-    // A line seen in one run only counts if it touched memory: lines with
-    // CPU samples alone come and go with sampling luck.
+    // A line seen in one run only counts if its own figures touched memory:
+    // lines with CPU samples alone come and go with sampling luck, and a
+    // std or C frame that only called the allocating code (its `total`)
+    // would be a row of zeros.
     for (i, o) in old.iter().enumerate() {
-        if !old_matched[i] && (has_memory(&o.self_figures) || has_memory(&o.total)) {
+        if !old_matched[i] && has_memory(&o.self_figures) {
             lines.push(change(o, Some(o), None, Status::Removed, None));
         }
     }
     for (j, n) in new.iter().enumerate() {
-        if !new_matched[j] && (has_memory(&n.self_figures) || has_memory(&n.total)) {
+        if !new_matched[j] && has_memory(&n.self_figures) {
             lines.push(change(n, None, Some(n), Status::Added, None));
         }
     }
@@ -256,6 +258,16 @@ pub fn signed_bytes(n: i64) -> String {
         format!("+{n} B")
     } else {
         format!("{n} B")
+    }
+}
+
+/// A signed size in the units of the Old and New columns: `+495 B`,
+/// `-53.8 KiB`, `0 B`.
+fn signed_size(n: i64) -> String {
+    if n > 0 {
+        format!("+{}", format_bytes(n as u64))
+    } else {
+        crate::render::format_signed_bytes(n)
     }
 }
 
@@ -319,7 +331,7 @@ pub fn render_text(diff: &Diff, top: usize) -> String {
         .iter()
         .map(|&(name, a, b, bytes)| {
             let (fa, fb, fd) = if bytes {
-                (format_bytes(a), format_bytes(b), signed_bytes(d(b, a)))
+                (format_bytes(a), format_bytes(b), signed_size(d(b, a)))
             } else {
                 (a.to_string(), b.to_string(), signed(d(b, a)))
             };
@@ -337,7 +349,7 @@ pub fn render_text(diff: &Diff, top: usize) -> String {
     let changed: Vec<&LineChange> = diff
         .lines
         .iter()
-        .filter(|c| c.status != Status::Unchanged)
+        .filter(|c| c.status != Status::Unchanged && c.delta.memory_changed())
         .collect();
     let _ = writeln!(out, "\nChanged lines (self figures), largest change first:");
     if changed.is_empty() {
@@ -406,7 +418,7 @@ pub fn render_markdown(diff: &Diff, top: usize) -> String {
     .iter()
     .map(|&(what, a, b, bytes)| {
         let (fa, fb, fd) = if bytes {
-            (format_bytes(a), format_bytes(b), signed_bytes(d(b, a)))
+            (format_bytes(a), format_bytes(b), signed_size(d(b, a)))
         } else {
             (a.to_string(), b.to_string(), signed(d(b, a)))
         };
@@ -549,7 +561,12 @@ pub fn command(store: &Store, cwd: &Path, req: DiffRequest) -> Result<()> {
             new.run.name.as_deref().unwrap_or("-")
         );
     }
-    let d = diff(&store.load(old)?, &store.load(new)?);
+    let (old, new) = (store.load(old)?, store.load(new)?);
+    let m = super::settings::compare(&old, &new, false);
+    for r in m.refuse.iter().chain(&m.note) {
+        eprintln!("warning: the runs were recorded under different settings: {r}");
+    }
+    let d = diff(&old, &new);
     let text = match req.format {
         DiffFormat::Text => render_text(&d, req.top),
         DiffFormat::Json => render_json(&d),

@@ -7,7 +7,8 @@
 //! - [`show`]: `lineprof report`, which loads a run or a profile and renders
 //!   it;
 //! - [`history`], [`diff`], [`check`]: reading the store over time, line by
-//!   line, and as a CI gate.
+//!   line, and as a CI gate ([`settings`]: whether two runs were measured
+//!   alike, which `check` needs before it compares them).
 
 pub mod cargo;
 pub mod check;
@@ -15,5 +16,6 @@ pub mod diff;
 pub mod git;
 pub mod history;
 pub mod run;
+pub mod settings;
 pub mod show;
 pub mod store;

@@ -234,6 +234,7 @@ fn fill_run_info(report: &mut Report, id: &str, req: &RunRequest, program: &str,
     if run.command.is_empty() {
         run.command = req.command.clone();
     }
+    run.environment = Some(crate::analyze::report::recorded_environment());
     match git::info(dir) {
         Some(info) => run.git = info,
         None => eprintln!(

@@ -72,6 +72,15 @@ struct Stored {
     shared_init: Option<Figures>,
     /// Added within schema 1: runs stored before it have none.
     #[serde(default)]
+    panic_machinery: Option<Figures>,
+    /// The report's header remarks, kept so that a stored run's text and
+    /// HTML reports say what the report printed when it was made.
+    #[serde(default)]
+    warnings: Vec<String>,
+    #[serde(default)]
+    notes: Vec<String>,
+    /// Added within schema 1: runs stored before it have none.
+    #[serde(default)]
     test_list: Option<Vec<String>>,
 }
 
@@ -209,8 +218,8 @@ impl Store {
             totals: s.totals,
             lines: s.lines,
             functions: s.functions,
-            warnings: Vec::new(),
-            notes: vec![],
+            warnings: s.warnings,
+            notes: s.notes,
             // No root: a stored run shows only the source it kept, never
             // today's text of a file that may have changed since.
             root: None,
@@ -218,6 +227,7 @@ impl Store {
             timeline: s.timeline,
             tests: s.tests,
             shared_init: s.shared_init,
+            panic_machinery: s.panic_machinery,
             test_list: s.test_list,
         })
     }

@@ -119,6 +119,12 @@ impl Project {
 
     /// `cargo lineprof ARGS`, found by cargo on PATH as a real user would.
     pub fn cargo_lineprof(&self, args: &[&str]) -> Output {
+        self.cargo_lineprof_env(args, &[])
+    }
+
+    /// `cargo lineprof ARGS` with environment variables set (`Some`) or
+    /// removed (`None`).
+    pub fn cargo_lineprof_env(&self, args: &[&str], env: &[(&str, Option<&str>)]) -> Output {
         let bin_dir = Path::new(env!("CARGO_BIN_EXE_cargo-lineprof"))
             .parent()
             .unwrap();
@@ -130,6 +136,12 @@ impl Project {
             .args(args)
             .env("PATH", std::env::join_paths(dirs).unwrap())
             .env("CARGO_TARGET_DIR", shared_target());
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
         cmd.output().expect("run cargo lineprof")
     }
 
