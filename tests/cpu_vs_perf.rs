@@ -191,3 +191,8 @@ fn time_inside_a_reallocation_is_the_programs() {
 fn code_on_line_zero_goes_to_the_inlining_line() {
     agrees_with_perf("cpu_deflate", &[]);
 }
+
+#[test]
+fn a_leaf_without_frame_pointer_in_the_executable_keeps_its_caller() {
+    agrees_with_perf("cpu_u128", &[]);
+}

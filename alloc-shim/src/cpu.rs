@@ -38,7 +38,9 @@
 //!   (`program_call`): that is the program's time (an untracked run spends
 //!   it too), sampled as usual.
 //! - A sample whose program counter is outside the executable (C code,
-//!   built without frame pointers) also keeps the interrupted registers,
+//!   built without frame pointers), or in it with a return address at the
+//!   stack pointer (a leaf without frame pointer, a prologue), also keeps
+//!   the interrupted registers,
 //!   the frame addresses of its walk and a copy of up to 2 KiB of stack
 //!   (`CPU_STACK_COPY`): the reader unwinds the first frames with the
 //!   module's `.eh_frame`, as perf's DWARF mode does, and splices them onto
@@ -554,7 +556,17 @@ fn sample(uc: &libc::ucontext_t, weight: u32) {
             }
             return;
         }
-        let copy_stack = !modules::in_executable(pc) && sp >= (*t).stack_lo && sp < hi;
+        let on_stack = sp >= (*t).stack_lo && sp < hi && hi - sp >= 8;
+        // In the executable, a word at the stack pointer that is a return
+        // address into it marks a leaf without frame pointer (compiler
+        // builtins such as `__umodti3`) or a prologue: the walk would skip
+        // the caller there too. The reader checks with `.eh_frame`.
+        // SAFETY: `sp..sp + 8` lies inside this thread's stack mapping.
+        let frameless = |pc: usize| {
+            modules::in_executable(pc)
+                && modules::in_executable((*(sp as *const usize)).wrapping_sub(1))
+        };
+        let copy_stack = on_stack && (!modules::in_executable(pc) || frameless(pc));
         let (n, h) = if copy_stack {
             // C code without frame pointers: the interrupted frame pointer
             // may be the caller's (a leaf such as memcpy, whose caller the

@@ -277,15 +277,21 @@ impl<'m> Unwinder<'m> {
         let exe = 0; // the loader lists the executable first
         let mut out = vec![*stack.first()?];
         let (mut pc, mut sp, mut bp) = (stack[0] - 1, copy.sp, copy.bp);
-        // Unwind with call-frame information up to the executable.
+        // Unwind with call-frame information up to the executable, and in
+        // it through frames whose rule does not use the frame pointer (a
+        // leaf built without one, a prologue), which the walk skips.
         loop {
-            if self.module_of(pc) == Some(exe) {
-                break;
-            }
             if out.len() > 32 {
                 return None;
             }
-            let rule = self.rule(pc)?;
+            let rule = if self.module_of(pc) == Some(exe) {
+                match self.rule(pc) {
+                    Some(r) if !r.cfa_from_rbp && r.ra_offset.is_some() => r,
+                    _ => break,
+                }
+            } else {
+                self.rule(pc)?
+            };
             let cfa = if rule.cfa_from_rbp { bp } else { sp }.wrapping_add(rule.cfa_offset as u64);
             let Some(ra_offset) = rule.ra_offset else {
                 return Some(out); // the outermost frame: the stack is whole
