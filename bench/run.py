@@ -348,6 +348,7 @@ def bench_aggregate(args, work):
 
 
 SUITE_CRATE = "regex-syntax"
+SUITE_THREADS = 2
 # The allocator lines of the README's test-only setup.
 SUITE_ALLOCATOR = """
 #[cfg(test)]
@@ -389,7 +390,8 @@ def build_suite():
     exes = {}
     for build in ("system", "tracking"):
         root = os.path.join(BENCH, "target", "suite", build)
-        crate = os.path.join(root, SUITE_CRATE)
+        # Named by version: a new pin gets a fresh copy.
+        crate = os.path.join(root, os.path.basename(src))
         if not os.path.isdir(crate):
             shutil.copytree(src, crate)
         manifest = open(os.path.join(src, "Cargo.toml"), encoding="utf-8").read()
@@ -436,7 +438,7 @@ def bench_suite(args, work):
         ("lineprof exact", "tracking",
          {"LINEPROF_HZ": "0", "LINEPROF_OUT": f"{tmp}/exact.lprof"}, "exact.lprof"),
         ("lineprof exact + cpu 1 kHz", "tracking",
-         {"LINEPROF_OUT": f"{tmp}/cpu.lprof"}, "cpu.lprof"),
+         {"LINEPROF_HZ": "1000", "LINEPROF_OUT": f"{tmp}/cpu.lprof"}, "cpu.lprof"),
         ("lineprof sampled 512 KiB", "tracking",
          {"LINEPROF_HZ": "0", "LINEPROF_SAMPLE": SAMPLE,
           "LINEPROF_OUT": f"{tmp}/sampled.lprof"}, "sampled.lprof"),
@@ -448,7 +450,7 @@ def bench_suite(args, work):
     sizes = {v[0]: 0 for v in variants}
     for _ in range(args.rounds):
         for name, build, env, profile in variants:
-            argv = [exes[build], "-q"]
+            argv = [exes[build], "-q", f"--test-threads={SUITE_THREADS}"]
             if name == "heaptrack":
                 argv = ["heaptrack", "-o", f"{tmp}/heaptrack"] + argv
             wall, _, cpu, out = run(argv, dict(env0, **env), tmp)
@@ -468,7 +470,7 @@ def bench_suite(args, work):
                      f"{c / c0:.2f}x", mib(sizes[name]) if sizes[name] else ""])
     print()
     print(f"Test suite: {SUITE_CRATE}'s own unit tests (cargo test --release --lib, "
-          f"2 test threads), {args.rounds} alternated rounds, medians")
+          f"{SUITE_THREADS} test threads), {args.rounds} alternated rounds, medians")
     table(rows, ["variant", "wall", "vs System", "CPU", "vs System", "output"])
 
 

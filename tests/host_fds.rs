@@ -32,6 +32,12 @@ fn closing_all_descriptors_neither_corrupts_host_files_nor_loses_the_profile() {
 fn a_perf_event_of_the_host_on_our_old_number_is_not_closed() {
     let p = profile("host_perf_fd", &[]);
     let out = stdout(&p.output);
+    if out.contains("perf events refused") {
+        // perf_event_paranoid or seccomp: lineprof samples with timers,
+        // which hold no descriptor.
+        println!("skipped: perf events refused here");
+        return;
+    }
     // Every thread's sampler is visible to the program: the main thread's
     // and the spawned one's (whose exit releases it).
     let took: usize = out

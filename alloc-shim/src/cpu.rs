@@ -290,12 +290,15 @@ fn open_perf_event(tid: i32) -> Option<(i32, u64)> {
 /// `_IOR('$', 7, __u64 *)`: the kernel's unique id of a perf event.
 const PERF_EVENT_IOC_ID: u64 = (2 << 30) | (8 << 16) | (0x24 << 8) | 7;
 
-/// The id of the perf event open on `fd`, or `None` if `fd` is no perf
-/// event.
+/// The id of the perf event open on `fd`, or `None` if it fails. Only for
+/// a descriptor known to be a perf event (our own fresh one) or an
+/// anonymous inode (`still_ours`): a file of the host's (a FUSE file, a
+/// device) could take any ioctl number as a request of its own.
 fn event_id(fd: i32) -> Option<u64> {
     let mut id = 0u64;
     // SAFETY: PERF_EVENT_IOC_ID writes one u64 through the pointer, a
-    // valid local; any other kind of descriptor fails with ENOTTY.
+    // valid local. `fd` is a perf event or an anonymous inode (eventfd,
+    // epoll, timerfd...), whose drivers refuse numbers they do not know.
     let r = sys::preserving_errno(|| unsafe {
         libc::ioctl(fd, PERF_EVENT_IOC_ID as _, &mut id as *mut u64)
     });
@@ -370,9 +373,48 @@ fn stop_locked(tid: i32) {
 /// behind our back may have reused the number for a file (or a perf event)
 /// of its own.
 fn close_perf_fd(fd: i32, id: u64) {
-    if event_id(fd) == Some(id) {
+    if still_ours(fd, id) {
         sys::close(fd);
     }
+}
+
+/// Whether `fd` holds our perf event `id`. Its id is asked only of an
+/// anonymous inode (no file type, as every perf event is) or of a
+/// descriptor whose link names a perf event.
+fn still_ours(fd: i32, id: u64) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `struct stat` into `st`, read only if it
+    // succeeded.
+    let anon = sys::preserving_errno(|| unsafe {
+        libc::fstat(fd, st.as_mut_ptr()) == 0 && st.assume_init().st_mode & libc::S_IFMT == 0
+    });
+    (anon || links_to_a_perf_event(fd)) && event_id(fd) == Some(id)
+}
+
+/// Whether /proc/self/fd/`fd` names a perf event.
+fn links_to_a_perf_event(fd: i32) -> bool {
+    let mut link = [0u8; 64];
+    let mut path = [0u8; 32];
+    let mut n = 0;
+    for &b in b"/proc/self/fd/" {
+        path[n] = b;
+        n += 1;
+    }
+    let (digits, d) = sys::decimal(fd as u32);
+    for &c in &digits[..d] {
+        path[n] = c;
+        n += 1;
+    }
+    // SAFETY: `path` is NUL-terminated (zero-filled past `n`); readlink
+    // writes at most `link.len()` bytes.
+    let len = sys::preserving_errno(|| unsafe {
+        libc::readlink(
+            path.as_ptr() as *const libc::c_char,
+            link.as_mut_ptr() as *mut libc::c_char,
+            link.len(),
+        )
+    });
+    len > 0 && link[..len as usize].ends_with(b"[perf_event]")
 }
 
 /// Marks a slot's handle as a perf event descriptor (else a timer id):

@@ -53,9 +53,9 @@ pub struct Table {
 }
 
 /// The stacks of heap events (and, in aggregate mode, of CPU samples).
-pub static HEAP: Table = Table::new();
+pub(crate) static HEAP: Table = Table::new();
 /// The stacks of CPU samples in stream mode (`cpu_table`).
-pub static CPU: Table = Table::new();
+pub(crate) static CPU: Table = Table::new();
 /// Whether CPU samples intern into `CPU` (stream mode) or into `HEAP`.
 static SEPARATE_CPU: AtomicBool = AtomicBool::new(false);
 
@@ -280,6 +280,11 @@ impl Table {
 
     #[cold]
     fn insert(&self, mut level: usize, h: u64, tag: u64, frames: &[u64]) -> Option<StackId> {
+        // A table `init` never mapped (the CPU table with sampling off)
+        // takes no stacks.
+        if self.levels[0].load(Ordering::Acquire).is_null() {
+            return None;
+        }
         let id = self.publish(frames)?;
         let slot_value = (tag << 32) | (id as u64 + 1);
         loop {

@@ -515,30 +515,28 @@ pub fn mapping_containing(addr: usize) -> Option<(usize, usize)> {
 /// not asked again).
 fn query_mapping(fd: i32, addr: usize) -> Option<Option<(usize, usize)>> {
     use std::sync::atomic::Ordering::Relaxed;
-    {
-        let mut q = ProcmapQuery {
-            size: std::mem::size_of::<ProcmapQuery>() as u64,
-            query_addr: addr as u64,
-            ..ProcmapQuery::default()
-        };
-        // SAFETY: `q` is a valid `struct procmap_query` with its size set,
-        // no name or build-id buffers (their sizes are 0); the kernel writes
-        // only into `q`. Older kernels fail with ENOTTY or EINVAL.
-        let r = unsafe { libc::ioctl(fd, PROCMAP_QUERY as _, &mut q as *mut ProcmapQuery) };
-        if r == 0 {
-            let (lo, hi) = (q.vma_start as usize, q.vma_end as usize);
-            return Some((lo <= addr && addr < hi).then_some((lo, hi)));
+    let mut q = ProcmapQuery {
+        size: std::mem::size_of::<ProcmapQuery>() as u64,
+        query_addr: addr as u64,
+        ..ProcmapQuery::default()
+    };
+    // SAFETY: `q` is a valid `struct procmap_query` with its size set,
+    // no name or build-id buffers (their sizes are 0); the kernel writes
+    // only into `q`. Older kernels fail with ENOTTY or EINVAL.
+    let r = unsafe { libc::ioctl(fd, PROCMAP_QUERY as _, &mut q as *mut ProcmapQuery) };
+    if r == 0 {
+        let (lo, hi) = (q.vma_start as usize, q.vma_end as usize);
+        return Some((lo <= addr && addr < hi).then_some((lo, hi)));
+    }
+    match errno() {
+        // No mapping holds `addr`.
+        libc::ENOENT => Some(None),
+        libc::ENOTTY | libc::EINVAL => {
+            NO_PROCMAP_QUERY.store(true, Relaxed);
+            None
         }
-        match errno() {
-            // No mapping holds `addr`.
-            libc::ENOENT => Some(None),
-            libc::ENOTTY | libc::EINVAL => {
-                NO_PROCMAP_QUERY.store(true, Relaxed);
-                None
-            }
-            // Anything else: the text, this time.
-            _ => None,
-        }
+        // Anything else: the text, this time.
+        _ => None,
     }
 }
 

@@ -186,10 +186,11 @@ mod tests {
                 let big = |r: u64| r >> (r % 64);
                 match next() % 5 {
                     0 | 1 => {
+                        let base = if next() % 3 == 0 { tag::OTHER_BASE } else { 0 };
                         p.push(if next() % 2 == 0 {
-                            tag::ALLOC
+                            tag::ALLOC | base
                         } else {
-                            tag::FREE
+                            tag::FREE | base
                         });
                         for _ in 0..4 {
                             v(&mut p, big(next()));

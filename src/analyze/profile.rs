@@ -818,11 +818,24 @@ pub fn parse_profile_owned(data: Vec<u8>, path: &Path) -> Result<Profile> {
                 profile.end = Some(format::decode_end(chunk.payload).map_err(|m| corrupt(m.0))?);
             }
             ChunkKind::HeapStacks => {
+                // Only aggregate profiles (one id space) count per stack.
+                if separate_cpu {
+                    return Err(corrupt(&format!(
+                        "aggregate heap figures in a version {} (stream) profile",
+                        chunks.version
+                    )));
+                }
                 let stacks = format::decode_heap_stacks(chunk.payload).map_err(|m| corrupt(m.0))?;
                 let agg = profile.aggregate.get_or_insert_with(Aggregate::default);
                 agg.stacks.extend(stacks);
             }
             ChunkKind::HeapSummary => {
+                if separate_cpu {
+                    return Err(corrupt(&format!(
+                        "an aggregate heap summary in a version {} (stream) profile",
+                        chunks.version
+                    )));
+                }
                 let summary =
                     format::decode_heap_summary(chunk.payload).map_err(|m| corrupt(m.0))?;
                 profile
@@ -1602,6 +1615,18 @@ mod tests {
     /// Version 4: CPU samples name stacks of their own id space (`CpuStacks`
     /// chunks); the reader puts them after the heap stacks and the unknown
     /// one, so heap ids stay as the file has them.
+    #[test]
+    fn aggregate_chunks_in_a_stream_profile_are_corrupt() {
+        for kind in [ChunkKind::HeapStacks, ChunkKind::HeapSummary] {
+            let mut p = ProfileBytes::with_version(4, 0, 1000);
+            p.stacks(0, &[&[0x10]]);
+            p.chunk(kind, |e| e.u32(0));
+            let err = parse_profile(&p.bytes, Path::new("t.lprof")).unwrap_err();
+            assert!(err.to_string().contains("(stream) profile"), "{err}");
+            assert!(err.to_string().contains("t.lprof"), "{err}");
+        }
+    }
+
     #[test]
     fn cpu_samples_name_their_own_stacks_from_version_4() {
         let mut p = ProfileBytes::with_version(4, 0, 1000);

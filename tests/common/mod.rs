@@ -96,6 +96,9 @@ pub fn run_profiled(exe: &Path, args: &[&str], out: &Path) -> Output {
         .env_remove("LINEPROF")
         .env_remove("LINEPROF_SAMPLE")
         .env_remove("LINEPROF_DEPTH")
+        .env_remove("LINEPROF_HZ")
+        .env_remove("LINEPROF_CPU")
+        .env_remove("LINEPROF_MODE")
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE");
     output_retrying_busy(&mut cmd)
