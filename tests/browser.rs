@@ -124,6 +124,8 @@ fn report_of_a_stored_run_in_chromium() {
         .take_while(|l| !l.is_empty())
         .filter(|l| l.starts_with("note: ") || l.starts_with("warning: "))
         .collect();
+    // Not vacuous: the run printed remarks to look for.
+    assert!(!remarks.is_empty(), "no note or warning printed: {printed}");
     let text = projects::stdout(&projects::lineprof_in(dir.path(), &["report"]));
     for remark in &remarks {
         assert!(text.contains(remark), "{remark}\n{text}");

@@ -153,8 +153,11 @@ fn profile_tests(p: &Project, args: &[&str]) {
 }
 
 fn check(p: &Project, args: &[&str]) -> (Option<i32>, String) {
+    eprintln!("CHECK {args:?}");
     let out = p.lineprof(&[&["check"], args].concat());
-    (out.status.code(), stdout(&out) + &stderr(&out))
+    let r = (out.status.code(), stdout(&out) + &stderr(&out));
+    eprintln!("{}", r.1);
+    r
 }
 
 fn test_of<'a>(report: &'a Value, name: &str) -> &'a Value {
@@ -765,6 +768,38 @@ fn panics_and_settings_do_not_change_the_verdict() {
         text.contains("profile both with the same LINEPROF_SAMPLE"),
         "{text}"
     );
+
+    // An aggregate profile has no per-test figures: none (not zeros), a
+    // note, and no gate across modes.
+    let out = p.cargo_lineprof_env(&["test"], &[("LINEPROF_MODE", Some("aggregate"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (code, text) = check(&p, &["--baseline", "p1"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(
+            "LINEPROF_MODE: the baseline was recorded in stream mode, this run in aggregate mode"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("tests are gated in stream mode only: leave LINEPROF_MODE unset (or `stream`) on both sides")
+            && text.contains("run `cargo lineprof test` again"),
+        "{text}"
+    );
+    let report = p.json(&["report", "panicky-lib-test"]);
+    assert_eq!(report["run"]["mode"], "aggregate");
+    assert!(report["tests"].is_null(), "{:#}", report["tests"]);
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("no per-test figures: LINEPROF_MODE=aggregate"),
+        "{notes}"
+    );
+    let by_test = stdout(&p.lineprof(&["report", "panicky-lib-test", "--by", "test"]));
+    assert!(
+        by_test.contains("  no per-test figures: LINEPROF_MODE=aggregate"),
+        "{by_test}"
+    );
+    assert!(!text.contains("-100.0%"), "{text}");
 }
 
 /// A program (gated on its process totals) that catches a panic.
@@ -813,4 +848,113 @@ fn totals_of_a_panicking_program_need_the_same_backtrace_setting() {
     let (code, text) = check(&p, &["--baseline", "HEAD"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("  ok    unchanged: peak_bytes"), "{text}");
+}
+
+/// A program that captures a backtrace itself and catches a panic.
+const CAPTURING_MAIN: &str = r#"#[global_allocator]
+static A: lineprof::Tracking = lineprof::Tracking::new();
+
+fn main() {
+    let bt = std::backtrace::Backtrace::force_capture(); // the program's own backtrace
+    assert_eq!(bt.status(), std::backtrace::BacktraceStatus::Captured);
+    let v = vec![7u8; 64]; // 1 alloc of 64 bytes
+    let caught = std::panic::catch_unwind(|| v[100]);
+    assert!(caught.is_err());
+    drop(bt);
+}
+"#;
+
+/// Settings are compared by what they do: the default depth spelled out
+/// and `RUST_BACKTRACE=0` are the defaults. A backtrace the program
+/// captures is on its line, apart from std's panic machinery. A refusal
+/// says how this run was made (`lineprof run`); an older baseline run
+/// with the same settings is preferred to a newer one without.
+#[test]
+fn settings_are_compared_by_what_they_do() {
+    let p = Project::new("ci", "capturer");
+    p.write("src/main.rs", CAPTURING_MAIN);
+    p.git(&["init", "-q"]);
+    p.commit("base", "c1");
+    // Every variable unset but those named (the suite may run under
+    // RUST_BACKTRACE).
+    let run = |env: &[(&str, Option<&str>)]| {
+        let mut all: Vec<(&str, Option<&str>)> = lineprof_cli::analyze::report::RECORDED_ENV
+            .iter()
+            .map(|&k| (k, None))
+            .collect();
+        all.extend_from_slice(env);
+        let out = p.cargo_lineprof_env(&["run", "--release"], &all);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        p.json(&["report", "capturer"])
+    };
+    let own = |report: &Value| projects::line(report, "force_capture()")["self"].clone();
+    let first = run(&[("RUST_BACKTRACE", None)]);
+    let captured = own(&first);
+    assert!(
+        captured["allocated_bytes"].as_u64().unwrap() > 0,
+        "the program's own backtrace is on its line: {first:#}"
+    );
+
+    // The defaults spelled out: the same settings.
+    run(&[("LINEPROF_DEPTH", Some("256"))]);
+    let (code, text) = check(&p, &["--baseline", "HEAD"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("note  "), "{text}");
+    // std's panic hook reads RUST_BACKTRACE's value (1 byte for `0`):
+    // the same setting, and process totals 1 byte apart.
+    let zero = run(&[("RUST_BACKTRACE", Some("0"))]);
+    let (code, text) = check(&p, &["--baseline", "HEAD", "--tolerance", "12"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("note  "), "{text}");
+    let machinery = |r: &Value, f: &str| r["panic_machinery"][f].as_u64().unwrap();
+    assert_eq!(
+        machinery(&zero, "allocated_bytes"),
+        machinery(&first, "allocated_bytes") + 1
+    );
+    let allocations = |r: &Value| r["totals"]["allocations"].as_u64().unwrap();
+    assert_eq!(allocations(&zero), allocations(&first) + 1);
+    assert_eq!(first["run"]["max_depth"], 256);
+    assert_eq!(first["run"]["mode"], "stream");
+
+    // A panic under RUST_BACKTRACE=1: std's backtrace is panic machinery,
+    // the program's own stays on its line, unchanged.
+    let with = run(&[("RUST_BACKTRACE", Some("1"))]);
+    assert!(with["panic_machinery"]["allocated_bytes"].as_u64().unwrap() > 1 << 20);
+    assert_eq!(own(&with), captured);
+    let (code, text) = check(&p, &["--baseline", "HEAD"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("RUST_BACKTRACE was `0` at the baseline, `1` now: the program panicked"),
+        "{text}"
+    );
+    assert!(
+        text.contains("and run `lineprof run -- ") && !text.contains("cargo lineprof test"),
+        "the fix for a program run with `lineprof run`: {text}"
+    );
+
+    // Without it again: the newest baseline run differs, an older one does
+    // not; that one is the baseline, and the output says so.
+    let again = run(&[("RUST_BACKTRACE", Some("full"))]);
+    assert_eq!(own(&again), captured);
+    run(&[]);
+    let (code, text) = check(&p, &["--baseline", "HEAD"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "the newest baseline run, {}, was recorded with a different RUST_BACKTRACE: compared with",
+            again["run"]["id"].as_str().unwrap()
+        )),
+        "{text}"
+    );
+
+    // Aggregate mode against stream, for a program gated on its totals:
+    // compared (its totals are exact), with a note.
+    let agg = run(&[("LINEPROF_MODE", Some("aggregate"))]);
+    assert_eq!(agg["run"]["mode"], "aggregate");
+    let (code, text) = check(&p, &["--baseline", "HEAD"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("note  LINEPROF_MODE was unset at the baseline, `aggregate` now: allocations, allocated bytes and the peak total are exact in both modes"),
+        "{text}"
+    );
 }

@@ -127,7 +127,7 @@ fn empty_views_are_a_sentence() {
     let html = text_report(&["--file", "no-such-file", "--format", "html"]);
     assert!(!html.contains("Top 0"), "{html}");
     assert!(
-        html.contains("No line in your code has self allocated bytes.")
+        html.contains("No line of your code has self allocated bytes.")
             && html.contains("No line has self allocated bytes."),
         "both views of the page: {html}"
     );

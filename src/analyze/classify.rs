@@ -123,52 +123,53 @@ pub fn is_attributable(loc: &Location) -> bool {
     !is_c_frame(loc) && !is_std_frame(loc) && !is_lineprof_frame(loc)
 }
 
-/// std's panic machinery: the panic path (the hook, the message, the
-/// payload) and backtrace capture and symbolization. What it allocates
-/// depends on the environment, not on the code that panicked: with
-/// `RUST_BACKTRACE=1` the hook loads and parses the binary's debug info
-/// (tens of MiB, cached to exit), without it a note of a few bytes.
+/// std's panic path: the hook, the message, the payload, and the
+/// backtrace the default hook captures under `RUST_BACKTRACE`. What it
+/// allocates depends on the environment, not on the code that panicked:
+/// with `RUST_BACKTRACE=1` the hook loads and parses the binary's debug
+/// info (tens of MiB, cached to exit), without it a note of a few bytes.
+/// `std::backtrace` alone is no marker: a backtrace the program captures
+/// itself (`Backtrace::capture`, anyhow or eyre under
+/// `RUST_LIB_BACKTRACE`) is its own line's.
 pub fn is_panic_machinery(function: &str) -> bool {
     let f = function.strip_prefix('<').unwrap_or(function);
-    const MARKERS: [&str; 6] = [
+    const MARKERS: [&str; 4] = [
         "std::panicking::panic_with_hook",
         "std::panicking::rust_panic_with_hook",
         "std::panicking::default_hook",
         "std::panicking::begin_panic",
-        "std::backtrace::",
-        "std::backtrace_rs::",
     ];
     MARKERS.iter().any(|m| f.starts_with(m))
+}
+
+/// The innermost frame of `stack` a figure may be charged to (index into
+/// `stack`), and whether std's panic path lies between it and the
+/// allocation: the one scan `in_panic_machinery` and `attribution` share.
+fn attributable_frame(stack: &[u32], locations: &[Location]) -> (Option<usize>, bool) {
+    let at = stack
+        .iter()
+        .position(|&id| is_attributable(&locations[id as usize]));
+    let panicking = stack[..at.unwrap_or(stack.len())]
+        .iter()
+        .any(|&id| is_panic_machinery(&locations[id as usize].function));
+    (at, panicking)
 }
 
 /// Whether an event of this stack happened inside std's panic machinery
 /// (below the code that panicked): such events are on no line's `self`
 /// and in no test's figures, whatever `RUST_BACKTRACE` says. A panic hook
-/// the program sets is its own code: what it allocates stays on its lines
-/// (unless it captures a backtrace itself).
+/// the program sets is its own code: what it allocates (a backtrace it
+/// captures included) stays on its lines.
 pub fn in_panic_machinery(stack: &[u32], locations: &[Location]) -> bool {
-    let end = stack
-        .iter()
-        .position(|&id| is_attributable(&locations[id as usize]))
-        .unwrap_or(stack.len());
-    stack[..end]
-        .iter()
-        .any(|&id| is_panic_machinery(&locations[id as usize].function))
+    attributable_frame(stack, locations).1
 }
 
 /// The attribution frame of a stack (innermost first): index into `stack`,
 /// `None` when the stack is unattributed (no frame outside std, C and
 /// lineprof, or an event inside std's panic machinery).
 pub fn attribution(stack: &[u32], locations: &[Location]) -> Option<usize> {
-    let at = stack
-        .iter()
-        .position(|&id| is_attributable(&locations[id as usize]))?;
-    if stack[..at]
-        .iter()
-        .any(|&id| is_panic_machinery(&locations[id as usize].function))
-    {
-        return None;
-    }
+    let (at, panicking) = attributable_frame(stack, locations);
+    let at = at.filter(|_| !panicking)?;
     // The `main` rustc generates for a test binary (its line is the crate's
     // first line: `#![allow(`, `#[cfg(test)]`) calls libtest: what libtest
     // allocates for itself is not the user's line.
@@ -420,9 +421,13 @@ mod tests {
             "std::panicking::default_hook::{closure#0}"
         ));
         assert!(is_panic_machinery(
+            "std::panicking::begin_panic_handler::{closure#0}"
+        ));
+        // A backtrace is std's panic machinery only under the panic path.
+        assert!(!is_panic_machinery(
             "<std::backtrace_rs::symbolize::gimli::Cache>::new"
         ));
-        assert!(is_panic_machinery("std::backtrace::Backtrace::capture"));
+        assert!(!is_panic_machinery("std::backtrace::Backtrace::capture"));
         // The entry of every thread and of libtest's tests is not a panic.
         assert!(!is_panic_machinery(
             "std::sys::backtrace::__rust_begin_short_backtrace"
@@ -450,6 +455,21 @@ mod tests {
         // A hook the program set is its own code.
         assert!(!in_panic_machinery(&[0, 2, 3, 4], &locations));
         assert_eq!(attribution(&[0, 2, 3, 4], &locations), Some(1));
+        // A backtrace the program captures itself is its line's; the same
+        // capture under the default hook is std's panic machinery.
+        let mut locations = locations;
+        locations.push(loc(
+            "/rustc/abc/library/std/src/backtrace.rs",
+            "std::backtrace::Backtrace::create",
+        ));
+        locations.push(loc(
+            "/rustc/abc/library/std/src/../../backtrace/src/backtrace/mod.rs",
+            "std::backtrace_rs::backtrace::trace_unsynchronized",
+        ));
+        assert!(!in_panic_machinery(&[0, 6, 5, 4], &locations));
+        assert_eq!(attribution(&[0, 6, 5, 4], &locations), Some(3));
+        assert!(in_panic_machinery(&[0, 6, 5, 1, 3, 4], &locations));
+        assert_eq!(attribution(&[0, 6, 5, 1, 3, 4], &locations), None);
     }
 
     #[test]

@@ -89,6 +89,14 @@ pub struct RunInfo {
     /// schema 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<std::collections::BTreeMap<String, String>>,
+    /// How the shim recorded: `stream` or `aggregate` (`LINEPROF_MODE` as
+    /// the shim read it); `None` for runs stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The deepest stack the shim recorded (`LINEPROF_DEPTH` as the shim
+    /// read it); `None` for runs stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u32>,
 }
 
 /// The variables kept with a run: `check` and `diff` compare runs only when
@@ -203,6 +211,9 @@ impl Totals {
     }
 }
 
+/// The note of a test binary profiled with `LINEPROF_MODE=aggregate`.
+pub const AGGREGATE_TESTS_NOTE: &str = "no per-test figures: LINEPROF_MODE=aggregate keeps figures per stack, not the order of events that tells one test's allocations from another's; profile with LINEPROF_MODE unset (stream) to see and gate each test";
+
 /// Reads, replays, symbolizes and aggregates the profile at `path`.
 pub fn report_from_profile(path: &Path) -> Result<Report> {
     report_from_profile_in(path, None)
@@ -263,7 +274,14 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
         _ if with_timeline => Some(replay::aggregate_timeline(&profile)),
         _ => None,
     };
-    let split = per_test::split(&profile, &replay, &symbols, root.as_deref())?;
+    // An aggregate profile keeps figures per stack, not the order of the
+    // events that tells one test's allocations from another's: it has no
+    // per-test figures (not zeros).
+    let split = if profile.aggregate.is_some() {
+        per_test::TestSplit::default()
+    } else {
+        per_test::split(&profile, &replay, &symbols, root.as_deref())?
+    };
     let panic_machinery = panic_machinery(&replay, &symbols);
     let mut warnings = symbols.warnings.clone();
     warnings.extend(profile.warnings());
@@ -275,6 +293,11 @@ fn build_report(path: &Path, root: Option<PathBuf>, with_timeline: bool) -> Resu
     // A few CPU samples whose first frames could not be recovered shift no
     // line's share visibly: a note; 1% of the samples or more, a warning.
     let mut notes = profile.notes();
+    if profile.aggregate.is_some()
+        && per_test::ran_libtest(symbols.locations.iter().map(|l| l.function.as_str()))
+    {
+        notes.push(AGGREGATE_TESTS_NOTE.to_string());
+    }
     let all_samples = totals.cpu_samples.max(1);
     let mut tell = |count: u64, text: String| {
         if count >= 10 && count * 100 >= all_samples {
@@ -455,6 +478,15 @@ fn run_info(p: &Profile, estimated: bool) -> RunInfo {
             estimated,
         },
         environment: None,
+        mode: Some(
+            if p.aggregate.is_some() {
+                "aggregate"
+            } else {
+                "stream"
+            }
+            .into(),
+        ),
+        max_depth: Some(p.meta.max_depth),
     }
 }
 

@@ -35,7 +35,17 @@ pub fn render(report: &Report) -> String {
             .unwrap_or(&report.run.executable.path)
     );
     if report.tests.is_empty() {
-        out.push_str("  no tests: this run is not of a libtest test binary (or it ran no test)\n");
+        let aggregate_tests = report
+            .notes
+            .iter()
+            .any(|n| n == crate::analyze::report::AGGREGATE_TESTS_NOTE);
+        if aggregate_tests {
+            let _ = writeln!(out, "  {}", crate::analyze::report::AGGREGATE_TESTS_NOTE);
+        } else {
+            out.push_str(
+                "  no tests: this run is not of a libtest test binary (or it ran no test)\n",
+            );
+        }
         return out;
     }
     let mut tests: Vec<&TestFigures> = report.tests.iter().collect();

@@ -228,7 +228,11 @@ fn tables_section(
                 if !note.is_empty() {
                     let _ = writeln!(out, "<p class=\"coverage\">{}</p>", escape(&note));
                 }
-                let _ = writeln!(out, "<p class=\"dim\">No line{scope} has self {what}.</p>");
+                let _ = writeln!(
+                    out,
+                    "<p class=\"dim\">{} has self {what}.</p>",
+                    super::no_line(!scope.is_empty())
+                );
             } else {
                 let title = top_title(ranked.len(), "lines", *key) + scope;
                 lines_table(out, r, &title, &note, ranked, ids);

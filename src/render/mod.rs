@@ -309,6 +309,17 @@ pub fn coverage(report: &Report, key: SortKey) -> Coverage {
     }
 }
 
+/// How the sentence that stands for an empty table of lines begins, in
+/// text and HTML alike: `No line of your code` (`No line` when every line
+/// is shown).
+pub fn no_line(user_only: bool) -> &'static str {
+    if user_only {
+        "No line of your code"
+    } else {
+        "No line"
+    }
+}
+
 /// `part` as a percentage of `whole`, with two decimals below 1%.
 pub fn percent(part: i128, whole: i128) -> String {
     if whole <= 0 {
@@ -665,6 +676,8 @@ pub mod testing {
                     estimated: false,
                 },
                 environment: None,
+                mode: None,
+                max_depth: None,
             },
             totals: Totals::default(),
             lines: vec![],

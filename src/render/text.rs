@@ -76,23 +76,25 @@ fn no_lines_sentence(report: &Report, key: SortKey, view: &View) -> String {
             .iter()
             .filter_map(|(flag, r)| r.as_ref().map(|r| format!("{flag} {}", r.as_str())))
             .collect();
-        let scope = if f.user_only { " of your code" } else { "" };
         return format!(
-            "No line{scope} that {} keeps has self {}\n",
+            "{} that {} keeps has self {}\n",
+            super::no_line(f.user_only),
             flags.join(" and "),
             sort_title(key)
         );
     }
     if !f.user_only {
         return format!(
-            "No line has self {} here (the standard library, C and start-up code have no line of their own)\n",
+            "{} has self {} here (the standard library, C and start-up code have no line of their own)\n",
+            super::no_line(false),
             sort_title(key)
         );
     }
     let c = super::coverage(report, key);
     let rest = c.total - c.user - c.dependency;
     format!(
-        "No line of your code has self {} (dependencies {}, the standard library and code on no line {}; --focus all shows every line)\n",
+        "{} has self {} (dependencies {}, the standard library and code on no line {}; --focus all shows every line)\n",
+        super::no_line(true),
         sort_title(key),
         super::percent(c.dependency, c.total),
         super::percent(rest.max(0), c.total)

@@ -138,46 +138,26 @@ pub fn command(store: &Store, cwd: &Path, req: CheckRequest) -> Result<ExitCode>
     // a run named on the command line is a usage error, not a verdict.
     let mut plan = Vec::new();
     for target in targets {
-        let base = match &baseline {
-            Some(set) => {
-                let found = set
-                    .runs
-                    .iter()
-                    .rev()
-                    .find(|r| r.run.id != target.run.id && r.run.name == target.run.name);
-                match found {
-                    Some(b) => Some(Ok(*b)),
-                    None if req.run.is_some() => {
-                        return Err(missing_baseline(target, set, store));
-                    }
-                    None => Some(Err(())),
-                }
-            }
-            None => None,
+        let candidates: Vec<&RunSummary> = match &baseline {
+            Some(set) => set
+                .runs
+                .iter()
+                .rev()
+                .filter(|r| r.run.id != target.run.id && r.run.name == target.run.name)
+                .copied()
+                .collect(),
+            None => Vec::new(),
         };
-        let report = store.load(target)?;
-        let base = match base {
-            Some(Ok(b)) => {
-                let base = store.load(b)?;
-                let totals_gated = report.tests.is_empty() || base.tests.is_empty();
-                let m = settings::compare(&base, &report, totals_gated);
-                if !m.refuse.is_empty() {
-                    return Err(Error::Usage {
-                        detail: format!(
-                            "{}: cannot compare run {} ({}) with its baseline {}: they were recorded under different settings: {}; {}",
-                            store.dir.display(),
-                            report.run.id,
-                            report.run.name.as_deref().unwrap_or("-"),
-                            base.run.id,
-                            m.refuse.join("; "),
-                            settings::how_to_fix(&m)
-                        ),
-                    });
-                }
-                Some(Ok((base, m.note)))
+        if let Some(set) = baseline.as_ref().filter(|_| candidates.is_empty()) {
+            if req.run.is_some() {
+                return Err(missing_baseline(target, set, store));
             }
-            Some(Err(())) => Some(Err(())),
+        }
+        let report = store.load(target)?;
+        let base = match &baseline {
             None => None,
+            Some(_) if candidates.is_empty() => Some(Err(())),
+            Some(_) => Some(Ok(matching_baseline(store, &report, &candidates)?)),
         };
         plan.push((report, base));
     }
@@ -230,6 +210,60 @@ pub fn command(store: &Store, cwd: &Path, req: CheckRequest) -> Result<ExitCode>
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The newest of `candidates` (newest first) recorded under the same
+/// settings as `report`, with the notes to print; when none was, the
+/// refusal of the newest.
+fn matching_baseline(
+    store: &Store,
+    report: &Report,
+    candidates: &[&RunSummary],
+) -> Result<(Report, Vec<String>)> {
+    let mut newest: Option<(Error, String)> = None;
+    for b in candidates {
+        let base = store.load(b)?;
+        let totals_gated = report.tests.is_empty() || base.tests.is_empty();
+        let m = settings::compare(&base, report, totals_gated);
+        if m.refuse.is_empty() {
+            let mut notes: Vec<String> = Vec::new();
+            if let Some((_, skipped)) = &newest {
+                notes.push(format!(
+                    "{skipped}: compared with {}, the newest baseline run recorded under the same settings as this one",
+                    base.run.id
+                ));
+            }
+            notes.extend(m.note.iter().map(|d| d.text.clone()));
+            return Ok((base, notes));
+        }
+        if newest.is_none() {
+            let mut vars: Vec<&str> = m.refuse.iter().map(|d| d.var).collect();
+            vars.dedup();
+            let skipped = format!(
+                "the newest baseline run, {}, was recorded with a different {}",
+                base.run.id,
+                vars.join(", ")
+            );
+            newest = Some((refusal(store, report, &base, &m), skipped));
+        }
+    }
+    Err(newest.expect("candidates is not empty").0)
+}
+
+/// `check`'s error for a baseline recorded under other settings.
+fn refusal(store: &Store, report: &Report, base: &Report, m: &settings::Mismatch) -> Error {
+    let refused: Vec<&str> = m.refuse.iter().map(|d| d.text.as_str()).collect();
+    Error::Usage {
+        detail: format!(
+            "{}: cannot compare run {} ({}) with its baseline {}: they were recorded under different settings: {}; {}",
+            store.dir.display(),
+            report.run.id,
+            report.run.name.as_deref().unwrap_or("-"),
+            base.run.id,
+            refused.join("; "),
+            settings::how_to_fix(m, report)
+        ),
+    }
 }
 
 /// Appends to a job summary (GitHub's file collects every step's output).

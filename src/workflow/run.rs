@@ -133,7 +133,10 @@ fn add_test_list(report: &mut Report, command: &[String], dir: &Path) {
     }
     match libtest_list(command, dir) {
         Ok(list) => {
-            per_test::add_listed(&mut report.tests, &list, functions());
+            // An aggregate run has no per-test figures: no zeros for them.
+            if report.run.mode.as_deref() != Some("aggregate") {
+                per_test::add_listed(&mut report.tests, &list, functions());
+            }
             report.test_list = Some(list);
         }
         Err(why) => eprintln!(
