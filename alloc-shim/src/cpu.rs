@@ -33,15 +33,21 @@
 //!   walks the interrupted frame-pointer chain into a per-thread buffer and
 //!   appends one event. If the signal lands while the same thread is inside
 //!   lineprof, the sample is lineprof's own cost: it is parked and appended
-//!   as such (`CPU_LINEPROF`) when lineprof returns.
+//!   as such (`CPU_LINEPROF`) when lineprof returns. The exception is the
+//!   inner allocator's own call inside lineprof's reallocation path
+//!   (`program_call`): that is the program's time (an untracked run spends
+//!   it too), sampled as usual.
 //! - A sample whose program counter is outside the executable (C code,
-//!   built without frame pointers) also keeps the interrupted registers,
+//!   built without frame pointers), or in it with a return address at the
+//!   stack pointer (a leaf without frame pointer, a prologue), also keeps
+//!   the interrupted registers,
 //!   the frame addresses of its walk and a copy of up to 2 KiB of stack
 //!   (`CPU_STACK_COPY`): the reader unwinds the first frames with the
 //!   module's `.eh_frame`, as perf's DWARF mode does, and splices them onto
 //!   the walk.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::coord::{self, DROPPED_SAMPLES, FORKING};
 use crate::spin::SpinLock;
@@ -73,6 +79,29 @@ static COOKIE: u8 = 0;
 
 fn cookie() -> usize {
     &COOKIE as *const u8 as usize
+}
+
+thread_local! {
+    /// Set while lineprof, busy recording, runs the program's inner
+    /// allocator (`program_call`). A const thread-local without a
+    /// destructor: no lazy registration, readable from the signal handler
+    /// (as `thread::CURRENT` is).
+    static IN_PROGRAM_CALL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, the inner allocator's call that lineprof makes while it is
+/// busy recording a reallocation, with its CPU samples counted as the
+/// program's (charged to the caller's line), not as lineprof's cost.
+/// Lineprof's state is between updates during `f`, so the handler may
+/// append a sample then.
+#[inline(always)]
+pub fn program_call<R>(f: impl FnOnce() -> R) -> R {
+    IN_PROGRAM_CALL.with(|c| c.set(true));
+    compiler_fence(Ordering::SeqCst);
+    let r = f();
+    compiler_fence(Ordering::SeqCst);
+    IN_PROGRAM_CALL.with(|c| c.set(false));
+    r
 }
 
 /// Installs the signal handler. Called once at init.
@@ -557,7 +586,8 @@ fn sample(uc: &libc::ucontext_t, weight: u32) {
         // reader's "return address - 1" lands on it.
         frames[0] = pc as u64 + 1;
         let h = stacks::hash_step(stacks::HASH_SEED, frames[0]);
-        if (*t).busy {
+        let busy = (*t).busy;
+        if busy && !IN_PROGRAM_CALL.with(|c| c.get()) {
             // Lineprof's own cost: the stack only says where in lineprof.
             let (n, _, h) = stack::walk_from(fp, sp, hi, frames, 1, h);
             match stacks::cpu_table().intern_hashed(&frames[..n], h) {
@@ -568,7 +598,17 @@ fn sample(uc: &libc::ucontext_t, weight: u32) {
             }
             return;
         }
-        let copy_stack = !modules::in_executable(pc) && sp >= (*t).stack_lo && sp < hi;
+        let on_stack = sp >= (*t).stack_lo && sp < hi && hi - sp >= 8;
+        // In the executable, a word at the stack pointer that is a return
+        // address into it marks a leaf without frame pointer (compiler
+        // builtins such as `__umodti3`) or a prologue: the walk would skip
+        // the caller there too. The reader checks with `.eh_frame`.
+        // SAFETY: `sp..sp + 8` lies inside this thread's stack mapping.
+        let frameless = |pc: usize| {
+            modules::in_executable(pc)
+                && modules::in_executable((*(sp as *const usize)).wrapping_sub(1))
+        };
+        let copy_stack = on_stack && (!modules::in_executable(pc) || frameless(pc));
         let (n, h) = if copy_stack {
             // C code without frame pointers: the interrupted frame pointer
             // may be the caller's (a leaf such as memcpy, whose caller the
@@ -617,7 +657,8 @@ fn sample(uc: &libc::ucontext_t, weight: u32) {
             copy,
         };
         thread::append_cpu(t, thread::CPU, sample, can_flush);
-        thread::set_busy(t, false);
+        // Still busy inside `program_call`: lineprof's caller goes on.
+        thread::set_busy(t, busy);
     }
 }
 

@@ -532,7 +532,9 @@ fn record_realloc_now(
         } else {
             0
         };
-        let p = f();
+        // The inner allocator's work (copying the block, faulting in new
+        // pages) is the program's time, as it is without lineprof.
+        let p = cpu::program_call(f);
         if p.is_null() {
             old_block_lives_on(old, free_old, mean);
         } else if let Some(id) = id {
@@ -577,7 +579,7 @@ unsafe fn realloc_aggregated(
     // SAFETY: per the contract.
     let id = unsafe { capture(t, REALLOC_KIND, new_size) };
     let owner = aggregate::take(old as u64);
-    let p = f();
+    let p = cpu::program_call(f);
     if p.is_null() {
         aggregate::untake(old as u64, owner);
     } else {

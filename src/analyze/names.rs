@@ -15,8 +15,9 @@
 //!   function is found from the closure's callers (see
 //!   [`qualify_closures`]). Builds through `cargo lineprof` use v0 symbol
 //!   mangling, whose names carry the closure's index at every level.
-//! - Code the compiler generated without a line (line 0) is folded into
-//!   its function's first line.
+//! - Code the compiler generated without a line (line 0) belongs to the
+//!   line that called it when it was inlined, else to its function's first
+//!   line (see [`fold_line_zero`]).
 
 use std::collections::HashMap;
 
@@ -303,10 +304,18 @@ fn pick_definer<'a>(
     after.or(before).map(|f| f.function.clone())
 }
 
-/// Moves frames on line 0 (code the compiler generated, with no line of
-/// its own) to their function's first line: from the symbol table when it
-/// has the function, else the smallest line of the function seen in the
-/// profile. A function never seen on a line keeps line 0.
+/// Frames on line 0: code the compiler generated, with no line of its own.
+/// An inlined frame on line 0 is dropped: the frame that inlined it holds
+/// the exact line of the call, which then owns the code (as a caller owns
+/// what a frame without line information does). The outermost frame at an
+/// address (the function the code is in) moves to its function's first
+/// line: from the symbol table, which has every function with code of its
+/// own, else the smallest line of the function seen in the profile. A
+/// function never seen on a line keeps line 0.
+///
+/// Only the symbol table and the call lines decide: a line-0 sample of a
+/// hot inlined function lands on the same line in every run, and on the
+/// line another tool reading the same debug info picks (tests/cpu_vs_perf.rs).
 pub fn fold_line_zero(chains: &mut HashMap<u64, Vec<Location>>, full_names: &FullNames) {
     let mut first_seen: HashMap<(String, String), u32> = HashMap::new();
     for loc in chains.values().flatten() {
@@ -316,7 +325,16 @@ pub fn fold_line_zero(chains: &mut HashMap<u64, Vec<Location>>, full_names: &Ful
             *e = (*e).min(loc.line);
         }
     }
-    for loc in chains.values_mut().flatten() {
+    for chain in chains.values_mut() {
+        let outermost = chain.len().saturating_sub(1);
+        let mut i = 0;
+        chain.retain(|loc| {
+            i += 1;
+            !(loc.line == 0 && loc.is_resolved() && i - 1 < outermost)
+        });
+        let Some(loc) = chain.last_mut() else {
+            continue;
+        };
         if loc.line != 0 || !loc.is_resolved() {
             continue;
         }
@@ -440,6 +458,7 @@ mod tests {
     #[test]
     fn line_zero_folds_into_the_function() {
         let mut chains = HashMap::from([
+            // `f` inlined into `g` on line 0, `g` itself on line 0.
             (
                 1,
                 vec![
@@ -447,8 +466,18 @@ mod tests {
                     Location::new("a.rs", 0, "app::g"),
                 ],
             ),
+            // `f` inlined into `h` on line 0, called on line 21.
             (
                 2,
+                vec![
+                    Location::new("a.rs", 0, "app::f"),
+                    Location::new("a.rs", 21, "app::h"),
+                ],
+            ),
+            // `f` out of line, on line 0; it is seen on lines 12 and 9.
+            (3, vec![Location::new("a.rs", 0, "app::f")]),
+            (
+                4,
                 vec![
                     Location::new("a.rs", 12, "app::f"),
                     Location::new("a.rs", 9, "app::f"),
@@ -458,7 +487,10 @@ mod tests {
         let mut names = FullNames::default();
         names.learn("a.rs", "g", "app::g", Some(40));
         fold_line_zero(&mut chains, &names);
-        assert_eq!(chains[&1][0].line, 9);
-        assert_eq!(chains[&1][1].line, 40);
+        // The inlined frame goes: the code is the caller's, on its line.
+        assert_eq!(chains[&1], vec![Location::new("a.rs", 40, "app::g")]);
+        assert_eq!(chains[&2], vec![Location::new("a.rs", 21, "app::h")]);
+        // The symbol table does not know `f`: the smallest line seen.
+        assert_eq!(chains[&3], vec![Location::new("a.rs", 9, "app::f")]);
     }
 }

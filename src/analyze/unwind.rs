@@ -15,7 +15,10 @@
 //!
 //! Every return address must lie in a loaded module's code, every frame
 //! inside the copy: what cannot be recovered keeps the handler's stack and
-//! is counted (`Recovery`), never guessed. Every CPU stack is also cut at
+//! is counted (`Recovery`), never guessed. The kernel's vDSO (clock_gettime
+//! behind `Instant::now`) has no file: its image is taken from the
+//! reporting process, whose kernel maps the same one when the build-ids
+//! match. Every CPU stack is also cut at
 //! its first return address outside all modules' code, so that words read
 //! off the stack by a walk gone astray never reach a report.
 
@@ -69,6 +72,26 @@ struct ModuleCfi {
 impl ModuleCfi {
     fn load(path: &Path) -> Result<ModuleCfi, String> {
         let data = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+        ModuleCfi::parse(data)
+    }
+
+    /// The kernel's vDSO has no file: its image is the one mapped into this
+    /// process (the kernel maps the same one into every process), used when
+    /// its build-id is the profiled module's.
+    fn load_vdso(module: &Module) -> Result<ModuleCfi, String> {
+        let data = own_vdso()?;
+        let file = object::File::parse(&*data).map_err(|e| format!("not an ELF image: {e}"))?;
+        let ours = file.build_id().ok().flatten().unwrap_or_default().to_vec();
+        if module.build_id.is_empty() || ours != module.build_id {
+            return Err(
+                "the profile has no build-id for it, or it is another kernel's than this one's                  (report on the machine that ran the program)"
+                    .to_string(),
+            );
+        }
+        ModuleCfi::parse(data)
+    }
+
+    fn parse(data: Vec<u8>) -> Result<ModuleCfi, String> {
         let file = object::File::parse(&*data).map_err(|e| format!("not an ELF file: {e}"))?;
         let range = |name: &str| -> Result<(u64, std::ops::Range<usize>), String> {
             let s = file
@@ -147,6 +170,33 @@ impl ModuleCfi {
     }
 }
 
+/// This process's `[vdso]` mapping, read through `/proc/self/mem`.
+fn own_vdso() -> Result<Vec<u8>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map_err(|e| format!("cannot read /proc/self/maps: {e}"))?;
+    let range = maps
+        .lines()
+        .find(|l| l.ends_with("[vdso]"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| {
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .filter(|&(a, b)| a < b && b - a <= 1 << 20)
+        .ok_or("this process has no [vdso] mapping to compare with")?;
+    let mut mem = std::fs::File::open("/proc/self/mem")
+        .map_err(|e| format!("cannot open /proc/self/mem: {e}"))?;
+    let mut data = vec![0; (range.1 - range.0) as usize];
+    mem.seek(SeekFrom::Start(range.0))
+        .and_then(|_| mem.read_exact(&mut data))
+        .map_err(|e| format!("cannot read this process's vDSO: {e}"))?;
+    Ok(data)
+}
+
 /// Looks up modules by address and unwinds with their `.eh_frame`.
 pub struct Unwinder<'m> {
     modules: &'m [Module],
@@ -188,7 +238,9 @@ impl<'m> Unwinder<'m> {
         let m = self.module_of(pc)?;
         if self.cfi[m].is_none() {
             let path = String::from_utf8_lossy(&self.modules[m].path).into_owned();
-            let loaded = if path.is_empty() || path.starts_with("linux-vdso") {
+            let loaded = if path.starts_with("linux-vdso") {
+                ModuleCfi::load_vdso(&self.modules[m])
+            } else if path.is_empty() {
                 Err("it has no file".to_string())
             } else {
                 ModuleCfi::load(Path::new(&path))
@@ -225,15 +277,21 @@ impl<'m> Unwinder<'m> {
         let exe = 0; // the loader lists the executable first
         let mut out = vec![*stack.first()?];
         let (mut pc, mut sp, mut bp) = (stack[0] - 1, copy.sp, copy.bp);
-        // Unwind with call-frame information up to the executable.
+        // Unwind with call-frame information up to the executable, and in
+        // it through frames whose rule does not use the frame pointer (a
+        // leaf built without one, a prologue), which the walk skips.
         loop {
-            if self.module_of(pc) == Some(exe) {
-                break;
-            }
             if out.len() > 32 {
                 return None;
             }
-            let rule = self.rule(pc)?;
+            let rule = if self.module_of(pc) == Some(exe) {
+                match self.rule(pc) {
+                    Some(r) if !r.cfa_from_rbp && r.ra_offset.is_some() => r,
+                    _ => break,
+                }
+            } else {
+                self.rule(pc)?
+            };
             let cfa = if rule.cfa_from_rbp { bp } else { sp }.wrapping_add(rule.cfa_offset as u64);
             let Some(ra_offset) = rule.ra_offset else {
                 return Some(out); // the outermost frame: the stack is whole
