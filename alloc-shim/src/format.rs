@@ -865,6 +865,9 @@ fn cpu_head(d: &mut Decoder<'_>, time: &mut u64) -> Result<(u32, u32), Malformed
 /// A zigzag address delta at least this large (4 GiB either way) moves the
 /// base to another region: the old base becomes the other one.
 pub const REGION_JUMP: u64 = 1 << 33;
+/// A zigzag delta below this (1 MiB either way, at most 3 bytes) is taken
+/// from the base whatever the other base would give.
+const NEAR: u64 = 1 << 21;
 
 /// A heap event's address from its tag and zigzag delta, and the two
 /// address bases after it (`tag::OTHER_BASE`): `(base, other)` in, the
@@ -883,10 +886,15 @@ pub fn next_addr(tag: u8, base: u64, other: u64, delta: u64) -> (u64, u64) {
 /// `(base, other)`: the zigzag delta, whether it is from the other base
 /// (`tag::OTHER_BASE`), and the other base after it (the base after it is
 /// `addr`), as `next_addr` decodes it. The delta from the other base is
-/// taken when it is shorter.
+/// taken when it is shorter and the base is more than 1 MiB away.
 #[inline(always)]
 pub fn addr_delta(addr: u64, base: u64, other: u64) -> (u64, bool, u64) {
     let near = zigzag(addr.wrapping_sub(base) as i64);
+    // Within 1 MiB of the base (at most 3 bytes, the common case): the
+    // base, without weighing the other one.
+    if near < NEAR {
+        return (near, false, other);
+    }
     let far = zigzag(addr.wrapping_sub(other) as i64);
     let use_other = far < near;
     let other_after = if use_other || near >= REGION_JUMP {
