@@ -118,16 +118,13 @@ fn hz_zero_turns_the_sampler_off() {
 /// Runs `cpu_between_allocs` at 4 kHz in `mode`; the profile's path.
 fn run_between_allocs(dir: &TempDir, mode: &str) -> std::path::PathBuf {
     let out = dir.path().join(format!("{mode}.lprof"));
-    let status = with_room_above_fd_limit(&fixture("cpu_between_allocs"))
-        .env("LINEPROF_OUT", &out)
-        .env("LINEPROF_HZ", "4000")
-        .env("LINEPROF_MODE", mode)
-        .env_remove("LINEPROF_CPU")
-        .env_remove("LINEPROF_SAMPLE")
-        .env_remove("LINEPROF_DEPTH")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_sampling(
+        "cpu_between_allocs",
+        &[],
+        &out,
+        "4000",
+        &[("LINEPROF_MODE", mode)],
+    );
     out
 }
 
@@ -231,14 +228,7 @@ fn cpu_samples_leave_heap_stack_ids_dense() {
 fn vdso_samples_are_unwound() {
     let dir = TempDir::new("cpu-vdso");
     let out = dir.path().join("clock.lprof");
-    let status = with_room_above_fd_limit(&fixture("cpu_clock"))
-        .env("LINEPROF_OUT", &out)
-        .env("LINEPROF_HZ", "2000")
-        .env_remove("LINEPROF_CPU")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_sampling("cpu_clock", &[], &out, "2000", &[]);
     let r = report(&out, "cpu_clock");
     let totals = &r.json["totals"];
     let samples = totals["cpu_samples"].as_u64().unwrap();

@@ -40,15 +40,7 @@ type Shares = HashMap<(String, u32), f64>;
 fn lineprof_shares(name: &str, args: &[&str]) -> Shares {
     let dir = TempDir::new("cpu-vs-perf");
     let out = dir.path().join("p.lprof");
-    let status = with_room_above_fd_limit(&fixture(name))
-        .args(args)
-        .env("LINEPROF_OUT", &out)
-        .env("LINEPROF_HZ", "2000")
-        .env_remove("LINEPROF_CPU")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_sampling(name, args, &out, "2000", &[]);
     let r = report(&out, name);
     let total = r.json["totals"]["cpu_time_ns"].as_u64().unwrap() as f64;
     assert!(total > 5e8, "{name}: too little CPU sampled ({total} ns)");

@@ -376,6 +376,26 @@ impl Report {
     }
 }
 
+/// Runs fixture `name` with `args` and CPU sampling at `hz` on the
+/// default backend (`with_room_above_fd_limit`), `extra` variables set,
+/// its profile at `out`, its output dropped; expects it to succeed.
+pub fn run_sampling(name: &str, args: &[&str], out: &Path, hz: &str, extra: &[(&str, &str)]) {
+    let mut cmd = with_room_above_fd_limit(&fixture(name));
+    cmd.args(args)
+        .env("LINEPROF_OUT", out)
+        .env("LINEPROF_HZ", hz)
+        .env_remove("LINEPROF_CPU")
+        .env_remove("LINEPROF_SAMPLE")
+        .env_remove("LINEPROF_DEPTH")
+        .env_remove("LINEPROF_MODE")
+        .stdout(std::process::Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "{name} {args:?} failed");
+}
+
 /// A command running `program` with the soft descriptor limit lowered to
 /// 4096 (when it is higher): lineprof keeps its perf event descriptors
 /// above the soft limit, and where the soft limit already equals the hard
