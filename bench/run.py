@@ -347,6 +347,25 @@ def bench_aggregate(args, work):
           f"{events / w / 1e6:.1f} M events/s, peak RSS {mib(max(rsss))}")
 
 
+def alternated(rounds, names, run_one):
+    """Runs `run_one(name)` -> (wall, cpu, extra) for each name in turn, for
+    `rounds` rounds; returns, per name, the medians of wall and CPU and the
+    last `extra`, and rows of them against the first name (System)."""
+    walls = {n: [] for n in names}
+    cpus = {n: [] for n in names}
+    extra = {}
+    for _ in range(rounds):
+        for n in names:
+            wall, cpu, extra[n] = run_one(n)
+            walls[n].append(wall)
+            cpus[n].append(cpu)
+    med = {n: (statistics.median(walls[n]), statistics.median(cpus[n])) for n in names}
+    w0, c0 = med[names[0]]
+    rows = [[n, f"{w * 1000:.0f} ms", f"{w / w0:.2f}x", f"{c * 1000:.0f} ms", f"{c / c0:.2f}x"]
+            for n, (w, c) in med.items()]
+    return med, extra, rows
+
+
 def bench_threads(args, work):
     """Many short threads (bench/src/bin/threads.rs: 20,000 threads, two
     at a time, 10 strings each): what lineprof adds per thread started and
@@ -355,28 +374,23 @@ def bench_threads(args, work):
     os.makedirs(tmp)
     env0 = base_env()
     n = 20_000
-    variants = [
-        ("System", "system", {}),
-        ("lineprof exact", "tracking", {"LINEPROF_HZ": "0", "LINEPROF_OUT": f"{tmp}/t.lprof"}),
-        ("lineprof exact + cpu 1 kHz", "tracking",
-         {"LINEPROF_HZ": "1000", "LINEPROF_OUT": f"{tmp}/t.lprof"}),
-    ]
-    walls = {v[0]: [] for v in variants}
-    cpus = {v[0]: [] for v in variants}
-    for _ in range(args.rounds):
-        for name, build, env in variants:
-            wall, _, cpu, _ = run([binary(build, "threads"), str(n), "10"],
-                                  dict(env0, **env), tmp)
-            walls[name].append(wall)
-            cpus[name].append(cpu)
-            clean(tmp)
-    c0 = statistics.median(cpus["System"])
-    w0 = statistics.median(walls["System"])
-    rows = []
-    for name, _, _ in variants:
-        w, c = statistics.median(walls[name]), statistics.median(cpus[name])
-        rows.append([name, f"{w * 1000:.0f} ms", f"{w / w0:.2f}x", f"{c * 1000:.0f} ms",
-                     f"{c / c0:.2f}x", f"{(c - c0) / n * 1e6:+.1f} us" if name != "System" else ""])
+    variants = {
+        "System": ("system", {}),
+        "lineprof exact": ("tracking", {"LINEPROF_HZ": "0", "LINEPROF_OUT": f"{tmp}/t.lprof"}),
+        "lineprof exact + cpu 1 kHz": (
+            "tracking", {"LINEPROF_HZ": "1000", "LINEPROF_OUT": f"{tmp}/t.lprof"}),
+    }
+
+    def run_one(name):
+        build, env = variants[name]
+        wall, _, cpu, _ = run([binary(build, "threads"), str(n), "10"], dict(env0, **env), tmp)
+        clean(tmp)
+        return wall, cpu, None
+
+    med, _, rows = alternated(args.rounds, list(variants), run_one)
+    c0 = med["System"][1]
+    for r in rows:
+        r.append(f"{(med[r[0]][1] - c0) / n * 1e6:+.1f} us" if r[0] != "System" else "")
     print()
     print(f"Short threads: {n} threads, two at a time, 10 strings each; "
           f"{args.rounds} alternated rounds, medians")
@@ -469,41 +483,34 @@ def bench_suite(args, work):
     exes = build_suite()
     env0 = base_env()
     heaptrack = shutil.which("heaptrack")
-    variants = [
-        ("System", "system", {}, None),
-        ("lineprof exact", "tracking",
-         {"LINEPROF_HZ": "0", "LINEPROF_OUT": f"{tmp}/exact.lprof"}, "exact.lprof"),
-        ("lineprof exact + cpu 1 kHz", "tracking",
-         {"LINEPROF_HZ": "1000", "LINEPROF_OUT": f"{tmp}/cpu.lprof"}, "cpu.lprof"),
-        ("lineprof sampled 512 KiB", "tracking",
-         {"LINEPROF_HZ": "0", "LINEPROF_SAMPLE": SAMPLE,
-          "LINEPROF_OUT": f"{tmp}/sampled.lprof"}, "sampled.lprof"),
-    ]
+    variants = {
+        "System": ("system", {}, None),
+        "lineprof exact": ("tracking", {"LINEPROF_HZ": "0", "LINEPROF_OUT": f"{tmp}/exact.lprof"},
+                           "exact.lprof"),
+        "lineprof exact + cpu 1 kHz": (
+            "tracking", {"LINEPROF_HZ": "1000", "LINEPROF_OUT": f"{tmp}/cpu.lprof"}, "cpu.lprof"),
+        "lineprof sampled 512 KiB": (
+            "tracking", {"LINEPROF_HZ": "0", "LINEPROF_SAMPLE": SAMPLE,
+                         "LINEPROF_OUT": f"{tmp}/sampled.lprof"}, "sampled.lprof"),
+    }
     if heaptrack:
-        variants.append(("heaptrack", "system", {}, "heaptrack"))
-    walls = {v[0]: [] for v in variants}
-    cpus = {v[0]: [] for v in variants}
-    sizes = {v[0]: 0 for v in variants}
-    for _ in range(args.rounds):
-        for name, build, env, profile in variants:
-            argv = [exes[build], "-q", f"--test-threads={SUITE_THREADS}"]
-            if name == "heaptrack":
-                argv = ["heaptrack", "-o", f"{tmp}/heaptrack"] + argv
-            wall, _, cpu, out = run(argv, dict(env0, **env), tmp)
-            if "test result: ok" not in out:
-                sys.exit(f"{name}: the test suite did not pass:\n{out}")
-            walls[name].append(wall)
-            cpus[name].append(cpu)
-            if profile:
-                sizes[name] = dir_size(tmp, profile)
-            clean(tmp)
-    w0 = statistics.median(walls["System"])
-    c0 = statistics.median(cpus["System"])
-    rows = []
-    for name, _, _, _ in variants:
-        w, c = statistics.median(walls[name]), statistics.median(cpus[name])
-        rows.append([name, f"{w * 1000:.0f} ms", f"{w / w0:.2f}x", f"{c * 1000:.0f} ms",
-                     f"{c / c0:.2f}x", mib(sizes[name]) if sizes[name] else ""])
+        variants["heaptrack"] = ("system", {}, "heaptrack")
+
+    def run_one(name):
+        build, env, profile = variants[name]
+        argv = [exes[build], "-q", f"--test-threads={SUITE_THREADS}"]
+        if name == "heaptrack":
+            argv = ["heaptrack", "-o", f"{tmp}/heaptrack"] + argv
+        wall, _, cpu, out = run(argv, dict(env0, **env), tmp)
+        if "test result: ok" not in out:
+            sys.exit(f"{name}: the test suite did not pass:\n{out}")
+        size = dir_size(tmp, profile) if profile else 0
+        clean(tmp)
+        return wall, cpu, size
+
+    _, sizes, rows = alternated(args.rounds, list(variants), run_one)
+    for r in rows:
+        r.append(mib(sizes[r[0]]) if sizes[r[0]] else "")
     print()
     print(f"Test suite: {SUITE_CRATE}'s own unit tests (cargo test --release --lib, "
           f"{SUITE_THREADS} test threads), {args.rounds} alternated rounds, medians")
