@@ -590,9 +590,7 @@ fn jitter_period(fd: i32) {
     if x == 0 {
         x = (fd as u64 + 1) ^ sys::coarse_ns() ^ 0x9E37_79B9_7F4A_7C15;
     }
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
+    x = thread::xorshift(x);
     JITTER.with(|j| j.set((0, x)));
     let base = PERIOD_NS.load(Ordering::Relaxed);
     let mut period = base - base / 8 + x % (base / 4).max(1);

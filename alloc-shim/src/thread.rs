@@ -225,6 +225,15 @@ pub fn init_clock() {
     );
 }
 
+/// The next state of a xorshift64 generator (`x` not 0).
+#[inline]
+pub fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
 /// An exponential draw with the given mean, from the thread's xorshift.
 ///
 /// # Safety
@@ -232,10 +241,7 @@ pub fn init_clock() {
 pub unsafe fn next_countdown(t: *mut ThreadState, mean: u64) -> i64 {
     // SAFETY: per the contract.
     let x = unsafe {
-        let mut x = (*t).rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = xorshift((*t).rng);
         (*t).rng = x;
         x
     };
