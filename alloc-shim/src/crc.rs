@@ -33,20 +33,91 @@ fn has_sse42() -> bool {
     }
 }
 
+/// Below this length the three lanes' combination is not worth it.
+#[cfg(target_arch = "x86_64")]
+const THREE_LANES_MIN: usize = 3 * 1024;
+
+/// The CRC register (not inverted) after `data`, starting from `crc`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
-unsafe fn crc32c_hw(data: &[u8]) -> u32 {
+unsafe fn crc32c_hw_lane(mut crc: u32, data: &[u8]) -> u32 {
     use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
-    let mut crc = !0u64;
     let mut chunks = data.chunks_exact(8);
+    let mut c64 = crc as u64;
     for c in &mut chunks {
-        crc = _mm_crc32_u64(crc, u64::from_le_bytes(c.try_into().unwrap()));
+        c64 = _mm_crc32_u64(c64, u64::from_le_bytes(c.try_into().unwrap()));
     }
-    let mut crc = crc as u32;
+    crc = c64 as u32;
     for &b in chunks.remainder() {
         crc = _mm_crc32_u8(crc, b);
     }
-    !crc
+    crc
+}
+
+/// The `crc32` instruction has a latency of three cycles and a throughput
+/// of one a cycle: a chunk is checksummed as three lanes in one loop, three
+/// independent chains, and the lanes' registers combined with
+/// `shift` (polynomial arithmetic, once per call). Three times the speed of
+/// one chain on a 256 KiB chunk.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+unsafe fn crc32c_hw(data: &[u8]) -> u32 {
+    use std::arch::x86_64::_mm_crc32_u64;
+    if data.len() < THREE_LANES_MIN {
+        // SAFETY: SSE4.2, as for this function.
+        return !unsafe { crc32c_hw_lane(!0, data) };
+    }
+    let lane = data.len() / 24 * 8;
+    let (a, rest) = data.split_at(lane);
+    let (b, rest) = rest.split_at(lane);
+    let (c, tail) = rest.split_at(lane);
+    let (mut ra, mut rb, mut rc) = (!0u32 as u64, 0u64, 0u64);
+    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap());
+    let mut i = 0;
+    while i < lane {
+        ra = _mm_crc32_u64(ra, word(a, i));
+        rb = _mm_crc32_u64(rb, word(b, i));
+        rc = _mm_crc32_u64(rc, word(c, i));
+        i += 8;
+    }
+    let k = shift_operator(lane);
+    let crc = mul(k, mul(k, ra as u32) ^ rb as u32) ^ rc as u32;
+    // SAFETY: SSE4.2, as for this function.
+    !unsafe { crc32c_hw_lane(crc, tail) }
+}
+
+/// `a * b` modulo the polynomial, in the reflected representation (bit 31
+/// is x^0), as zlib's `multmodp`.
+#[cfg(target_arch = "x86_64")]
+fn mul(a: u32, mut b: u32) -> u32 {
+    let mut m = 1u32 << 31;
+    let mut p = 0;
+    while m != 0 {
+        if a & m != 0 {
+            p ^= b;
+        }
+        m >>= 1;
+        b = if b & 1 != 0 { (b >> 1) ^ POLY } else { b >> 1 };
+    }
+    p
+}
+
+/// x^(8 * bytes) modulo the polynomial: multiplying a CRC register by it is
+/// feeding it `bytes` zero bytes.
+#[cfg(target_arch = "x86_64")]
+fn shift_operator(bytes: usize) -> u32 {
+    // x^(2^k) for k = 3 (one byte) upwards, by squaring.
+    let mut square = 1u32 << 23; // x^8
+    let mut p = 1u32 << 31; // x^0
+    let mut n = bytes;
+    while n != 0 {
+        if n & 1 != 0 {
+            p = mul(square, p);
+        }
+        square = mul(square, square);
+        n >>= 1;
+    }
+    p
 }
 
 fn crc32c_sw(data: &[u8]) -> u32 {
@@ -124,6 +195,22 @@ mod tests {
             }
             assert_eq!(crc32c_sw(&data[..n]), !crc, "length {n}");
             assert_eq!(crc32(&data[..n]), !crc, "length {n}");
+        }
+    }
+
+    #[test]
+    fn three_lanes_give_the_one_chain_result() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let data: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x = crate::thread::xorshift(x);
+                x as u8
+            })
+            .collect();
+        for n in [
+            0, 1, 3071, 3072, 3073, 3080, 4095, 10_007, 65_536, 262_144, 299_999,
+        ] {
+            assert_eq!(crc32(&data[..n]), crc32c_sw(&data[..n]), "length {n}");
         }
     }
 }
