@@ -85,6 +85,7 @@ fn single_threaded_fixtures_match_stream_mode_exactly() {
         "peak",
         "leak",
         "recursion",
+        "deep_recursion",
     ] {
         let (s, a, _dirs) = both(name);
         assert_same(&s, &a, name);

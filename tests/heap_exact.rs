@@ -8,8 +8,8 @@
 mod common;
 
 use common::{
-    allocs, baseline, fixture, none, output_retrying_busy, profile, report, stderr, HeapFigures,
-    TempDir,
+    allocs, baseline, fixture, none, output_retrying_busy, profile, report, stderr, Figures,
+    HeapFigures, TempDir,
 };
 use std::process::Command;
 
@@ -172,6 +172,21 @@ fn recursion_counts_each_event_once_per_line() {
         "descend(black_box(5))",
     ]);
     assert_eq!(r.totals(), baseline() + all_levels);
+}
+
+/// Stacks of 60+ frames whose chains are kept and checked (session 5): two
+/// callers reach the recursion at the same stack addresses, and their
+/// stacks differ only past the 60th record. A check that stopped short of
+/// the last record would give caller b's events caller a's stack.
+#[test]
+fn deep_stacks_that_differ_only_in_their_outer_frames_keep_apart() {
+    let r = profile("deep_recursion", &[]).report();
+    let counts = |f: Figures| (f.allocations, f.allocated_bytes, f.frees, f.freed_bytes);
+    let each = (12_200, 292_800, 12_200, 292_800);
+    assert_eq!(counts(r.total_at("// caller a")), each);
+    assert_eq!(counts(r.total_at("// caller b")), each);
+    let v = r.self_at("vec![depth as u8; 24]");
+    assert_eq!((v.allocations, v.allocated_bytes), (24_400, 585_600));
 }
 
 #[test]

@@ -46,9 +46,11 @@ pub fn run(part: usize, iters: u64) -> Option<(f64, usize)> {
         }
         let hi = (*t).stack_hi;
         let mut frames = [0u64; 64];
-        let mut chain: stack::Chain = std::mem::zeroed();
-        let (n, _, h, _) = stack::walk_chain(fp, sp, hi, &mut frames, &mut chain);
+        let mut records = [[0u64; 2]; 64];
+        let (n, _, h, _) = stack::walk_chain(fp, sp, hi, &mut frames, &mut records);
         let id = stacks::intern_hashed(&frames[..n], h)?;
+        let mut chains: stack::ChainSet = std::mem::zeroed();
+        chains.keep(0, fp, hi, &records[..n], id);
         let start = Instant::now();
         let mut acc = 0u64;
         match part {
@@ -64,7 +66,7 @@ pub fn run(part: usize, iters: u64) -> Option<(f64, usize)> {
             }
             1 => {
                 for _ in 0..iters {
-                    acc += stack::chain_matches(black_box(&chain), fp, sp, hi) as u64;
+                    acc += black_box(&chains).matches(0, fp, sp, hi) as u64;
                 }
             }
             2 => {
@@ -75,7 +77,7 @@ pub fn run(part: usize, iters: u64) -> Option<(f64, usize)> {
             3 => {
                 for _ in 0..iters {
                     let (n, _, h, _) =
-                        stack::walk_chain(black_box(fp), sp, hi, &mut frames, &mut chain);
+                        stack::walk_chain(black_box(fp), sp, hi, &mut frames, &mut records);
                     acc = acc.wrapping_add(h ^ n as u64);
                 }
             }

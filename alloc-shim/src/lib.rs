@@ -252,23 +252,23 @@ unsafe fn capture(t: *mut thread::ThreadState, kind: u8, size: usize) -> Option<
         // frame: checked record by record, without walking.
         let set = thread::chain_set(fp, kind);
         let order = &mut (*t).chain_order[set];
-        let ways = &mut (&mut (*t).chains)[set];
+        let chains = &(*t).chains[set];
         let first = order.predicted(size);
-        // SAFETY: chains are only ever filled by `walk_chain`; `sp..hi` is
-        // this thread's stack mapping.
-        if stack::chain_matches(&ways[first], fp, sp, hi) {
+        // SAFETY: sets are only ever filled by `keep` with `walk_chain`'s
+        // records; `sp..hi` is this thread's stack mapping.
+        if chains.matches(first, fp, sp, hi) {
             order.came(first, size);
-            return Some(ways[first].id);
+            return Some(chains.ways[first].id);
         }
-        for (w, c) in ways.iter().enumerate() {
+        for w in 0..thread::CHAIN_WAYS {
             // SAFETY: as above.
-            if w != first && stack::chain_matches(c, fp, sp, hi) {
+            if w != first && chains.matches(w, fp, sp, hi) {
                 order.came(w, size);
-                return Some(c.id);
+                return Some(chains.ways[w].id);
             }
         }
         let w = order.replace(size);
-        capture_walk(t, &mut ways[w], sp, fp, hi)
+        capture_walk(t, set, w, sp, fp, hi)
     }
 }
 
@@ -276,11 +276,12 @@ unsafe fn capture(t: *mut thread::ThreadState, kind: u8, size: usize) -> Option<
 /// in `c`.
 ///
 /// # Safety
-/// As for `capture`; `c` is one of `t`'s chains.
+/// As for `capture`; `set` and `w` pick one of `t`'s chains.
 #[inline(never)]
 unsafe fn capture_walk(
     t: *mut thread::ThreadState,
-    c: &mut stack::Chain,
+    set: usize,
+    w: usize,
     sp: usize,
     fp: usize,
     hi: usize,
@@ -289,7 +290,8 @@ unsafe fn capture_walk(
     unsafe {
         let depth = coord::DEPTH.load(Ordering::Relaxed);
         let frames = &mut (&mut (*t).frames)[..depth];
-        let (n, full, h, kept) = stack::walk_chain(fp, sp, hi, frames, c);
+        let records = &mut (*t).chain_records;
+        let (n, full, h, kept) = stack::walk_chain(fp, sp, hi, frames, records);
         if full {
             coord::TRUNCATED_STACKS.fetch_add(1, Ordering::Relaxed);
         }
@@ -309,9 +311,10 @@ unsafe fn capture_walk(
             }
             id
         };
+        let chains = &mut (*t).chains[set];
         match id {
-            Some(id) if kept => c.id = id,
-            _ => c.fp0 = 0,
+            Some(id) if kept => chains.keep(w, fp, hi, &(&(*t).chain_records)[..n], id),
+            _ => chains.forget(w),
         }
         id
     }

@@ -124,8 +124,15 @@ pub fn walk_from(
     (n, true, hash_finish(h, n))
 }
 
-/// Frame records a [`Chain`] holds at most; deeper stacks are walked.
+/// Frame records a [`Chain`] holds in itself, next to its header: most
+/// chains are this short, and their check reads one chain's bytes only.
 pub const CHAIN_FRAMES: usize = 32;
+/// Records beyond a chain's first `CHAIN_FRAMES` that one [`ChainSet`]
+/// holds, shared by its ways: a set can keep a chain as deep as the default
+/// `LINEPROF_DEPTH`.
+pub const SET_TAIL_RECORDS: usize = 256 - CHAIN_FRAMES;
+/// The deepest chain a set keeps.
+pub const MAX_CHAIN: usize = CHAIN_FRAMES + SET_TAIL_RECORDS;
 
 /// A frame-pointer chain walked before, kept so that the next walk from the
 /// same frame can check it instead of following it: the check's loads
@@ -142,29 +149,120 @@ pub struct Chain {
     pub len: u32,
     /// What the caller interned the stack as.
     pub id: u32,
-    /// `(saved frame pointer, return address)` of each record, innermost
-    /// first. Record 0 lies at `fp0`, record `k` at `records[k - 1][0]`.
+    /// Records past the first `CHAIN_FRAMES`: where they lie in the set's
+    /// `tail`, and how many from there this way owns (no two ways'
+    /// regions overlap).
+    pub tail_off: u32,
+    pub tail_cap: u32,
+    /// `(saved frame pointer, return address)` of the first records,
+    /// innermost first. Record 0 lies at `fp0`, record `k` at the saved
+    /// frame pointer of record `k - 1`.
     pub records: [[u64; 2]; CHAIN_FRAMES],
 }
 
-/// Whether the frame-pointer chain from `fp0` is exactly `c`'s, so that a
-/// walk from `fp0` would write `c`'s return addresses and stop where `c`
-/// stops: every record is read and compared with `c`'s.
-///
-/// The walk `c` came from ended because a saved frame pointer did not grow
-/// (`walk_chain` keeps no chain that ended otherwise), which depends only
-/// on the compared values; it checked each record against the bounds
-/// `[fp0, c.hi - 16]`, aligned, which depend only on `fp0` and `c.hi`.
+/// The chains kept for one set of first frames, and the deep chains' tails.
+#[repr(C)]
+pub struct ChainSet {
+    pub ways: [Chain; crate::thread::CHAIN_WAYS],
+    /// Where the next tail region is cut from `tail`.
+    next: u32,
+    tail: [[u64; 2]; SET_TAIL_RECORDS],
+}
+
+impl ChainSet {
+    /// Way `w`'s chain is now the one whose records are `records` (at most
+    /// `MAX_CHAIN`), walked from `fp0` under stack top `hi`, interned as
+    /// `id`. A tail longer than the way's region takes a new region from
+    /// `next` (wrapping to the start), and the ways whose tails it overlaps
+    /// are emptied.
+    pub fn keep(&mut self, w: usize, fp0: usize, hi: usize, records: &[[u64; 2]], id: u32) {
+        if w >= self.ways.len() || records.len() > MAX_CHAIN {
+            return;
+        }
+        let (head, tail) = records.split_at(records.len().min(CHAIN_FRAMES));
+        let n = tail.len() as u32;
+        if n > self.ways[w].tail_cap {
+            if self.next + n > SET_TAIL_RECORDS as u32 {
+                self.next = 0;
+            }
+            let (lo, end) = (self.next, self.next + n);
+            for (i, c) in self.ways.iter_mut().enumerate() {
+                if i != w && c.tail_off < end && lo < c.tail_off + c.tail_cap {
+                    c.fp0 = 0;
+                    c.tail_cap = 0;
+                }
+            }
+            self.ways[w].tail_off = lo;
+            self.ways[w].tail_cap = n;
+            self.next = end;
+        }
+        let c = &mut self.ways[w];
+        let off = c.tail_off as usize;
+        self.tail[off..off + tail.len()].copy_from_slice(tail);
+        c.records[..head.len()].copy_from_slice(head);
+        c.fp0 = fp0;
+        c.hi = hi;
+        c.len = records.len() as u32;
+        c.id = id;
+    }
+
+    /// Empties way `w` (its tail region stays its own).
+    pub fn forget(&mut self, w: usize) {
+        if let Some(c) = self.ways.get_mut(w) {
+            c.fp0 = 0;
+        }
+    }
+
+    /// Whether the frame-pointer chain from `fp0` is exactly way `w`'s, so
+    /// that a walk from `fp0` would write its return addresses and stop
+    /// where it stops: every record is read and compared with the kept one.
+    ///
+    /// The walk the chain came from ended because a saved frame pointer did
+    /// not grow (`walk_chain` keeps no chain that ended otherwise), which
+    /// depends only on the compared values; it checked each record against
+    /// the bounds `[fp0, hi - 16]`, aligned, which depend only on `fp0` and
+    /// the kept `hi`.
+    ///
+    /// # Safety
+    /// The set was filled only by `keep` with `walk_chain`'s records (or is
+    /// all zero), `w < CHAIN_WAYS`, `fp0 >= lo`, and `lo..hi` is readable
+    /// stack memory of this thread.
+    #[inline(always)]
+    pub unsafe fn matches(&self, w: usize, fp0: usize, lo: usize, hi: usize) -> bool {
+        // SAFETY: `w < CHAIN_WAYS` (the contract).
+        let c = unsafe { self.ways.get_unchecked(w) };
+        if c.fp0 != fp0 || c.hi != hi || fp0 < lo {
+            return false;
+        }
+        let n = c.len as usize;
+        if n <= CHAIN_FRAMES {
+            // SAFETY: `n <= CHAIN_FRAMES`; per the contract, the records
+            // were read by `walk_chain` from `fp0` under the same `hi`.
+            return unsafe { records_match(c.records.get_unchecked(..n), fp0).0 };
+        }
+        // SAFETY: as above, for the first records and then the tail, which
+        // `keep` cut where it fits (`tail_off + n - CHAIN_FRAMES <=
+        // SET_TAIL_RECORDS`) and which continues from the first records'
+        // last saved frame pointer.
+        unsafe {
+            let (same, at) = records_match(&c.records, fp0);
+            let off = c.tail_off as usize;
+            let tail = self.tail.get_unchecked(off..off + n - CHAIN_FRAMES);
+            same & records_match(tail, at).0
+        }
+    }
+}
+
+/// Whether the records from `fp0` on the stack are `records`, and the
+/// saved frame pointer of the last one (where a chain's next records lie).
 ///
 /// # Safety
-/// `c` was filled by `walk_chain` (or is all zero), `fp0 >= lo`, and
-/// `lo..hi` is readable stack memory of this thread.
+/// `records` were read by `walk_chain` from `fp0` under the current stack
+/// top: each saved frame pointer in them was found aligned, above the
+/// previous record and at most `hi - 16`, so the 16 bytes at each record's
+/// address lie in this thread's readable stack.
 #[inline(always)]
-pub unsafe fn chain_matches(c: &Chain, fp0: usize, lo: usize, hi: usize) -> bool {
-    if c.fp0 != fp0 || c.hi != hi || fp0 < lo {
-        return false;
-    }
-    let n = (c.len as usize).min(CHAIN_FRAMES);
+unsafe fn records_match(records: &[[u64; 2]], fp0: usize) -> (bool, usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{
@@ -173,51 +271,47 @@ pub unsafe fn chain_matches(c: &Chain, fp0: usize, lo: usize, hi: usize) -> bool
         };
         let mut at = fp0;
         // SAFETY: SSE2 is part of x86-64. `at` is `fp0` or a saved frame
-        // pointer `walk_chain` read under the same `hi` and found aligned,
-        // above the previous record and at most `hi - 16`: the 16 bytes at
-        // `at` lie in `lo..hi`. `r` is 16 bytes of `c`.
+        // pointer of the kept records: the 16 bytes at `at` lie in the
+        // stack (the contract). `r` is 16 bytes of the kept records.
         unsafe {
             let mut diff = _mm_setzero_si128();
-            for r in &c.records[..n] {
+            for r in records {
                 let stack = _mm_loadu_si128(at as *const __m128i);
                 let kept = _mm_loadu_si128(r.as_ptr() as *const __m128i);
                 diff = _mm_or_si128(diff, _mm_xor_si128(stack, kept));
                 at = r[0] as usize;
             }
-            _mm_movemask_epi8(_mm_cmpeq_epi8(diff, _mm_setzero_si128())) == 0xffff
+            let same = _mm_movemask_epi8(_mm_cmpeq_epi8(diff, _mm_setzero_si128())) == 0xffff;
+            (same, at)
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let mut at = fp0;
         let mut diff = 0u64;
-        for r in &c.records[..n] {
-            // SAFETY: `at` is `fp0` or a saved frame pointer `walk_chain`
-            // read under the same `hi` and found aligned, above the
-            // previous record and at most `hi - 16`: the 16 bytes at `at`
-            // lie in `lo..hi`.
+        for r in records {
+            // SAFETY: as above.
             let (next, ret) = unsafe { (*(at as *const u64), *((at + 8) as *const u64)) };
             diff |= (next ^ r[0]) | (ret ^ r[1]);
             at = r[0] as usize;
         }
-        diff == 0
+        (diff == 0, at)
     }
 }
 
-/// `walk` that also keeps the chain in `c` for `chain_matches`, when it is
-/// short enough and ends with a saved frame pointer that does not grow.
-/// Returns what `walk` returns and whether `c` now holds the chain (its
-/// `id` is the caller's to set).
+/// `walk` that also writes each record it reads into `records[k]` (while
+/// there is room), for `ChainSet::keep`. Returns what `walk` returns and
+/// whether the chain can be kept: it ended with a saved frame pointer that
+/// does not grow, and all its records fit in `records`.
 #[inline]
 pub fn walk_chain(
     fp0: usize,
     lo: usize,
     hi: usize,
     out: &mut [u64],
-    c: &mut Chain,
+    records: &mut [[u64; 2]],
 ) -> (usize, bool, u64, bool) {
     use crate::stacks::{hash_finish, hash_step, HASH_SEED};
-    c.fp0 = 0;
     let mut fp = fp0;
     let mut h = HASH_SEED;
     let mut n = 0;
@@ -231,19 +325,13 @@ pub fn walk_chain(
             return (n, false, hash_finish(h, n), false);
         }
         out[n] = ret as u64;
-        if let Some(r) = c.records.get_mut(n) {
+        if let Some(r) = records.get_mut(n) {
             *r = [next as u64, ret as u64];
         }
         h = hash_step(h, ret as u64);
         n += 1;
         if next <= fp {
-            let kept = n <= CHAIN_FRAMES;
-            if kept {
-                c.fp0 = fp0;
-                c.hi = hi;
-                c.len = n as u32;
-            }
-            return (n, false, hash_finish(h, n), kept);
+            return (n, false, hash_finish(h, n), n <= records.len());
         }
         fp = next;
     }
@@ -378,6 +466,13 @@ mod tests {
         assert_eq!(&addrs[1..3], &[at(4) as u64, at(8) as u64]);
     }
 
+    /// A zeroed set (all ways empty).
+    fn empty_set() -> Box<ChainSet> {
+        // SAFETY: all-zero is a valid `ChainSet` (integers only); boxed
+        // zeroed, it never sits on the test thread's stack.
+        unsafe { Box::new_zeroed().assume_init() }
+    }
+
     #[test]
     fn a_kept_chain_matches_only_the_same_records_under_the_same_top() {
         let mut mem = [0usize; 16];
@@ -391,31 +486,97 @@ mod tests {
         mem[11] = 0x3333;
         let hi = base + mem.len() * 8;
         let mut out = [0u64; 8];
-        // SAFETY: zero is a valid `Chain`.
-        let mut c: Chain = unsafe { std::mem::zeroed() };
-        let (n, full, h, kept) = walk_chain(at(2), base, hi, &mut out, &mut c);
+        let mut records = [[0u64; 2]; 8];
+        let mut set = empty_set();
+        let (n, full, h, kept) = walk_chain(at(2), base, hi, &mut out, &mut records);
         assert_eq!((n, full, kept), (3, false, true));
         assert_eq!(h, crate::stacks::hash(&out[..3]));
-        let matches = |c: &Chain, mem: &[usize; 16], fp: usize, hi: usize| {
+        set.keep(0, at(2), hi, &records[..n], 7);
+        let matches = |set: &ChainSet, mem: &[usize; 16], fp: usize, hi: usize| {
             std::hint::black_box(mem);
             // SAFETY: `mem` is readable for its whole length.
-            unsafe { chain_matches(c, fp, base, hi) }
+            unsafe { set.matches(0, fp, base, hi) }
         };
-        assert!(matches(&c, &mem, at(2), hi));
-        assert!(!matches(&c, &mem, at(6), hi), "another first frame");
-        assert!(!matches(&c, &mem, at(2), hi - 8), "another stack top");
+        assert!(matches(&set, &mem, at(2), hi));
+        assert_eq!(set.ways[0].id, 7);
+        assert!(!matches(&set, &mem, at(6), hi), "another first frame");
+        assert!(!matches(&set, &mem, at(2), hi - 8), "another stack top");
         for i in [2, 3, 6, 7, 10, 11] {
             let was = mem[i];
             mem[i] ^= 0x10;
-            assert!(!matches(&c, &mem, at(2), hi), "word {i} changed");
+            assert!(!matches(&set, &mem, at(2), hi), "word {i} changed");
             mem[i] = was;
         }
-        assert!(matches(&c, &mem, at(2), hi));
+        assert!(matches(&set, &mem, at(2), hi));
         // A chain that ends out of bounds is not kept.
         mem[10] = hi + 64;
-        let (n, _, _, kept) = walk_chain(at(2), base, hi, &mut out, &mut c);
+        let (n, _, _, kept) = walk_chain(at(2), base, hi, &mut out, &mut records);
         assert_eq!((n, kept), (3, false));
-        assert!(!matches(&c, &mem, at(2), hi));
+        set.forget(0);
+        assert!(!matches(&set, &mem, at(2), hi));
+    }
+
+    /// A hand-made stack of `depth` frame records, 16 bytes apart, with
+    /// return addresses `tag + k`; returns the first record's address.
+    fn deep_stack(mem: &mut [usize], depth: usize, tag: usize) -> usize {
+        let base = mem.as_ptr() as usize;
+        for k in 0..depth {
+            mem[2 * k] = if k + 1 < depth {
+                base + 16 * (k + 1)
+            } else {
+                0
+            };
+            mem[2 * k + 1] = tag + k;
+        }
+        base
+    }
+
+    #[test]
+    fn deep_chains_are_kept_whole_and_checked_to_their_last_record() {
+        let mut set = empty_set();
+        let mut out = vec![0u64; 300];
+        let mut records = vec![[0u64; 2]; MAX_CHAIN];
+        let mut stacks: Vec<Vec<usize>> = (0..4).map(|_| vec![0usize; 2 * 256 + 2]).collect();
+        let depths = [100, 40, 200, 10];
+        let mut fps = Vec::new();
+        for (w, (mem, depth)) in stacks.iter_mut().zip(depths).enumerate() {
+            let fp = deep_stack(mem, depth, 0x10_0000 * (w + 1));
+            let hi = fp + mem.len() * 8;
+            let (n, full, _, kept) = walk_chain(fp, fp, hi, &mut out, &mut records);
+            assert_eq!((n, full, kept), (depth, false, true), "depth {depth}");
+            set.keep(w, fp, hi, &records[..n], w as u32);
+            fps.push((fp, hi));
+        }
+        let check = |set: &ChainSet, stacks: &[Vec<usize>], w: usize| {
+            std::hint::black_box(stacks);
+            let (fp, hi) = fps[w];
+            // SAFETY: each stack is readable for its whole length.
+            unsafe { set.matches(w, fp, fp, hi) }
+        };
+        // The 100- and 40-frame tails fit; the 200-frame one wrapped to the
+        // start of the tails and emptied both; the 10-frame one needs none.
+        assert_eq!(
+            (0..4).map(|w| check(&set, &stacks, w)).collect::<Vec<_>>(),
+            [false, false, true, true]
+        );
+        // The deepest record counts: a change there is no match.
+        stacks[2][2 * 199 + 1] ^= 1;
+        assert!(!check(&set, &stacks, 2));
+        stacks[2][2 * 199 + 1] ^= 1;
+        assert!(check(&set, &stacks, 2));
+        // A way that keeps a chain no longer than its region stays there,
+        // and its neighbours keep theirs.
+        let (fp, hi) = fps[2];
+        stacks[2][2 * 150 + 1] = 0xdead;
+        let (n, _, _, _) = walk_chain(fp, fp, hi, &mut out, &mut records);
+        set.keep(2, fp, hi, &records[..n], 9);
+        assert!(check(&set, &stacks, 2) && check(&set, &stacks, 3));
+        assert_eq!(set.ways[2].id, 9);
+        // A stack deeper than a set holds is walked, not kept.
+        let mut mem = vec![0usize; 2 * 300];
+        let fp = deep_stack(&mut mem, 300, 0x50_0000);
+        let (n, full, _, kept) = walk_chain(fp, fp, fp + mem.len() * 8, &mut out, &mut records);
+        assert_eq!((n, full, kept), (300, false, false));
     }
 
     #[test]

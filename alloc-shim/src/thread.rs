@@ -60,7 +60,9 @@ pub struct ThreadState {
     /// Recently walked frame-pointer chains, in sets picked by their first
     /// frame's address and the event kind (`chain_set`): several call
     /// paths reach an allocation at one stack depth.
-    pub chains: [[crate::stack::Chain; CHAIN_WAYS]; CHAIN_SETS],
+    pub chains: [crate::stack::ChainSet; CHAIN_SETS],
+    /// The records of the chain being walked, before `ChainSet::keep`.
+    pub chain_records: [[u64; 2]; crate::stack::MAX_CHAIN],
     /// Per set, which way to try first (`ChainOrder`).
     pub chain_order: [ChainOrder; CHAIN_SETS],
     /// Frames of the CPU signal handler, apart from `frames`, which the
