@@ -623,6 +623,37 @@ def bench_micro(args, work):
         table(rows, ["part", "ns/event", "frames"])
 
 
+def bench_deep(args, work):
+    """Allocation + free at several stack depths, System against exact."""
+    tmp = os.path.join(work, "deep")
+    os.makedirs(tmp)
+    env0 = base_env()
+    exact = {"LINEPROF_HZ": "0", "LINEPROF_OUT": f"{tmp}/deep.lprof"}
+    iters = 2_000_000
+    depths = [5, 20, 30, 60, 120, 240]
+    cases = [("System", "system", {}), ("lineprof exact", "tracking", exact)]
+    ns = {(d, c[0]): [] for d in depths for c in cases}
+    for _ in range(args.rounds):
+        for d in depths:
+            for name, build, extra in cases:
+                clean(tmp)
+                _, _, _, out = run([binary(build, "deep"), str(iters), str(d)],
+                                   dict(env0, **extra), tmp)
+                ns[(d, name)].append(float(out.split("ns_per_pair=")[1].split()[0]))
+    clean(tmp)
+    print()
+    print(f"Deep stacks: Box::new + drop of 64 bytes under a recursion of real calls "
+          f"(main, std's start and the allocator add about 10 frames), {iters} iterations, "
+          f"{args.rounds} alternated rounds, medians of wall time per pair")
+    rows = []
+    for d in depths:
+        s_, e = (statistics.median(ns[(d, c[0])]) for c in cases)
+        rows.append([f"{d}", f"~{d + 10}", f"{s_:.1f} ns", f"{e:.1f} ns", f"{e - s_:+.1f} ns",
+                     f"{(e - s_) / 2 / (d + 10):.2f} ns"])
+    table(rows, ["recursion", "frames", "System", "exact", "above System",
+                 "per event and frame"])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=7)
@@ -634,9 +665,10 @@ def main():
     p.add_argument("--report-records", type=int, default=800000,
                    help="records of the big stream profile `lineprof report` is "
                         "timed on (0: skip)")
-    p.add_argument("--only", choices=["all", "report", "suite"], default="all",
+    p.add_argument("--only", choices=["all", "report", "suite", "deep"], default="all",
                    help="report: only the big-profile report timing; suite: only "
-                        "the short threads and the registry crate's test suite")
+                        "the short threads and the registry crate's test suite; "
+                        "deep: only the deep-stack rows")
     args = p.parse_args()
     if not args.no_build:
         build_all()
@@ -648,10 +680,12 @@ def main():
             bench_workload(args, work)
             bench_aggregate(args, work)
             bench_micro(args, work)
+        if args.only in ("all", "deep"):
+            bench_deep(args, work)
         if args.only in ("all", "suite"):
             bench_threads(args, work)
             bench_suite(args, work)
-        if args.only != "suite" and args.report_records > 0:
+        if args.only in ("all", "report") and args.report_records > 0:
             bench_report(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)

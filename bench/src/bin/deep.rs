@@ -1,0 +1,39 @@
+//! Deep stacks: the cost of one allocation + free of a 64-byte object at a
+//! chosen stack depth (a recursion of real calls), as in an async runtime,
+//! a recursive-descent parser or a test harness. Prints nanoseconds per
+//! pair; the runner subtracts the System figure from the Tracking one.
+//!
+//! Usage: `deep ITERATIONS DEPTH` (the recursion's calls; main and std's
+//! start add about eight frames).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+#[inline(never)]
+fn leaf(iters: u64) -> u64 {
+    let mut acc = 0u64;
+    for i in 0..iters {
+        let b = black_box(Box::new([i; 8])); // 64 bytes, freed at once
+        acc = acc.wrapping_add(b[3]);
+    }
+    acc
+}
+
+#[inline(never)]
+fn down(depth: u32, iters: u64) -> u64 {
+    if depth == 0 {
+        return leaf(iters);
+    }
+    black_box(down(black_box(depth - 1), iters)).wrapping_add(1)
+}
+
+fn main() {
+    let _profiler = lineprof_bench::start_profiler();
+    let mut args = std::env::args().skip(1);
+    let iters: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
+    let depth: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(30);
+    let start = Instant::now();
+    let acc = down(depth, iters);
+    let ns = start.elapsed().as_nanos() as f64 / iters as f64;
+    println!("{} depth={depth} ns_per_pair={ns:.1} acc={acc}", lineprof_bench::VARIANT);
+}
