@@ -176,7 +176,8 @@ fn recursion_counts_each_event_once_per_line() {
 
 /// Stacks of 60+ frames whose chains are kept and checked (session 5): two
 /// callers reach the recursion at the same stack addresses, and their
-/// stacks differ only past the 60th record. A check that stopped short of
+/// stacks differ only in their outermost records (past the 60th for the
+/// innermost allocations). A check that stopped short of
 /// the last record would give caller b's events caller a's stack.
 #[test]
 fn deep_stacks_that_differ_only_in_their_outer_frames_keep_apart() {

@@ -47,10 +47,12 @@ pub fn run(part: usize, iters: u64) -> Option<(f64, usize)> {
         let hi = (*t).stack_hi;
         let mut frames = [0u64; 64];
         let mut records = [[0u64; 2]; 64];
-        let (n, _, h, _) = stack::walk_chain(fp, sp, hi, &mut frames, &mut records);
+        let (n, _, h, kept) = stack::walk_chain(fp, sp, hi, &mut frames, &mut records);
         let id = stacks::intern_hashed(&frames[..n], h)?;
         let mut chains: stack::ChainSet = std::mem::zeroed();
-        chains.keep(0, fp, hi, &records[..n], id);
+        if kept {
+            chains.keep(0, fp, hi, &records[..n], id);
+        }
         let start = Instant::now();
         let mut acc = 0u64;
         match part {

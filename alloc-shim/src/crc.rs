@@ -35,7 +35,7 @@ fn has_sse42() -> bool {
 
 /// Below this length the three lanes' combination is not worth it.
 #[cfg(target_arch = "x86_64")]
-const THREE_LANES_MIN: usize = 3 * 1024;
+const THREE_LANES_MIN: usize = 16 * 1024;
 
 /// The CRC register (not inverted) after `data`, starting from `crc`.
 #[cfg(target_arch = "x86_64")]
@@ -89,7 +89,7 @@ unsafe fn crc32c_hw(data: &[u8]) -> u32 {
 /// `a * b` modulo the polynomial, in the reflected representation (bit 31
 /// is x^0), as zlib's `multmodp`.
 #[cfg(target_arch = "x86_64")]
-fn mul(a: u32, mut b: u32) -> u32 {
+const fn mul(a: u32, mut b: u32) -> u32 {
     let mut m = 1u32 << 31;
     let mut p = 0;
     while m != 0 {
@@ -102,20 +102,33 @@ fn mul(a: u32, mut b: u32) -> u32 {
     p
 }
 
+/// `ZEROS[k]` = x^(8 * 2^k) modulo the polynomial: multiplying a CRC
+/// register by it is feeding it 2^k zero bytes.
+#[cfg(target_arch = "x86_64")]
+const ZEROS: [u32; 32] = {
+    let mut t = [0u32; 32];
+    t[0] = 1 << 23; // x^8
+    let mut k = 1;
+    while k < 32 {
+        t[k] = mul(t[k - 1], t[k - 1]);
+        k += 1;
+    }
+    t
+};
+
 /// x^(8 * bytes) modulo the polynomial: multiplying a CRC register by it is
-/// feeding it `bytes` zero bytes.
+/// feeding it `bytes` zero bytes. One product per set bit of `bytes`.
 #[cfg(target_arch = "x86_64")]
 fn shift_operator(bytes: usize) -> u32 {
-    // x^(2^k) for k = 3 (one byte) upwards, by squaring.
-    let mut square = 1u32 << 23; // x^8
     let mut p = 1u32 << 31; // x^0
+    let mut k = 0;
     let mut n = bytes;
-    while n != 0 {
+    while n != 0 && k < ZEROS.len() {
         if n & 1 != 0 {
-            p = mul(square, p);
+            p = mul(ZEROS[k], p);
         }
-        square = mul(square, square);
         n >>= 1;
+        k += 1;
     }
     p
 }

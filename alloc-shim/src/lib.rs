@@ -273,7 +273,7 @@ unsafe fn capture(t: *mut thread::ThreadState, kind: u8, size: usize) -> Option<
 }
 
 /// `capture` when the chain is none of the kept ones: a walk that keeps it
-/// in `c`.
+/// in way `w` of set `set`.
 ///
 /// # Safety
 /// As for `capture`; `set` and `w` pick one of `t`'s chains.

@@ -173,11 +173,16 @@ impl ChainSet {
     /// Way `w`'s chain is now the one whose records are `records` (at most
     /// `MAX_CHAIN`), walked from `fp0` under stack top `hi`, interned as
     /// `id`. A tail longer than the way's region takes a new region from
-    /// `next` (wrapping to the start), and the ways whose tails it overlaps
-    /// are emptied.
+    /// `next` (wrapping to the start), and the ways whose regions it
+    /// overlaps lose them (and their chains, if deeper than the first
+    /// records). So every way keeps `len <= CHAIN_FRAMES + tail_cap`, its
+    /// region inside `tail`, and no two ways' regions overlap.
     pub fn keep(&mut self, w: usize, fp0: usize, hi: usize, records: &[[u64; 2]], id: u32) {
-        if w >= self.ways.len() || records.len() > MAX_CHAIN {
+        if w >= self.ways.len() {
             return;
+        }
+        if records.len() > MAX_CHAIN {
+            return self.forget(w);
         }
         let (head, tail) = records.split_at(records.len().min(CHAIN_FRAMES));
         let n = tail.len() as u32;
@@ -187,8 +192,13 @@ impl ChainSet {
             }
             let (lo, end) = (self.next, self.next + n);
             for (i, c) in self.ways.iter_mut().enumerate() {
-                if i != w && c.tail_off < end && lo < c.tail_off + c.tail_cap {
-                    c.fp0 = 0;
+                if i != w && c.tail_cap != 0 && c.tail_off < end && lo < c.tail_off + c.tail_cap {
+                    // Its region is cut away: a chain that used it is gone,
+                    // a short one stays.
+                    if c.len as usize > CHAIN_FRAMES {
+                        c.fp0 = 0;
+                        c.len = 0;
+                    }
                     c.tail_cap = 0;
                 }
             }
@@ -539,44 +549,74 @@ mod tests {
         let mut stacks: Vec<Vec<usize>> = (0..4).map(|_| vec![0usize; 2 * 256 + 2]).collect();
         let depths = [100, 40, 200, 10];
         let mut fps = Vec::new();
-        for (w, (mem, depth)) in stacks.iter_mut().zip(depths).enumerate() {
-            let fp = deep_stack(mem, depth, 0x10_0000 * (w + 1));
-            let hi = fp + mem.len() * 8;
-            let (n, full, _, kept) = walk_chain(fp, fp, hi, &mut out, &mut records);
-            assert_eq!((n, full, kept), (depth, false, true), "depth {depth}");
-            set.keep(w, fp, hi, &records[..n], w as u32);
-            fps.push((fp, hi));
-        }
-        let check = |set: &ChainSet, stacks: &[Vec<usize>], w: usize| {
+        let check = |set: &ChainSet, stacks: &[Vec<usize>], fps: &[(usize, usize)], w: usize| {
             std::hint::black_box(stacks);
             let (fp, hi) = fps[w];
             // SAFETY: each stack is readable for its whole length.
             unsafe { set.matches(w, fp, fp, hi) }
         };
-        // The 100- and 40-frame tails fit; the 200-frame one wrapped to the
-        // start of the tails and emptied both; the 10-frame one needs none.
+        for (w, depth) in depths.into_iter().enumerate() {
+            let fp = deep_stack(&mut stacks[w], depth, 0x10_0000 * (w + 1));
+            let hi = fp + stacks[w].len() * 8;
+            let (n, full, _, kept) = walk_chain(fp, fp, hi, &mut out, &mut records);
+            assert_eq!((n, full, kept), (depth, false, true), "depth {depth}");
+            set.keep(w, fp, hi, &records[..n], w as u32);
+            fps.push((fp, hi));
+            if w == 1 {
+                // Both tails fit side by side (way 1's from record 68).
+                assert_eq!((set.ways[0].tail_off, set.ways[1].tail_off), (0, 68));
+                assert!(check(&set, &stacks, &fps, 0) && check(&set, &stacks, &fps, 1));
+            }
+        }
+        // The 200-frame tail wrapped to the start of the tails and emptied
+        // both ways whose regions it took; the 10-frame chain needs none.
+        assert_eq!(set.ways[2].tail_off, 0);
+        assert_eq!((set.ways[0].fp0, set.ways[1].fp0), (0, 0));
         assert_eq!(
-            (0..4).map(|w| check(&set, &stacks, w)).collect::<Vec<_>>(),
+            (0..4)
+                .map(|w| check(&set, &stacks, &fps, w))
+                .collect::<Vec<_>>(),
             [false, false, true, true]
         );
         // The deepest record counts: a change there is no match.
         stacks[2][2 * 199 + 1] ^= 1;
-        assert!(!check(&set, &stacks, 2));
+        assert!(!check(&set, &stacks, &fps, 2));
         stacks[2][2 * 199 + 1] ^= 1;
-        assert!(check(&set, &stacks, 2));
-        // A way that keeps a chain no longer than its region stays there,
-        // and its neighbours keep theirs.
+        assert!(check(&set, &stacks, &fps, 2));
+        // A way that keeps a chain no longer than its region keeps it in
+        // place, and its neighbours keep theirs.
         let (fp, hi) = fps[2];
         stacks[2][2 * 150 + 1] = 0xdead;
         let (n, _, _, _) = walk_chain(fp, fp, hi, &mut out, &mut records);
+        let next = set.next;
         set.keep(2, fp, hi, &records[..n], 9);
-        assert!(check(&set, &stacks, 2) && check(&set, &stacks, 3));
+        assert_eq!((set.ways[2].tail_off, set.next), (0, next));
+        assert!(check(&set, &stacks, &fps, 2) && check(&set, &stacks, &fps, 3));
         assert_eq!(set.ways[2].id, 9);
-        // A stack deeper than a set holds is walked, not kept.
-        let mut mem = vec![0usize; 2 * 300];
-        let fp = deep_stack(&mut mem, 300, 0x50_0000);
-        let (n, full, _, kept) = walk_chain(fp, fp, fp + mem.len() * 8, &mut out, &mut records);
-        assert_eq!((n, full, kept), (300, false, false));
+        // At the edges: 32 records need no tail, 33 and 256 do, 257 are
+        // walked, not kept.
+        for (depth, kept_expected) in [(32, true), (33, true), (256, true), (257, false)] {
+            let mut mem = vec![0usize; 2 * depth];
+            let fp = deep_stack(&mut mem, depth, 0x50_0000);
+            let hi = fp + mem.len() * 8;
+            let (n, full, _, kept) = walk_chain(fp, fp, hi, &mut out, &mut records);
+            assert_eq!(
+                (n, full, kept),
+                (depth, false, kept_expected),
+                "depth {depth}"
+            );
+            if kept {
+                let mut set = empty_set();
+                set.keep(5, fp, hi, &records[..n], 1);
+                std::hint::black_box(&mem);
+                // SAFETY: `mem` is readable for its whole length.
+                assert!(unsafe { set.matches(5, fp, fp, hi) }, "depth {depth}");
+                assert_eq!(
+                    set.ways[5].tail_cap as usize,
+                    depth.saturating_sub(CHAIN_FRAMES)
+                );
+            }
+        }
     }
 
     #[test]
