@@ -118,7 +118,9 @@ int main(int argc, char **argv) {
           a.sample_regs_user = 1 << 6 | 1 << 7 | 1 << 8; /* bp, sp, ip */
           a.sample_stack_user = 2048;
           a.exclude_callchain_kernel = 1;
-          a.wakeup_events = 16;
+          /* ring: as lineprof's O_ASYNC event; ringquiet: no wakeup
+           * (an irq_work self-IPI) ever */
+          a.wakeup_events = m == 7 ? 16 : 1 << 30;
         }
         pfd = syscall(SYS_perf_event_open, &a, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
         if (pfd < 0) { perror("perf_event_open"); return 1; }
@@ -150,7 +152,8 @@ int main(int argc, char **argv) {
         if (d > lo && d < hi) gaps += d;
         else if (d >= hi) away += d;
         last = t;
-        if (quiet && ring->data_head != ring->data_tail) drain();
+        if (quiet && __atomic_load_n(&ring->data_head, __ATOMIC_ACQUIRE) != ring->data_tail)
+          drain();
       }
       double run = (double)(last - start - away);
       stolen[m][r] = gaps / run * 100;

@@ -3,8 +3,8 @@
 //! a recursive-descent parser or a test harness. Prints nanoseconds per
 //! pair; the runner subtracts the System figure from the Tracking one.
 //!
-//! Usage: `deep ITERATIONS DEPTH` (the recursion's calls; main and std's
-//! start add about eight frames).
+//! Usage: `deep ITERATIONS DEPTH` (the recursion's calls; main, std's
+//! start and the allocator add about ten frames).
 
 use std::hint::black_box;
 use std::time::Instant;
