@@ -47,11 +47,12 @@ pub fn run(part: usize, iters: u64) -> Option<(f64, usize)> {
         let hi = (*t).stack_hi;
         let mut frames = [0u64; 64];
         let mut records = [[0u64; 2]; 64];
-        let (n, _, h, kept) = stack::walk_chain(fp, sp, hi, &mut frames, &mut records);
+        let (n, _, h, kept) = stack::walk_chain(fp, sp, hi, &mut frames, &mut records, &mut []);
         let id = stacks::intern_hashed(&frames[..n], h)?;
         let mut chains: stack::ChainSet = std::mem::zeroed();
+        let mut tail: stack::Tail = std::mem::zeroed();
         if kept {
-            chains.keep(0, fp, hi, &records[..n], id);
+            chains.keep(&mut tail, 0, fp, hi, &records[..n], id);
         }
         let start = Instant::now();
         let mut acc = 0u64;
@@ -68,7 +69,7 @@ pub fn run(part: usize, iters: u64) -> Option<(f64, usize)> {
             }
             1 => {
                 for _ in 0..iters {
-                    acc += black_box(&chains).matches(0, fp, sp, hi) as u64;
+                    acc += black_box(&mut chains).matches(&tail, 0, fp, sp, hi) as u64;
                 }
             }
             2 => {
@@ -78,8 +79,14 @@ pub fn run(part: usize, iters: u64) -> Option<(f64, usize)> {
             }
             3 => {
                 for _ in 0..iters {
-                    let (n, _, h, _) =
-                        stack::walk_chain(black_box(fp), sp, hi, &mut frames, &mut records);
+                    let (n, _, h, _) = stack::walk_chain(
+                        black_box(fp),
+                        sp,
+                        hi,
+                        &mut frames,
+                        &mut records,
+                        &mut [],
+                    );
                     acc = acc.wrapping_add(h ^ n as u64);
                 }
             }

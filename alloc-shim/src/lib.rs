@@ -252,17 +252,18 @@ unsafe fn capture(t: *mut thread::ThreadState, kind: u8, size: usize) -> Option<
         // frame: checked record by record, without walking.
         let set = thread::chain_set(fp, kind);
         let order = &mut (*t).chain_order[set];
-        let chains = &(*t).chains[set];
+        let chains = &mut (*t).chains[set];
+        let tail = &(*t).chain_tails[set];
         let first = order.predicted(size);
         // SAFETY: sets are only ever filled by `keep` with `walk_chain`'s
         // records; `sp..hi` is this thread's stack mapping.
-        if chains.matches(first, fp, sp, hi) {
+        if chains.matches(tail, first, fp, sp, hi) {
             order.came(first, size);
             return Some(chains.ways[first].id);
         }
         for w in 0..thread::CHAIN_WAYS {
             // SAFETY: as above.
-            if w != first && chains.matches(w, fp, sp, hi) {
+            if w != first && chains.matches(tail, w, fp, sp, hi) {
                 order.came(w, size);
                 return Some(chains.ways[w].id);
             }
@@ -290,8 +291,14 @@ unsafe fn capture_walk(
     unsafe {
         let depth = coord::DEPTH.load(Ordering::Relaxed);
         let frames = &mut (&mut (*t).frames)[..depth];
-        let records = &mut (*t).chain_records;
-        let (n, full, h, kept) = stack::walk_chain(fp, sp, hi, frames, records);
+        // The walk writes the chain's first records into way `w` itself
+        // (emptied: it is being replaced), the rest aside.
+        let chains = &mut (*t).chains[set];
+        let wanted = chains.records_wanted();
+        chains.forget(w);
+        let head = &mut chains.ways[w].records;
+        let tail = &mut (&mut (*t).chain_records)[..wanted - stack::CHAIN_FRAMES];
+        let (n, full, h, kept) = stack::walk_chain(fp, sp, hi, frames, head, tail);
         if full {
             coord::TRUNCATED_STACKS.fetch_add(1, Ordering::Relaxed);
         }
@@ -313,8 +320,17 @@ unsafe fn capture_walk(
         };
         let chains = &mut (*t).chains[set];
         match id {
-            Some(id) if kept => chains.keep(w, fp, hi, &(&(*t).chain_records)[..n], id),
-            _ => chains.forget(w),
+            Some(id) if kept => {
+                let tail = &mut (*t).chain_tails[set];
+                let walked = &(&(*t).chain_records)[..n.saturating_sub(stack::CHAIN_FRAMES)];
+                chains.keep_walked(tail, w, fp, hi, n, walked, id)
+            }
+            _ => {
+                if !full && wanted < n {
+                    chains.skipped(n);
+                }
+                chains.forget(w)
+            }
         }
         id
     }

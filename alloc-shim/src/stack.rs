@@ -166,10 +166,53 @@ pub struct ChainSet {
     pub ways: [Chain; crate::thread::CHAIN_WAYS],
     /// Where the next tail region is cut from `tail`.
     next: u32,
-    tail: [[u64; 2]; SET_TAIL_RECORDS],
+    /// Deep chains kept, and checks that matched one (halved together
+    /// from time to time): whether keeping them pays here.
+    deep_kept: u16,
+    deep_hits: u16,
+    /// Deep walks not kept since keeping stopped paying.
+    deep_skipped: u16,
 }
 
+/// The records of a set's deep chains past their first `CHAIN_FRAMES`,
+/// kept apart from the sets so that the sets' headers and first records
+/// stay as close together as before deep chains were kept.
+pub type Tail = [[u64; 2]; SET_TAIL_RECORDS];
+
+/// A deep chain costs its walk's stores and a copy (about a third of the
+/// walk) to keep; it pays when at least one in four is matched again.
+/// (A recursive-descent parser reaches one depth by ever new paths: none
+/// are; a recursion that repeats its path: nearly all.)
+const DEEP_PAYS_ONE_IN: u16 = 4;
+/// Kept deep chains before the rate counts.
+const DEEP_WARM_UP: u16 = 16;
+/// While keeping does not pay, one deep walk in this many is kept anyway,
+/// so that a change of the program's phase is seen.
+const DEEP_PROBE_EVERY: u16 = 64;
+
 impl ChainSet {
+    /// How many of a walk's records to keep (`CHAIN_FRAMES`, or `MAX_CHAIN`
+    /// while deep chains pay in this set): the walk stores no more.
+    #[inline(always)]
+    pub fn records_wanted(&self) -> usize {
+        let pays = self.deep_kept < DEEP_WARM_UP
+            || self.deep_hits.saturating_mul(DEEP_PAYS_ONE_IN) >= self.deep_kept;
+        if pays || self.deep_skipped % DEEP_PROBE_EVERY == DEEP_PROBE_EVERY - 1 {
+            MAX_CHAIN
+        } else {
+            CHAIN_FRAMES
+        }
+    }
+
+    /// A walk of `n` frames was not kept because only `CHAIN_FRAMES`
+    /// records were wanted.
+    #[inline]
+    pub fn skipped(&mut self, n: usize) {
+        if n > CHAIN_FRAMES {
+            self.deep_skipped = self.deep_skipped.wrapping_add(1);
+        }
+    }
+
     /// Way `w`'s chain is now the one whose records are `records` (at most
     /// `MAX_CHAIN`), walked from `fp0` under stack top `hi`, interned as
     /// `id`. A tail longer than the way's region takes a new region from
@@ -177,15 +220,49 @@ impl ChainSet {
     /// overlaps lose them (and their chains, if deeper than the first
     /// records). So every way keeps `len <= CHAIN_FRAMES + tail_cap`, its
     /// region inside `tail`, and no two ways' regions overlap.
-    pub fn keep(&mut self, w: usize, fp0: usize, hi: usize, records: &[[u64; 2]], id: u32) {
+    pub fn keep(
+        &mut self,
+        tail_records: &mut Tail,
+        w: usize,
+        fp0: usize,
+        hi: usize,
+        records: &[[u64; 2]],
+        id: u32,
+    ) {
+        let (head, tail) = records.split_at(records.len().min(CHAIN_FRAMES));
+        if let Some(c) = self.ways.get_mut(w) {
+            c.records[..head.len()].copy_from_slice(head);
+            self.keep_walked(tail_records, w, fp0, hi, records.len(), tail, id);
+        }
+    }
+
+    /// `keep` of a chain of `n` records whose first ones `walk_chain` wrote
+    /// into way `w`'s own records, the rest into `tail`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn keep_walked(
+        &mut self,
+        tail_records: &mut Tail,
+        w: usize,
+        fp0: usize,
+        hi: usize,
+        n_records: usize,
+        tail: &[[u64; 2]],
+        id: u32,
+    ) {
         if w >= self.ways.len() {
             return;
         }
-        if records.len() > MAX_CHAIN {
+        if n_records > MAX_CHAIN || tail.len() != n_records.saturating_sub(CHAIN_FRAMES) {
             return self.forget(w);
         }
-        let (head, tail) = records.split_at(records.len().min(CHAIN_FRAMES));
         let n = tail.len() as u32;
+        if n > 0 {
+            if self.deep_kept == u16::MAX {
+                self.deep_kept /= 2;
+                self.deep_hits /= 2;
+            }
+            self.deep_kept += 1;
+        }
         if n > self.ways[w].tail_cap {
             if self.next + n > SET_TAIL_RECORDS as u32 {
                 self.next = 0;
@@ -208,11 +285,10 @@ impl ChainSet {
         }
         let c = &mut self.ways[w];
         let off = c.tail_off as usize;
-        self.tail[off..off + tail.len()].copy_from_slice(tail);
-        c.records[..head.len()].copy_from_slice(head);
+        tail_records[off..off + tail.len()].copy_from_slice(tail);
         c.fp0 = fp0;
         c.hi = hi;
-        c.len = records.len() as u32;
+        c.len = n_records as u32;
         c.id = id;
     }
 
@@ -238,7 +314,14 @@ impl ChainSet {
     /// all zero), `w < CHAIN_WAYS`, `fp0 >= lo`, and `lo..hi` is readable
     /// stack memory of this thread.
     #[inline(always)]
-    pub unsafe fn matches(&self, w: usize, fp0: usize, lo: usize, hi: usize) -> bool {
+    pub unsafe fn matches(
+        &mut self,
+        tail_records: &Tail,
+        w: usize,
+        fp0: usize,
+        lo: usize,
+        hi: usize,
+    ) -> bool {
         // SAFETY: `w < CHAIN_WAYS` (the contract).
         let c = unsafe { self.ways.get_unchecked(w) };
         if c.fp0 != fp0 || c.hi != hi || fp0 < lo {
@@ -250,16 +333,27 @@ impl ChainSet {
             // were read by `walk_chain` from `fp0` under the same `hi`.
             return unsafe { records_match(c.records.get_unchecked(..n), fp0).0 };
         }
+        // A deep chain's check stops at its first differing block of
+        // records: the ways of one set often hold deep chains that share
+        // only their first records (the allocator's own frames), and the
+        // check of each would otherwise read them all.
         // SAFETY: as above, for the first records and then the tail, which
         // `keep` cut where it fits (`tail_off + n - CHAIN_FRAMES <=
         // SET_TAIL_RECORDS`) and which continues from the first records'
         // last saved frame pointer.
-        unsafe {
-            let (same, at) = records_match(&c.records, fp0);
+        let same = unsafe {
             let off = c.tail_off as usize;
-            let tail = self.tail.get_unchecked(off..off + n - CHAIN_FRAMES);
-            same & records_match(tail, at).0
-        }
+            let tail = tail_records.get_unchecked(off..off + n - CHAIN_FRAMES);
+            let mut blocks = c.records.chunks(8).chain(tail.chunks(16));
+            let (mut same, mut at) = (true, fp0);
+            while same {
+                let Some(block) = blocks.next() else { break };
+                (same, at) = records_match(block, at);
+            }
+            same
+        };
+        self.deep_hits = self.deep_hits.saturating_add(same as u16);
+        same
     }
 }
 
@@ -309,17 +403,19 @@ unsafe fn records_match(records: &[[u64; 2]], fp0: usize) -> (bool, usize) {
     }
 }
 
-/// `walk` that also writes each record it reads into `records[k]` (while
-/// there is room), for `ChainSet::keep`. Returns what `walk` returns and
+/// `walk` that also writes each record it reads, the first ones into
+/// `head[k]` and the next ones into `tail[k - head.len()]` (while there is
+/// room), for `ChainSet::keep_walked`. Returns what `walk` returns and
 /// whether the chain can be kept: it ended with a saved frame pointer that
-/// does not grow, and all its records fit in `records`.
+/// does not grow, and all its records fit.
 #[inline]
 pub fn walk_chain(
     fp0: usize,
     lo: usize,
     hi: usize,
     out: &mut [u64],
-    records: &mut [[u64; 2]],
+    head: &mut [[u64; 2]],
+    tail: &mut [[u64; 2]],
 ) -> (usize, bool, u64, bool) {
     use crate::stacks::{hash_finish, hash_step, HASH_SEED};
     let mut fp = fp0;
@@ -335,13 +431,15 @@ pub fn walk_chain(
             return (n, false, hash_finish(h, n), false);
         }
         out[n] = ret as u64;
-        if let Some(r) = records.get_mut(n) {
+        if let Some(r) = head.get_mut(n) {
+            *r = [next as u64, ret as u64];
+        } else if let Some(r) = tail.get_mut(n - head.len()) {
             *r = [next as u64, ret as u64];
         }
         h = hash_step(h, ret as u64);
         n += 1;
         if next <= fp {
-            return (n, false, hash_finish(h, n), n <= records.len());
+            return (n, false, hash_finish(h, n), n <= head.len() + tail.len());
         }
         fp = next;
     }
@@ -476,11 +574,16 @@ mod tests {
         assert_eq!(&addrs[1..3], &[at(4) as u64, at(8) as u64]);
     }
 
-    /// A zeroed set (all ways empty).
-    fn empty_set() -> Box<ChainSet> {
-        // SAFETY: all-zero is a valid `ChainSet` (integers only); boxed
-        // zeroed, it never sits on the test thread's stack.
-        unsafe { Box::new_zeroed().assume_init() }
+    /// A zeroed set (all ways empty) and its tail records.
+    fn empty_set() -> (Box<ChainSet>, Box<Tail>) {
+        // SAFETY: all-zero is a valid `ChainSet` and `Tail` (integers
+        // only); boxed zeroed, they never sit on the test thread's stack.
+        unsafe {
+            (
+                Box::new_zeroed().assume_init(),
+                Box::new_zeroed().assume_init(),
+            )
+        }
     }
 
     #[test]
@@ -497,33 +600,33 @@ mod tests {
         let hi = base + mem.len() * 8;
         let mut out = [0u64; 8];
         let mut records = [[0u64; 2]; 8];
-        let mut set = empty_set();
-        let (n, full, h, kept) = walk_chain(at(2), base, hi, &mut out, &mut records);
+        let (mut set, mut tail) = empty_set();
+        let (n, full, h, kept) = walk_chain(at(2), base, hi, &mut out, &mut records, &mut []);
         assert_eq!((n, full, kept), (3, false, true));
         assert_eq!(h, crate::stacks::hash(&out[..3]));
-        set.keep(0, at(2), hi, &records[..n], 7);
-        let matches = |set: &ChainSet, mem: &[usize; 16], fp: usize, hi: usize| {
+        set.keep(&mut tail, 0, at(2), hi, &records[..n], 7);
+        let matches = |set: &mut ChainSet, mem: &[usize; 16], fp: usize, hi: usize| {
             std::hint::black_box(mem);
             // SAFETY: `mem` is readable for its whole length.
-            unsafe { set.matches(0, fp, base, hi) }
+            unsafe { set.matches(&tail, 0, fp, base, hi) }
         };
-        assert!(matches(&set, &mem, at(2), hi));
+        assert!(matches(&mut set, &mem, at(2), hi));
         assert_eq!(set.ways[0].id, 7);
-        assert!(!matches(&set, &mem, at(6), hi), "another first frame");
-        assert!(!matches(&set, &mem, at(2), hi - 8), "another stack top");
+        assert!(!matches(&mut set, &mem, at(6), hi), "another first frame");
+        assert!(!matches(&mut set, &mem, at(2), hi - 8), "another stack top");
         for i in [2, 3, 6, 7, 10, 11] {
             let was = mem[i];
             mem[i] ^= 0x10;
-            assert!(!matches(&set, &mem, at(2), hi), "word {i} changed");
+            assert!(!matches(&mut set, &mem, at(2), hi), "word {i} changed");
             mem[i] = was;
         }
-        assert!(matches(&set, &mem, at(2), hi));
+        assert!(matches(&mut set, &mem, at(2), hi));
         // A chain that ends out of bounds is not kept.
         mem[10] = hi + 64;
-        let (n, _, _, kept) = walk_chain(at(2), base, hi, &mut out, &mut records);
+        let (n, _, _, kept) = walk_chain(at(2), base, hi, &mut out, &mut records, &mut []);
         assert_eq!((n, kept), (3, false));
         set.forget(0);
-        assert!(!matches(&set, &mem, at(2), hi));
+        assert!(!matches(&mut set, &mem, at(2), hi));
     }
 
     /// A hand-made stack of `depth` frame records, 16 bytes apart, with
@@ -543,29 +646,36 @@ mod tests {
 
     #[test]
     fn deep_chains_are_kept_whole_and_checked_to_their_last_record() {
-        let mut set = empty_set();
+        let (mut set, mut tail) = empty_set();
         let mut out = vec![0u64; 300];
         let mut records = vec![[0u64; 2]; MAX_CHAIN];
         let mut stacks: Vec<Vec<usize>> = (0..4).map(|_| vec![0usize; 2 * 256 + 2]).collect();
         let depths = [100, 40, 200, 10];
         let mut fps = Vec::new();
-        let check = |set: &ChainSet, stacks: &[Vec<usize>], fps: &[(usize, usize)], w: usize| {
+        let check = |set: &mut ChainSet,
+                     tail: &Tail,
+                     stacks: &[Vec<usize>],
+                     fps: &[(usize, usize)],
+                     w: usize| {
             std::hint::black_box(stacks);
             let (fp, hi) = fps[w];
             // SAFETY: each stack is readable for its whole length.
-            unsafe { set.matches(w, fp, fp, hi) }
+            unsafe { set.matches(tail, w, fp, fp, hi) }
         };
         for (w, depth) in depths.into_iter().enumerate() {
             let fp = deep_stack(&mut stacks[w], depth, 0x10_0000 * (w + 1));
             let hi = fp + stacks[w].len() * 8;
-            let (n, full, _, kept) = walk_chain(fp, fp, hi, &mut out, &mut records);
+            let (n, full, _, kept) = walk_chain(fp, fp, hi, &mut out, &mut records, &mut []);
             assert_eq!((n, full, kept), (depth, false, true), "depth {depth}");
-            set.keep(w, fp, hi, &records[..n], w as u32);
+            set.keep(&mut tail, w, fp, hi, &records[..n], w as u32);
             fps.push((fp, hi));
             if w == 1 {
                 // Both tails fit side by side (way 1's from record 68).
                 assert_eq!((set.ways[0].tail_off, set.ways[1].tail_off), (0, 68));
-                assert!(check(&set, &stacks, &fps, 0) && check(&set, &stacks, &fps, 1));
+                assert!(
+                    check(&mut set, &tail, &stacks, &fps, 0)
+                        && check(&mut set, &tail, &stacks, &fps, 1)
+                );
             }
         }
         // The 200-frame tail wrapped to the start of the tails and emptied
@@ -574,24 +684,26 @@ mod tests {
         assert_eq!((set.ways[0].fp0, set.ways[1].fp0), (0, 0));
         assert_eq!(
             (0..4)
-                .map(|w| check(&set, &stacks, &fps, w))
+                .map(|w| check(&mut set, &tail, &stacks, &fps, w))
                 .collect::<Vec<_>>(),
             [false, false, true, true]
         );
         // The deepest record counts: a change there is no match.
         stacks[2][2 * 199 + 1] ^= 1;
-        assert!(!check(&set, &stacks, &fps, 2));
+        assert!(!check(&mut set, &tail, &stacks, &fps, 2));
         stacks[2][2 * 199 + 1] ^= 1;
-        assert!(check(&set, &stacks, &fps, 2));
+        assert!(check(&mut set, &tail, &stacks, &fps, 2));
         // A way that keeps a chain no longer than its region keeps it in
         // place, and its neighbours keep theirs.
         let (fp, hi) = fps[2];
         stacks[2][2 * 150 + 1] = 0xdead;
-        let (n, _, _, _) = walk_chain(fp, fp, hi, &mut out, &mut records);
+        let (n, _, _, _) = walk_chain(fp, fp, hi, &mut out, &mut records, &mut []);
         let next = set.next;
-        set.keep(2, fp, hi, &records[..n], 9);
+        set.keep(&mut tail, 2, fp, hi, &records[..n], 9);
         assert_eq!((set.ways[2].tail_off, set.next), (0, next));
-        assert!(check(&set, &stacks, &fps, 2) && check(&set, &stacks, &fps, 3));
+        assert!(
+            check(&mut set, &tail, &stacks, &fps, 2) && check(&mut set, &tail, &stacks, &fps, 3)
+        );
         assert_eq!(set.ways[2].id, 9);
         // At the edges: 32 records need no tail, 33 and 256 do, 257 are
         // walked, not kept.
@@ -599,24 +711,61 @@ mod tests {
             let mut mem = vec![0usize; 2 * depth];
             let fp = deep_stack(&mut mem, depth, 0x50_0000);
             let hi = fp + mem.len() * 8;
-            let (n, full, _, kept) = walk_chain(fp, fp, hi, &mut out, &mut records);
+            let (n, full, _, kept) = walk_chain(fp, fp, hi, &mut out, &mut records, &mut []);
             assert_eq!(
                 (n, full, kept),
                 (depth, false, kept_expected),
                 "depth {depth}"
             );
             if kept {
-                let mut set = empty_set();
-                set.keep(5, fp, hi, &records[..n], 1);
+                let (mut set, mut tail) = empty_set();
+                set.keep(&mut tail, 5, fp, hi, &records[..n], 1);
                 std::hint::black_box(&mem);
                 // SAFETY: `mem` is readable for its whole length.
-                assert!(unsafe { set.matches(5, fp, fp, hi) }, "depth {depth}");
+                assert!(
+                    unsafe { set.matches(&tail, 5, fp, fp, hi) },
+                    "depth {depth}"
+                );
                 assert_eq!(
                     set.ways[5].tail_cap as usize,
                     depth.saturating_sub(CHAIN_FRAMES)
                 );
             }
         }
+    }
+
+    #[test]
+    fn deep_chains_stop_being_kept_where_they_are_never_matched_again() {
+        let (mut set, mut tail) = empty_set();
+        let mut out = vec![0u64; 300];
+        let mut records = vec![[0u64; 2]; MAX_CHAIN];
+        let mut mem = vec![0usize; 2 * 100];
+        let fp = deep_stack(&mut mem, 100, 0x70_0000);
+        let hi = fp + mem.len() * 8;
+        let (n, _, _, kept) = walk_chain(fp, fp, hi, &mut out, &mut records, &mut []);
+        assert!(kept);
+        assert_eq!(set.records_wanted(), MAX_CHAIN);
+        for _ in 0..DEEP_WARM_UP {
+            set.keep(&mut tail, 0, fp, hi, &records[..n], 1);
+        }
+        // Kept 16 times, never matched: keeping stops paying...
+        assert_eq!(set.records_wanted(), CHAIN_FRAMES);
+        // ... but one deep walk in `DEEP_PROBE_EVERY` is kept anyway.
+        let probes = (0..DEEP_PROBE_EVERY)
+            .filter(|_| {
+                let wanted = set.records_wanted();
+                set.skipped(n);
+                wanted == MAX_CHAIN
+            })
+            .count();
+        assert_eq!(probes, 1);
+        // Matches make it pay again.
+        for _ in 0..DEEP_WARM_UP / DEEP_PAYS_ONE_IN {
+            std::hint::black_box(&mem);
+            // SAFETY: `mem` is readable for its whole length.
+            assert!(unsafe { set.matches(&tail, 0, fp, fp, hi) });
+        }
+        assert_eq!(set.records_wanted(), MAX_CHAIN);
     }
 
     #[test]

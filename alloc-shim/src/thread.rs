@@ -61,8 +61,11 @@ pub struct ThreadState {
     /// frame's address and the event kind (`chain_set`): several call
     /// paths reach an allocation at one stack depth.
     pub chains: [crate::stack::ChainSet; CHAIN_SETS],
-    /// The records of the chain being walked, before `ChainSet::keep`.
-    pub chain_records: [[u64; 2]; crate::stack::MAX_CHAIN],
+    /// Each set's deep chains' records past their first `CHAIN_FRAMES`.
+    pub chain_tails: [crate::stack::Tail; CHAIN_SETS],
+    /// The records past the first `CHAIN_FRAMES` of the chain being walked,
+    /// before `ChainSet::keep_walked`.
+    pub chain_records: [[u64; 2]; crate::stack::SET_TAIL_RECORDS],
     /// Per set, which way to try first (`ChainOrder`).
     pub chain_order: [ChainOrder; CHAIN_SETS],
     /// Frames of the CPU signal handler, apart from `frames`, which the
