@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What lineprof costs on real programs: the four programs of bench/agree/
+"""What lineprof costs on real programs: the programs of bench/agree/
 (their work done by registry crates, set up as the README tells a user),
 untracked beside tracked, alternated round by round, medians (issue 13's
 held-out overhead check, run here on programs we can see).
@@ -19,6 +19,7 @@ CPU is user + system time of the process (`wait4`).
 """
 
 import argparse
+import glob
 import os
 import re
 import shutil
@@ -36,11 +37,18 @@ HOME = os.path.expanduser("~")
 CORPUS = os.path.join(HOME, ".cargo", "registry", "src")
 # (program, arguments): what BENCHMARKS.md's "CPU time per line against
 # perf" uses, with rgrep at three rounds over the registry's sources.
+# regex-syntax's sources: the bench's dev-dependency puts them in the
+# registry cache (bench/run.py's test-suite rows run that crate's tests).
+SYNTAX_SRC = next(iter(sorted(glob.glob(os.path.join(
+    CORPUS, "*", "regex-syntax-0.8.12", "src")))), "")
 PROGRAMS = [
     ("jsonwork", []),
     ("sortmap", []),
     ("deflate", ["300000"]),
     ("rgrep", [CORPUS, r"fn\s+\w+(<[^>]*>)?\s*\([^)]*&mut\s+\w+", "1", "3"]),
+    # syn parsing regex-syntax's 33 files, 3 rounds: a recursive-descent
+    # parser, stacks up to ~100 frames deep.
+    ("synparse", [SYNTAX_SRC, "3"]),
 ]
 
 
@@ -79,8 +87,9 @@ def main():
         for name, argv in PROGRAMS:
             if args.only and name != args.only:
                 continue
-            if name == "rgrep" and not os.path.isdir(CORPUS):
-                print(f"\n{name}: skipped, no {CORPUS} to search")
+            if not os.path.isdir(argv[0] if argv and name in ("rgrep", "synparse") else "/"):
+                print(f"\n{name}: skipped, no {argv[0] or 'regex-syntax-0.8.12 source'} "
+                      f"(cargo fetch in bench/ puts it in the registry cache)")
                 continue
             project = os.path.join(BENCH, "agree", name)
             if args.no_build:
