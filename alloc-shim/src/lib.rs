@@ -255,8 +255,9 @@ unsafe fn capture(t: *mut thread::ThreadState, kind: u8, size: usize) -> Option<
         let chains = &mut (*t).chains[set];
         let tail = &(*t).chain_tails[set];
         let first = order.predicted(size);
-        // SAFETY: sets are only ever filled by `keep` with `walk_chain`'s
-        // records; `sp..hi` is this thread's stack mapping.
+        // SAFETY: sets are only ever filled by `keep_walked` with one
+        // `walk_chain`'s records per chain, their tails in this set's own
+        // `chain_tails` entry; `sp..hi` is this thread's stack mapping.
         if chains.matches(tail, first, fp, sp, hi) {
             order.came(first, size);
             return Some(chains.ways[first].id);
@@ -325,12 +326,10 @@ unsafe fn capture_walk(
                 let walked = &(&(*t).chain_records)[..n.saturating_sub(stack::CHAIN_FRAMES)];
                 chains.keep_walked(tail, w, fp, hi, n, walked, id)
             }
-            _ => {
-                if !full && wanted < n {
-                    chains.skipped(n);
-                }
-                chains.forget(w)
-            }
+            _ => chains.forget(w),
+        }
+        if !full {
+            chains.walked(n);
         }
         id
     }

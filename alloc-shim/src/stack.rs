@@ -150,7 +150,7 @@ pub struct Chain {
     /// What the caller interned the stack as.
     pub id: u32,
     /// Records past the first `CHAIN_FRAMES`: where they lie in the set's
-    /// `tail`, and how many from there this way owns (no two ways'
+    /// [`Tail`], and how many from there this way owns (no two ways'
     /// regions overlap).
     pub tail_off: u32,
     pub tail_cap: u32,
@@ -164,14 +164,14 @@ pub struct Chain {
 #[repr(C)]
 pub struct ChainSet {
     pub ways: [Chain; crate::thread::CHAIN_WAYS],
-    /// Where the next tail region is cut from `tail`.
+    /// Where the next region is cut from the set's [`Tail`].
     next: u32,
-    /// Deep chains kept, and checks that matched one (halved together
-    /// from time to time): whether keeping them pays here.
+    /// Deep chains kept, and checks that matched one, both halved when
+    /// either reaches `DEEP_WINDOW`: whether keeping them pays here lately.
     deep_kept: u16,
     deep_hits: u16,
-    /// Deep walks not kept since keeping stopped paying.
-    deep_skipped: u16,
+    /// Deep walks (kept or not), for the probes.
+    deep_walks: u16,
 }
 
 /// The records of a set's deep chains past their first `CHAIN_FRAMES`,
@@ -179,16 +179,18 @@ pub struct ChainSet {
 /// stay as close together as before deep chains were kept.
 pub type Tail = [[u64; 2]; SET_TAIL_RECORDS];
 
-/// A deep chain costs its walk's stores and a copy (about a third of the
-/// walk) to keep; it pays when at least one in four is matched again.
-/// (A recursive-descent parser reaches one depth by ever new paths: none
-/// are; a recursion that repeats its path: nearly all.)
-const DEEP_PAYS_ONE_IN: u16 = 4;
+/// A deep chain costs its tail's stores and copy, and a check per miss,
+/// to keep; it pays when there is at least one match for every four kept.
+/// (A recursive-descent parser reaches one depth by ever new paths: next
+/// to none; a recursion that repeats its path: many per chain.)
+const DEEP_PAYS_ONE_IN: u32 = 4;
 /// Kept deep chains before the rate counts.
 const DEEP_WARM_UP: u16 = 16;
 /// While keeping does not pay, one deep walk in this many is kept anyway,
 /// so that a change of the program's phase is seen.
 const DEEP_PROBE_EVERY: u16 = 64;
+/// The counters' window: both are halved when either reaches it.
+const DEEP_WINDOW: u16 = 1024;
 
 impl ChainSet {
     /// How many of a walk's records to keep (`CHAIN_FRAMES`, or `MAX_CHAIN`
@@ -196,20 +198,29 @@ impl ChainSet {
     #[inline(always)]
     pub fn records_wanted(&self) -> usize {
         let pays = self.deep_kept < DEEP_WARM_UP
-            || self.deep_hits.saturating_mul(DEEP_PAYS_ONE_IN) >= self.deep_kept;
-        if pays || self.deep_skipped % DEEP_PROBE_EVERY == DEEP_PROBE_EVERY - 1 {
+            || self.deep_hits as u32 * DEEP_PAYS_ONE_IN >= self.deep_kept as u32;
+        if pays || self.deep_walks % DEEP_PROBE_EVERY == DEEP_PROBE_EVERY - 1 {
             MAX_CHAIN
         } else {
             CHAIN_FRAMES
         }
     }
 
-    /// A walk of `n` frames was not kept because only `CHAIN_FRAMES`
-    /// records were wanted.
+    /// A walk of `n` frames ended (kept or not, not cut at the depth
+    /// limit): counts the deep ones for the probes.
     #[inline]
-    pub fn skipped(&mut self, n: usize) {
+    pub fn walked(&mut self, n: usize) {
         if n > CHAIN_FRAMES {
-            self.deep_skipped = self.deep_skipped.wrapping_add(1);
+            self.deep_walks = self.deep_walks.wrapping_add(1);
+        }
+    }
+
+    /// Halves both counters when either reaches the window.
+    #[inline]
+    fn age(&mut self) {
+        if self.deep_kept >= DEEP_WINDOW || self.deep_hits >= DEEP_WINDOW {
+            self.deep_kept /= 2;
+            self.deep_hits /= 2;
         }
     }
 
@@ -219,7 +230,8 @@ impl ChainSet {
     /// `next` (wrapping to the start), and the ways whose regions it
     /// overlaps lose them (and their chains, if deeper than the first
     /// records). So every way keeps `len <= CHAIN_FRAMES + tail_cap`, its
-    /// region inside `tail`, and no two ways' regions overlap.
+    /// region inside the set's `Tail` (`tail_records`, the same one at
+    /// every call for this set), and no two ways' regions overlap.
     pub fn keep(
         &mut self,
         tail_records: &mut Tail,
@@ -236,8 +248,10 @@ impl ChainSet {
         }
     }
 
-    /// `keep` of a chain of `n` records whose first ones `walk_chain` wrote
-    /// into way `w`'s own records, the rest into `tail`.
+    /// `keep` of a chain of `n_records` records whose first ones (up to
+    /// `CHAIN_FRAMES`) the same walk wrote into way `w`'s own records, the
+    /// rest into `tail`: what `matches` later compares is exactly that
+    /// walk's records.
     #[allow(clippy::too_many_arguments)]
     pub fn keep_walked(
         &mut self,
@@ -257,11 +271,8 @@ impl ChainSet {
         }
         let n = tail.len() as u32;
         if n > 0 {
-            if self.deep_kept == u16::MAX {
-                self.deep_kept /= 2;
-                self.deep_hits /= 2;
-            }
             self.deep_kept += 1;
+            self.age();
         }
         if n > self.ways[w].tail_cap {
             if self.next + n > SET_TAIL_RECORDS as u32 {
@@ -310,9 +321,10 @@ impl ChainSet {
     /// the kept `hi`.
     ///
     /// # Safety
-    /// The set was filled only by `keep` with `walk_chain`'s records (or is
-    /// all zero), `w < CHAIN_WAYS`, `fp0 >= lo`, and `lo..hi` is readable
-    /// stack memory of this thread.
+    /// The set was filled only by `keep` or `keep_walked` with one
+    /// `walk_chain`'s records per chain (or is all zero), `tail_records` is
+    /// the `Tail` all of them were given for this set, `w < CHAIN_WAYS`,
+    /// `fp0 >= lo`, and `lo..hi` is readable stack memory of this thread.
     #[inline(always)]
     pub unsafe fn matches(
         &mut self,
@@ -352,7 +364,10 @@ impl ChainSet {
             }
             same
         };
-        self.deep_hits = self.deep_hits.saturating_add(same as u16);
+        if same {
+            self.deep_hits += 1;
+            self.age();
+        }
         same
     }
 }
@@ -750,22 +765,40 @@ mod tests {
         }
         // Kept 16 times, never matched: keeping stops paying...
         assert_eq!(set.records_wanted(), CHAIN_FRAMES);
-        // ... but one deep walk in `DEEP_PROBE_EVERY` is kept anyway.
-        let probes = (0..DEEP_PROBE_EVERY)
-            .filter(|_| {
-                let wanted = set.records_wanted();
-                set.skipped(n);
-                wanted == MAX_CHAIN
-            })
-            .count();
-        assert_eq!(probes, 1);
-        // Matches make it pay again.
-        for _ in 0..DEEP_WARM_UP / DEEP_PAYS_ONE_IN {
+        // ... but one deep walk in `DEEP_PROBE_EVERY` is kept anyway. As
+        // `capture_walk` does: the walk writes the way's first records in
+        // place and the rest aside, and every deep walk counts.
+        let mut scratch = vec![[0u64; 2]; SET_TAIL_RECORDS];
+        let mut probes = 0;
+        for _ in 0..2 * DEEP_PROBE_EVERY {
+            let wanted = set.records_wanted();
+            set.forget(0);
+            let head = &mut set.ways[0].records;
+            let aside = &mut scratch[..wanted - CHAIN_FRAMES];
+            let (n, full, _, kept) = walk_chain(fp, fp, hi, &mut out, head, aside);
+            assert_eq!((n, full, kept), (100, false, wanted == MAX_CHAIN));
+            if kept {
+                set.keep_walked(&mut tail, 0, fp, hi, n, &scratch[..n - CHAIN_FRAMES], 1);
+                std::hint::black_box(&mem);
+                // SAFETY: `mem` is readable for its whole length.
+                assert!(unsafe { set.matches(&tail, 0, fp, fp, hi) });
+                probes += 1;
+            }
+            set.walked(n);
+        }
+        assert_eq!(probes, 2);
+        // Matches make it pay again (one for every four kept).
+        set.keep(&mut tail, 0, fp, hi, &records[..n], 1);
+        assert_eq!(set.records_wanted(), CHAIN_FRAMES);
+        while set.records_wanted() == CHAIN_FRAMES {
+            assert!(set.deep_hits * 4 < set.deep_kept, "paid before one in four");
             std::hint::black_box(&mem);
             // SAFETY: `mem` is readable for its whole length.
             assert!(unsafe { set.matches(&tail, 0, fp, fp, hi) });
         }
-        assert_eq!(set.records_wanted(), MAX_CHAIN);
+        // 19 kept (16, the two probes, one more); 5 matches (2 in the
+        // probes, 3 to reach 19 / 4).
+        assert_eq!((set.deep_kept, set.deep_hits), (DEEP_WARM_UP + 3, 5));
     }
 
     #[test]
