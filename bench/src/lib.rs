@@ -3,6 +3,19 @@
 
 pub mod sampler;
 
+/// `iters` allocations and frees of a 64-byte box, each freed at once: the
+/// event pair the micro and deep-stack benchmarks time, from one real
+/// frame (not inlined) below their callers.
+#[inline(never)]
+pub fn box_pairs(iters: u64) -> u64 {
+    let mut acc = 0u64;
+    for i in 0..iters {
+        let b = std::hint::black_box(Box::new([i; 8])); // 64 bytes, freed at once
+        acc = acc.wrapping_add(b[3]);
+    }
+    acc
+}
+
 #[cfg(all(feature = "tracking", feature = "dhat"))]
 compile_error!("enable at most one of the `tracking` and `dhat` features");
 

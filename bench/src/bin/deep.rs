@@ -9,15 +9,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-#[inline(never)]
-fn leaf(iters: u64) -> u64 {
-    let mut acc = 0u64;
-    for i in 0..iters {
-        let b = black_box(Box::new([i; 8])); // 64 bytes, freed at once
-        acc = acc.wrapping_add(b[3]);
-    }
-    acc
-}
+/// The pairs are allocated and freed one real frame below its caller.
+use lineprof_bench::box_pairs as leaf;
 
 #[inline(never)]
 fn down(depth: u32, iters: u64) -> u64 {
