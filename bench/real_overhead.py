@@ -87,7 +87,8 @@ def main():
         for name, argv in PROGRAMS:
             if args.only and name != args.only:
                 continue
-            if not os.path.isdir(argv[0] if argv and name in ("rgrep", "synparse") else "/"):
+            # rgrep and synparse read a directory of sources first.
+            if name in ("rgrep", "synparse") and not os.path.isdir(argv[0]):
                 print(f"\n{name}: skipped, no {argv[0] or 'regex-syntax-0.8.12 source'} "
                       f"(cargo fetch in bench/ puts it in the registry cache)")
                 continue

@@ -241,24 +241,20 @@ pub fn compare(base: &Report, new: &Report, totals_gated: bool) -> Mismatch {
     if lib_backtrace(b) != lib_backtrace(n) && (lib_set || !panic_differs) {
         backtrace("RUST_LIB_BACKTRACE");
     }
-    // The rate the shim used (a bad value is the default).
-    if b.sampling.cpu_hz != n.sampling.cpu_hz {
-        m.note.push(Difference {
-            var: "LINEPROF_HZ",
-            text: format!(
-                "{}: it changes CPU figures only, which are not gated",
-                change("LINEPROF_HZ")
-            ),
-        });
-    }
-    if cpu_backend(b) != cpu_backend(n) {
-        m.note.push(Difference {
-            var: "LINEPROF_CPU",
-            text: format!(
-                "{}: it changes CPU figures only, which are not gated",
-                change("LINEPROF_CPU")
-            ),
-        });
+    // The rate the shim used (a bad value is the default), and the backend.
+    for (var, differs) in [
+        ("LINEPROF_HZ", b.sampling.cpu_hz != n.sampling.cpu_hz),
+        ("LINEPROF_CPU", cpu_backend(b) != cpu_backend(n)),
+    ] {
+        if differs {
+            m.note.push(Difference {
+                var,
+                text: format!(
+                    "{}: it changes CPU figures only, which are not gated",
+                    change(var)
+                ),
+            });
+        }
     }
     m
 }
